@@ -1,0 +1,32 @@
+// @ts-check
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', '.azurite/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-console': 'off',
+    },
+  },
+  {
+    // The core stays framework-free: it must not reach for Azure SDKs, the OpenAI SDK or Node HTTP.
+    files: ['src/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['@azure/*', 'openai', 'openai/*'], message: 'The core imports no @azure/* or openai: put it in an adapter.' },
+            { group: ['../adapters/*', '../http/*', '../functions/*', '../../adapters/*', '../../http/*'], message: 'The core depends on ports, not adapters.' },
+          ],
+        },
+      ],
+    },
+  },
+);

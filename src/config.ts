@@ -1,0 +1,422 @@
+/**
+ * One schema over the environment, validated once at startup and frozen. A bad setting fails with a
+ * message naming it. `SETTINGS` documents every setting the app reads; the README table, the sample
+ * local settings and the offline infra check all derive from it.
+ */
+import { z } from 'zod';
+
+export interface SettingInfo {
+  name: string;
+  description: string;
+  /** Shown in the README; `undefined` means no default (optional or required). */
+  default?: string;
+  example: string;
+  /** Must be set by the infrastructure templates for the app to run on Azure. */
+  requiredOnAzure?: boolean;
+  /** Value written to local.settings.sample.json. */
+  local?: string;
+}
+
+export const SETTINGS: readonly SettingInfo[] = [
+  // Storage
+  {
+    name: 'TABLES_CONNECTION_STRING',
+    description: 'Table Storage connection string (local runs, Azurite). Either this or TABLES_ENDPOINT.',
+    example: 'UseDevelopmentStorage=true',
+    local: 'UseDevelopmentStorage=true',
+  },
+  {
+    name: 'TABLES_ENDPOINT',
+    description: 'Table Storage endpoint, authenticated with the managed identity. Either this or TABLES_CONNECTION_STRING.',
+    example: 'https://mystorage.table.core.windows.net',
+    requiredOnAzure: true,
+  },
+  { name: 'TABLES_PREFIX', description: 'Prefix for table names (letters and digits).', default: '', example: 'dev' },
+  // Model
+  {
+    name: 'AZURE_OPENAI_ENDPOINT',
+    description: 'Azure OpenAI resource endpoint; the app calls {endpoint}/openai/v1/chat/completions.',
+    example: 'https://myopenai.openai.azure.com',
+    requiredOnAzure: true,
+    local: 'http://127.0.0.1:7072',
+  },
+  {
+    name: 'AZURE_OPENAI_DEPLOYMENT',
+    description: 'Deployment name, sent as `model`.',
+    example: 'chat',
+    requiredOnAzure: true,
+    local: 'local-model',
+  },
+  {
+    name: 'AZURE_OPENAI_MODEL',
+    description: 'Model name behind the deployment: picks the tokenizer and the context window.',
+    default: 'AZURE_OPENAI_DEPLOYMENT',
+    example: 'gpt-4o-mini',
+    requiredOnAzure: true,
+    local: 'gpt-4o-mini',
+  },
+  {
+    name: 'AZURE_OPENAI_API_KEY',
+    description: 'API key; when unset the managed identity (DefaultAzureCredential) is used.',
+    example: '(secret)',
+  },
+  {
+    name: 'AZURE_CLIENT_ID',
+    description: 'Client id of the user-assigned managed identity.',
+    example: '00000000-0000-0000-0000-000000000000',
+    requiredOnAzure: true,
+  },
+  {
+    name: 'AZURE_OPENAI_TIMEOUT_MS',
+    description: 'Total time for one model call including retries; keep it well under the 230 s HTTP limit.',
+    default: '120000',
+    example: '60000',
+  },
+  {
+    name: 'AZURE_OPENAI_MAX_RETRIES',
+    description: 'Retries of a model call on connection errors, 408, 409, 429 and 5xx (honours retry-after).',
+    default: '2',
+    example: '3',
+  },
+  // Chat behaviour
+  {
+    name: 'CHAT_SYSTEM_MESSAGE',
+    description: 'System message for conversations created without one.',
+    default: 'You are a helpful assistant.',
+    example: 'You are a concise assistant.',
+  },
+  {
+    name: 'CHAT_TOKEN_LIMIT',
+    description: "Context window in tokens; defaults to the model family's limit.",
+    example: '16384',
+  },
+  {
+    name: 'CHAT_MAX_RESPONSE_TOKENS',
+    description: 'Tokens reserved for, and requested as, the reply (max_tokens / max_completion_tokens).',
+    default: '1024',
+    example: '800',
+  },
+  {
+    name: 'CHAT_TRIM_POLICY',
+    description: 'What to do when the history does not fit: drop-oldest, max-turns or reject.',
+    default: 'drop-oldest',
+    example: 'max-turns',
+  },
+  {
+    name: 'CHAT_MAX_TURNS',
+    description: 'With CHAT_TRIM_POLICY=max-turns: the newest past turns sent at most.',
+    default: '20',
+    example: '10',
+  },
+  { name: 'CHAT_TEMPERATURE', description: 'Sampling temperature (0 to 2); unset leaves the model default.', example: '0.7' },
+  {
+    name: 'CHAT_MAX_MESSAGE_CHARS',
+    description: 'Longest message, system message or example accepted, in UTF-16 code units.',
+    default: '100000',
+    example: '20000',
+  },
+  { name: 'CHAT_MAX_EXAMPLES', description: 'Most few-shot examples per conversation.', default: '20', example: '8' },
+  {
+    name: 'CHAT_TURN_ATTEMPTS',
+    description: 'Attempts of a turn that loses a race with another turn before answering 409 conversation_busy.',
+    default: '3',
+    example: '5',
+  },
+  {
+    name: 'CHAT_STREAM_ON_DISCONNECT',
+    description: 'When a streaming client disconnects: finish (read the model to the end and store the turn) or abort.',
+    default: 'finish',
+    example: 'abort',
+  },
+  {
+    name: 'IDEMPOTENCY_LEASE_SECONDS',
+    description: 'How long a running request holds its Idempotency-Key before a retry may take it over.',
+    default: '300',
+    example: '600',
+  },
+  // Callers
+  {
+    name: 'AUTH_MODE',
+    description: 'How callers are identified: none (one local caller), jwt or easyauth.',
+    default: 'none',
+    example: 'jwt',
+    requiredOnAzure: true,
+    local: 'none',
+  },
+  { name: 'AUTH_ALLOW_NONE', description: 'Allow AUTH_MODE=none on Azure (WEBSITE_INSTANCE_ID set).', default: 'false', example: 'true' },
+  { name: 'AUTH_JWKS_URL', description: 'JWKS URL (AUTH_MODE=jwt).', example: 'https://login.example.com/.well-known/jwks.json' },
+  { name: 'AUTH_ISSUER', description: 'Expected `iss` (AUTH_MODE=jwt).', example: 'https://login.example.com/' },
+  { name: 'AUTH_AUDIENCE', description: 'Expected `aud` (AUTH_MODE=jwt).', example: 'api://chat' },
+  {
+    name: 'AUTH_ALGORITHMS',
+    description: 'Accepted JWT algorithms, comma-separated (AUTH_MODE=jwt).',
+    default: 'RS256,ES256',
+    example: 'RS256',
+  },
+  { name: 'AUTH_USER_CLAIM', description: 'Claim that identifies the caller (AUTH_MODE=jwt).', default: 'sub', example: 'oid' },
+  {
+    name: 'AUTH_CLOCK_SKEW_SECONDS',
+    description: 'Clock skew tolerated on exp/nbf (AUTH_MODE=jwt).',
+    default: '60',
+    example: '30',
+  },
+  // Webhooks
+  {
+    name: 'WEBHOOK_SECRET',
+    description: 'Standard Webhooks secret(s), whsec_..., space- or comma-separated for rotation. Unset disables the route.',
+    example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+  },
+  {
+    name: 'GITHUB_WEBHOOK_SECRET',
+    description: 'Secret for X-Hub-Signature-256 deliveries to /api/webhooks/github. Unset disables the route.',
+    example: "It's a Secret to Everybody",
+  },
+  // Limits
+  {
+    name: 'LIMIT_REQUESTS_PER_MINUTE',
+    description: 'Message sends per caller per minute, shared by all instances; 0 turns it off.',
+    default: '60',
+    example: '20',
+  },
+  {
+    name: 'LIMIT_TOKENS_PER_DAY',
+    description: 'Model tokens (prompt + completion) per caller per UTC day; 0 turns it off.',
+    default: '1000000',
+    example: '200000',
+  },
+  {
+    name: 'LIMIT_CONVERSATIONS_PER_CALLER',
+    description: 'Conversations a caller may keep; 0 turns it off.',
+    default: '1000',
+    example: '100',
+  },
+  {
+    name: 'LIMIT_BODY_BYTES',
+    description: 'Largest request body accepted, in bytes.',
+    default: '1048576',
+    example: '262144',
+  },
+] as const;
+
+const empty = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? undefined : value);
+const optionalString = z.preprocess(empty, z.string().optional());
+const int = (min: number, max: number) => z.preprocess(empty, z.coerce.number().int().min(min).max(max));
+const bool = z.preprocess(
+  empty,
+  z
+    .enum(['true', 'false', '1', '0'], { message: 'expected true or false' })
+    .optional()
+    .transform((value) => value === 'true' || value === '1'),
+);
+const url = z.preprocess(empty, z.url({ protocol: /^https?$/, message: 'expected an http(s) URL' }).optional());
+const list = (value: string | undefined) =>
+  (value ?? '')
+    .split(/[\s,]+/)
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+
+const schema = z
+  .object({
+    TABLES_CONNECTION_STRING: optionalString,
+    TABLES_ENDPOINT: url,
+    TABLES_PREFIX: z.preprocess(
+      empty,
+      z
+        .string()
+        .regex(/^[A-Za-z][A-Za-z0-9]{0,30}$/, 'expected letters and digits, starting with a letter')
+        .optional(),
+    ),
+    AZURE_OPENAI_ENDPOINT: z.preprocess(empty, z.url({ protocol: /^https?$/, message: 'expected an http(s) URL' })),
+    AZURE_OPENAI_DEPLOYMENT: z.preprocess(empty, z.string({ message: 'required' }).min(1)),
+    AZURE_OPENAI_MODEL: optionalString,
+    AZURE_OPENAI_API_KEY: optionalString,
+    AZURE_CLIENT_ID: optionalString,
+    AZURE_OPENAI_TIMEOUT_MS: int(1000, 600_000).default(120_000),
+    AZURE_OPENAI_MAX_RETRIES: int(0, 10).default(2),
+    CHAT_SYSTEM_MESSAGE: z.preprocess(empty, z.string().default('You are a helpful assistant.')),
+    CHAT_TOKEN_LIMIT: int(256, 10_000_000).optional(),
+    CHAT_MAX_RESPONSE_TOKENS: int(1, 1_000_000).default(1024),
+    CHAT_TRIM_POLICY: z.preprocess(empty, z.enum(['drop-oldest', 'max-turns', 'reject']).default('drop-oldest')),
+    CHAT_MAX_TURNS: int(0, 10_000).default(20),
+    CHAT_TEMPERATURE: z.preprocess(empty, z.coerce.number().min(0).max(2).optional()),
+    // 400,000 UTF-16 units keeps a message entity under the 1 MiB entity limit (UTF-16 counted).
+    CHAT_MAX_MESSAGE_CHARS: int(1, 400_000).default(100_000),
+    CHAT_MAX_EXAMPLES: int(0, 50).default(20),
+    CHAT_TURN_ATTEMPTS: int(1, 20).default(3),
+    CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
+    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400).default(300),
+    AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
+    AUTH_ALLOW_NONE: bool,
+    AUTH_JWKS_URL: url,
+    AUTH_ISSUER: optionalString,
+    AUTH_AUDIENCE: optionalString,
+    AUTH_ALGORITHMS: z.preprocess(
+      empty,
+      z
+        .string()
+        .default('RS256,ES256')
+        .transform(list)
+        .pipe(
+          z
+            .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+            .min(1),
+        ),
+    ),
+    AUTH_USER_CLAIM: z.preprocess(empty, z.string().default('sub')),
+    AUTH_CLOCK_SKEW_SECONDS: int(0, 600).default(60),
+    WEBHOOK_SECRET: z.preprocess(
+      empty,
+      z
+        .string()
+        .optional()
+        .transform(list)
+        .pipe(z.array(z.string().regex(/^whsec_[A-Za-z0-9+/=]+$/, 'expected whsec_ followed by base64'))),
+    ),
+    GITHUB_WEBHOOK_SECRET: optionalString,
+    LIMIT_REQUESTS_PER_MINUTE: int(0, 1_000_000).default(60),
+    LIMIT_TOKENS_PER_DAY: int(0, 1_000_000_000_000).default(1_000_000),
+    LIMIT_CONVERSATIONS_PER_CALLER: int(0, 10_000_000).default(1000),
+    LIMIT_BODY_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
+    WEBSITE_INSTANCE_ID: optionalString,
+  })
+  .superRefine((env, ctx) => {
+    if (!env.TABLES_CONNECTION_STRING && !env.TABLES_ENDPOINT) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['TABLES_CONNECTION_STRING'],
+        message: 'set TABLES_CONNECTION_STRING or TABLES_ENDPOINT',
+      });
+    }
+    if (env.AUTH_MODE === 'jwt') {
+      for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
+        if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'required when AUTH_MODE=jwt' });
+      }
+    }
+    if (env.AUTH_MODE === 'none' && env.WEBSITE_INSTANCE_ID && !env.AUTH_ALLOW_NONE) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AUTH_MODE'],
+        message: 'none is refused on Azure (WEBSITE_INSTANCE_ID is set): choose jwt or easyauth, or set AUTH_ALLOW_NONE=true',
+      });
+    }
+  });
+
+export type TrimPolicy = 'drop-oldest' | 'max-turns' | 'reject';
+
+export interface Config {
+  storage: { connectionString?: string; endpoint?: string; tablePrefix: string };
+  model: {
+    endpoint: string;
+    deployment: string;
+    modelName: string;
+    apiKey?: string;
+    clientId?: string;
+    timeoutMs: number;
+    maxRetries: number;
+  };
+  chat: {
+    defaultSystemMessage: string;
+    /** From CHAT_TOKEN_LIMIT; when undefined the model family's window applies. */
+    tokenLimit?: number;
+    maxResponseTokens: number;
+    trimPolicy: TrimPolicy;
+    maxTurns: number;
+    temperature?: number;
+    maxMessageChars: number;
+    maxExamples: number;
+    turnAttempts: number;
+    streamOnDisconnect: 'finish' | 'abort';
+    idempotencyLeaseMs: number;
+  };
+  auth: {
+    mode: 'none' | 'jwt' | 'easyauth';
+    jwksUrl?: string;
+    issuer?: string;
+    audience?: string;
+    algorithms: string[];
+    userClaim: string;
+    clockSkewSeconds: number;
+  };
+  webhooks: { standardSecrets: string[]; githubSecret?: string };
+  limits: {
+    requestsPerMinute: number;
+    tokensPerDay: number;
+    conversationsPerCaller: number;
+    bodyBytes: number;
+  };
+  runningOnAzure: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates the environment; throws ConfigError naming every bad setting. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Readonly<Config> {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => `${String(issue.path[0] ?? 'configuration')}: ${issue.message}`),
+    );
+  }
+  const e = parsed.data;
+  const config: Config = {
+    storage: { connectionString: e.TABLES_CONNECTION_STRING, endpoint: e.TABLES_ENDPOINT, tablePrefix: e.TABLES_PREFIX ?? '' },
+    model: {
+      endpoint: e.AZURE_OPENAI_ENDPOINT.replace(/\/+$/, ''),
+      deployment: e.AZURE_OPENAI_DEPLOYMENT,
+      modelName: e.AZURE_OPENAI_MODEL ?? e.AZURE_OPENAI_DEPLOYMENT,
+      apiKey: e.AZURE_OPENAI_API_KEY,
+      clientId: e.AZURE_CLIENT_ID,
+      timeoutMs: e.AZURE_OPENAI_TIMEOUT_MS,
+      maxRetries: e.AZURE_OPENAI_MAX_RETRIES,
+    },
+    chat: {
+      defaultSystemMessage: e.CHAT_SYSTEM_MESSAGE,
+      tokenLimit: e.CHAT_TOKEN_LIMIT,
+      maxResponseTokens: e.CHAT_MAX_RESPONSE_TOKENS,
+      trimPolicy: e.CHAT_TRIM_POLICY,
+      maxTurns: e.CHAT_MAX_TURNS,
+      temperature: e.CHAT_TEMPERATURE,
+      maxMessageChars: e.CHAT_MAX_MESSAGE_CHARS,
+      maxExamples: e.CHAT_MAX_EXAMPLES,
+      turnAttempts: e.CHAT_TURN_ATTEMPTS,
+      streamOnDisconnect: e.CHAT_STREAM_ON_DISCONNECT,
+      idempotencyLeaseMs: e.IDEMPOTENCY_LEASE_SECONDS * 1000,
+    },
+    auth: {
+      mode: e.AUTH_MODE,
+      jwksUrl: e.AUTH_JWKS_URL,
+      issuer: e.AUTH_ISSUER,
+      audience: e.AUTH_AUDIENCE,
+      algorithms: e.AUTH_ALGORITHMS,
+      userClaim: e.AUTH_USER_CLAIM,
+      clockSkewSeconds: e.AUTH_CLOCK_SKEW_SECONDS,
+    },
+    webhooks: { standardSecrets: e.WEBHOOK_SECRET, githubSecret: e.GITHUB_WEBHOOK_SECRET },
+    limits: {
+      requestsPerMinute: e.LIMIT_REQUESTS_PER_MINUTE,
+      tokensPerDay: e.LIMIT_TOKENS_PER_DAY,
+      conversationsPerCaller: e.LIMIT_CONVERSATIONS_PER_CALLER,
+      bodyBytes: e.LIMIT_BODY_BYTES,
+    },
+    runningOnAzure: Boolean(e.WEBSITE_INSTANCE_ID),
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The settings the infrastructure must set for the app to start on Azure (read by the offline infra check). */
+export const REQUIRED_ON_AZURE: readonly string[] = SETTINGS.filter((setting) => setting.requiredOnAzure).map(
+  (setting) => setting.name,
+);

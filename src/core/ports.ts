@@ -1,0 +1,193 @@
+/**
+ * The small interfaces the core needs from the outside world. Adapters in `src/adapters/` implement them
+ * with Azure SDKs, the OpenAI SDK and js-tiktoken; unit tests implement them with fakes.
+ */
+
+export type Role = 'system' | 'user' | 'assistant';
+
+export interface ChatMessage {
+  role: Role;
+  content: string;
+  name?: string;
+}
+
+// ---- Tokenizer -------------------------------------------------------------------------------
+
+export type EncodingName = 'o200k_base' | 'cl100k_base';
+
+export interface Tokenizer {
+  readonly encoding: EncodingName;
+  /** Tokens in `text` encoded as ordinary text: special-token strings never throw, never become special ids. */
+  countTokens(text: string): number;
+  /** The literal strings of this encoding's special tokens, e.g. `<|endoftext|>`. */
+  specialTokens(): readonly string[];
+}
+
+// ---- Conversations in storage -----------------------------------------------------------------
+
+/** The authenticated caller. Every key in storage derives from `id`; never from the request body. */
+export interface Caller {
+  id: string;
+  kind: 'user' | 'integration' | 'local';
+}
+
+export type FinishReason = 'stop' | 'length' | 'content_filter' | 'tool_calls' | 'function_call' | 'unknown';
+
+/** A message as stored: its token count is kept with the encoding it was counted under (counted once). */
+export interface StoredMessage extends ChatMessage {
+  role: 'user' | 'assistant';
+  /** Position in the conversation, 1-based; message ids and storage keys derive from it. */
+  seq: number;
+  id: string;
+  createdAt: string;
+  tokens: number;
+  encoding: EncodingName;
+  finishReason?: FinishReason;
+}
+
+export interface PrologueMessage extends ChatMessage {
+  tokens: number;
+  encoding: EncodingName;
+}
+
+export interface Conversation {
+  id: string;
+  title: string | null;
+  metadata: Record<string, string>;
+  /** The system message followed by the few-shot examples: pinned, never trimmed. */
+  prologue: PrologueMessage[];
+  createdAt: string;
+  updatedAt: string;
+  /** Number of stored messages (user + assistant); the next message gets seq messageCount + 1. */
+  messageCount: number;
+  /** Opaque concurrency token (the header's ETag): a turn commits only if it is unchanged. */
+  version: string;
+}
+
+export interface NewConversation {
+  id: string;
+  title: string | null;
+  metadata: Record<string, string>;
+  prologue: PrologueMessage[];
+  createdAt: string;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor?: string;
+}
+
+/** What a completed turn answered; stored with the idempotency record so a retry gets the same answer. */
+export interface TurnRecord {
+  conversationId: string;
+  replySeq: number;
+  finishReason: FinishReason;
+  usage: Usage;
+  context: { promptTokens: number; droppedTurns: number };
+}
+
+export interface TurnCommit {
+  conversationId: string;
+  /** The version the turn was computed on; the commit fails with a conflict if it changed. */
+  expectedVersion: string;
+  messages: StoredMessage[];
+  updatedAt: string;
+  idempotency?: { key: string; claim: IdempotencyClaim; requestHash: string; record: TurnRecord };
+}
+
+export interface IdempotencyClaim {
+  /** Opaque token proving this request holds the pending record. */
+  token: string;
+}
+
+export type IdempotencyBegin =
+  | { state: 'claimed'; claim: IdempotencyClaim }
+  | { state: 'in_progress'; requestHash: string }
+  | { state: 'completed'; requestHash: string; record: TurnRecord };
+
+/** Raised by the store when a turn lost a race for the conversation; the core re-reads and retries. */
+export class ConcurrencyConflict extends Error {
+  constructor(message = 'The conversation changed since it was read.') {
+    super(message);
+    this.name = 'ConcurrencyConflict';
+  }
+}
+
+export interface ConversationStore {
+  create(owner: Caller, conversation: NewConversation): Promise<Conversation>;
+  /** The conversation header, or undefined when missing or owned by another caller. */
+  get(owner: Caller, conversationId: string): Promise<Conversation | undefined>;
+  /** Header plus every stored message in order: what a turn needs. */
+  loadForTurn(owner: Caller, conversationId: string): Promise<{ conversation: Conversation; messages: StoredMessage[] } | undefined>;
+  /** Messages with seq > afterSeq, in order, at most `limit`. */
+  listMessages(
+    owner: Caller,
+    conversationId: string,
+    options: { afterSeq: number; limit: number },
+  ): Promise<{ messages: StoredMessage[]; hasMore: boolean }>;
+  getMessage(owner: Caller, conversationId: string, seq: number): Promise<StoredMessage | undefined>;
+  /** The caller's conversations, newest first. */
+  list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>>;
+  /** Deletes every entity of the conversation; false when there was none. */
+  delete(owner: Caller, conversationId: string): Promise<boolean>;
+  /** Stores a whole turn atomically (one entity-group transaction) or throws ConcurrencyConflict. */
+  commitTurn(owner: Caller, commit: TurnCommit): Promise<void>;
+  /** Claims an idempotency key for a turn, or reports it as running or completed. */
+  beginIdempotent(
+    owner: Caller,
+    conversationId: string,
+    key: string,
+    requestHash: string,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyBegin>;
+  /** Releases a claim after a failed turn, so the client may retry with the same key. */
+  releaseIdempotent(owner: Caller, conversationId: string, key: string, claim: IdempotencyClaim): Promise<void>;
+  /** Throws when storage does not answer. */
+  ping(): Promise<void>;
+}
+
+// ---- Chat model --------------------------------------------------------------------------------
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export interface CompletionRequest {
+  messages: ChatMessage[];
+  maxResponseTokens: number;
+  temperature?: number;
+}
+
+export interface Completion {
+  content: string;
+  finishReason: FinishReason;
+  usage: Usage;
+}
+
+export type CompletionChunk = { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage: Usage };
+
+export interface ChatModel {
+  /** Errors are ChatErrors (content_filtered, upstream_*), already retried where retrying helps. */
+  complete(request: CompletionRequest, signal?: AbortSignal): Promise<Completion>;
+  /** Deltas in order, then exactly one `done`. */
+  stream(request: CompletionRequest, signal?: AbortSignal): AsyncIterable<CompletionChunk>;
+}
+
+// ---- Clock and ids -----------------------------------------------------------------------------
+
+export interface Clock {
+  now(): Date;
+}
+
+export interface IdGenerator {
+  newConversationId(): string;
+}
