@@ -269,6 +269,7 @@ export const PROBLEM_CODES = [
   'content_filtered',
   'rate_limited',
   'quota_exceeded',
+  'conversation_limit_reached',
   'upstream_rate_limited',
   'upstream_error',
   'upstream_unavailable',

@@ -135,6 +135,8 @@ export interface ConversationStore {
   getMessage(owner: Caller, conversationId: string, seq: number): Promise<StoredMessage | undefined>;
   /** The caller's conversations, newest first. */
   list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>>;
+  /** How many conversations the caller has, counting no further than `upTo` (for the per-caller limit). */
+  countConversations(owner: Caller, upTo: number): Promise<number>;
   /** Deletes every entity of the conversation; false when there was none. */
   delete(owner: Caller, conversationId: string): Promise<boolean>;
   /** Stores a whole turn atomically (one entity-group transaction) or throws ConcurrencyConflict. */
@@ -181,6 +183,21 @@ export interface ChatModel {
   /** Deltas in order, then exactly one `done`. */
   stream(request: CompletionRequest, signal?: AbortSignal): AsyncIterable<CompletionChunk>;
 }
+
+// ---- Limits against abuse ------------------------------------------------------------------------
+
+/** Per-caller request rate and daily token quota, shared by every instance. */
+export interface UsageLimiter {
+  /** Counts one request against the caller's limits; throws RateLimitedError (429 with Retry-After) when over. */
+  admit(caller: Caller, now: Date): Promise<void>;
+  /** Adds the tokens a turn spent (prompt + completion) to the caller's daily total. */
+  record(caller: Caller, tokens: number, now: Date): Promise<void>;
+}
+
+export const unlimited: UsageLimiter = {
+  admit: async () => {},
+  record: async () => {},
+};
 
 // ---- Clock and ids -----------------------------------------------------------------------------
 

@@ -1,0 +1,228 @@
+/**
+ * The chat model port over the `openai` SDK against Azure OpenAI's v1 endpoint (`{endpoint}/openai/v1/`).
+ * The SDK retries connection errors, 408, 409, 429 and 5xx itself (honouring retry-after-ms / retry-after);
+ * this adapter bounds the whole call with one deadline and turns what is left into the core's typed errors.
+ */
+import OpenAI from 'openai';
+import type { ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
+import {
+  ChatError,
+  ContentFilteredError,
+  ContextLengthExceededError,
+  RateLimitedError,
+  UpstreamError,
+} from '../core/errors';
+import type { ChatModel, Completion, CompletionChunk, CompletionRequest, FinishReason, Usage } from '../core/ports';
+
+export interface OpenAiChatModelOptions {
+  /** Resource endpoint, e.g. https://myresource.openai.azure.com (no /openai/v1). */
+  endpoint: string;
+  deployment: string;
+  /** Reasoning models (o-series, gpt-5) take max_completion_tokens and no temperature. */
+  reasoning: boolean;
+  /** A key, or a function returning a bearer token (getBearerTokenProvider). */
+  apiKey: string | (() => Promise<string>);
+  /** Total time for one call, retries included. */
+  timeoutMs: number;
+  maxRetries: number;
+  /** For tests: the SDK's fetch. */
+  fetch?: typeof fetch;
+}
+
+export class OpenAiChatModel implements ChatModel {
+  private readonly client: OpenAI;
+
+  constructor(private readonly options: OpenAiChatModelOptions) {
+    this.client = new OpenAI({
+      baseURL: `${options.endpoint.replace(/\/+$/, '')}/openai/v1/`,
+      apiKey: options.apiKey,
+      maxRetries: options.maxRetries,
+      timeout: options.timeoutMs,
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+    });
+  }
+
+  async complete(request: CompletionRequest, signal?: AbortSignal): Promise<Completion> {
+    const deadline = this.deadline(signal);
+    try {
+      const response = await this.client.chat.completions.create(
+        { ...this.params(request), stream: false },
+        { signal: deadline.signal },
+      );
+      const choice = response.choices[0];
+      return {
+        content: choice?.message.content ?? '',
+        finishReason: toFinishReason(choice?.finish_reason),
+        usage: toUsage(response.usage),
+      };
+    } catch (error) {
+      throw this.translate(error, deadline);
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  async *stream(request: CompletionRequest, signal?: AbortSignal): AsyncIterable<CompletionChunk> {
+    const deadline = this.deadline(signal);
+    try {
+      const stream = await this.client.chat.completions.create(
+        { ...this.params(request), stream: true, stream_options: { include_usage: true } },
+        { signal: deadline.signal },
+      );
+      let finishReason: FinishReason = 'unknown';
+      let usage: Usage | undefined;
+      for await (const chunk of stream) {
+        for (const choice of chunk.choices) {
+          const content = choice.delta?.content;
+          if (content) yield { type: 'delta', content };
+          if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
+        }
+        if (chunk.usage) usage = toUsage(chunk.usage);
+      }
+      yield { type: 'done', finishReason, usage: usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } };
+    } catch (error) {
+      throw this.translate(error, deadline);
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  private params(request: CompletionRequest): ChatCompletionCreateParamsBase {
+    const { reasoning, deployment } = this.options;
+    return {
+      model: deployment,
+      messages: request.messages.map((message) =>
+        message.name
+          ? { role: message.role, content: message.content, name: message.name }
+          : { role: message.role, content: message.content },
+      ),
+      ...(reasoning ? { max_completion_tokens: request.maxResponseTokens } : { max_tokens: request.maxResponseTokens }),
+      ...(!reasoning && request.temperature !== undefined ? { temperature: request.temperature } : {}),
+    };
+  }
+
+  /** One deadline for the whole call (the SDK's own timeout is per attempt), joined with the caller's signal. */
+  private deadline(signal: AbortSignal | undefined) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), this.options.timeoutMs);
+    const onAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    return {
+      signal: controller.signal,
+      timedOut: () => controller.signal.reason instanceof DeadlineExceeded,
+      dispose: () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      },
+    };
+  }
+
+  private translate(error: unknown, deadline: { timedOut(): boolean }): unknown {
+    if (error instanceof ChatError) return error;
+    if (deadline.timedOut() || error instanceof OpenAI.APIConnectionTimeoutError) {
+      return new UpstreamError('upstream_timeout', `The model did not answer within ${this.options.timeoutMs} ms.`, {
+        cause: error,
+      });
+    }
+    if (error instanceof OpenAI.APIUserAbortError) return error;
+    if (error instanceof OpenAI.APIConnectionError) {
+      return new UpstreamError('upstream_unavailable', 'The model endpoint could not be reached.', {
+        retryAfterSeconds: 5,
+        cause: error,
+      });
+    }
+    if (error instanceof OpenAI.APIError) {
+      const body = (error.error ?? {}) as AzureErrorBody;
+      if (error.status === 400 && (error.code === 'content_filter' || body.innererror?.code === 'ResponsibleAIPolicyViolation')) {
+        return new ContentFilteredError(body.innererror?.content_filter_result ?? {});
+      }
+      if (error.status === 400 && error.code === 'context_length_exceeded') {
+        return new ContextLengthExceededError(
+          'The model says the conversation does not fit its context window. Lower CHAT_TOKEN_LIMIT to match the deployment.',
+        );
+      }
+      if (error.status === 429) {
+        return new RateLimitedError(
+          'The model is rate limited for this app. Retry after the time given.',
+          retryAfterSeconds(error.headers) ?? 10,
+          'upstream_rate_limited',
+        );
+      }
+      if (error.status === 503) {
+        return new UpstreamError('upstream_unavailable', 'The model is unavailable.', {
+          retryAfterSeconds: retryAfterSeconds(error.headers) ?? 5,
+          cause: error,
+        });
+      }
+      if (error.status === 408 || error.status === 504) {
+        return new UpstreamError('upstream_timeout', 'The model did not answer in time.', { cause: error });
+      }
+      if (error.status === 401 || error.status === 403) {
+        return new UpstreamError('upstream_error', 'The model refused the app’s credentials; check its role assignment.', {
+          cause: error,
+        });
+      }
+      if (error.status === 404) {
+        return new UpstreamError('upstream_error', 'The model deployment was not found; check AZURE_OPENAI_DEPLOYMENT.', {
+          cause: error,
+        });
+      }
+      return new UpstreamError('upstream_error', `The model answered with HTTP ${error.status ?? 'error'}.`, { cause: error });
+    }
+    if (isCredentialError(error)) {
+      return new UpstreamError('upstream_error', 'The app could not get a token for the model (managed identity).', {
+        cause: error,
+      });
+    }
+    if (error instanceof Error && /stream|terminated|socket|ECONNRESET/i.test(error.message)) {
+      return new UpstreamError('upstream_error', 'The model’s reply stream broke off.', { cause: error });
+    }
+    return error;
+  }
+}
+
+class DeadlineExceeded extends Error {}
+
+interface AzureErrorBody {
+  code?: string;
+  innererror?: { code?: string; content_filter_result?: Record<string, unknown> };
+}
+
+function toFinishReason(reason: string | null | undefined): FinishReason {
+  switch (reason) {
+    case 'stop':
+    case 'length':
+    case 'content_filter':
+    case 'tool_calls':
+    case 'function_call':
+      return reason;
+    default:
+      return 'unknown';
+  }
+}
+
+function toUsage(usage: OpenAI.CompletionUsage | null | undefined): Usage {
+  return {
+    promptTokens: usage?.prompt_tokens ?? 0,
+    completionTokens: usage?.completion_tokens ?? 0,
+    totalTokens: usage?.total_tokens ?? 0,
+  };
+}
+
+function retryAfterSeconds(headers: Headers | undefined): number | undefined {
+  const ms = Number(headers?.get('retry-after-ms'));
+  if (Number.isFinite(ms) && ms > 0) return ms / 1000;
+  const raw = headers?.get('retry-after');
+  if (!raw) return undefined;
+  const seconds = Number(raw);
+  if (Number.isFinite(seconds)) return seconds;
+  const date = Date.parse(raw);
+  return Number.isFinite(date) ? Math.max(1, (date - Date.now()) / 1000) : undefined;
+}
+
+function isCredentialError(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error.name === 'CredentialUnavailableError' || error.name === 'AuthenticationError' || error.name === 'AggregateAuthenticationError')
+  );
+}

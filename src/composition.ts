@@ -1,0 +1,143 @@
+/**
+ * Builds the app's clients once per process and wires the adapters into the core. Handlers ask for
+ * `getServices()`; tests and the benchmarks build their own with `buildServices(config, overrides)`.
+ */
+import { randomUUID } from 'node:crypto';
+import { DefaultAzureCredential, getBearerTokenProvider, type TokenCredential } from '@azure/identity';
+import { loadConfig, ConfigError, type Config } from './config';
+import { Conversations } from './core/conversations';
+import type { ChatDependencies, ChatSettings, Logger } from './core/dependencies';
+import { unlimited, type ChatModel, type Clock, type ConversationStore, type IdGenerator, type Tokenizer, type UsageLimiter } from './core/ports';
+import { resolveModel } from './core/tokens/modelInfo';
+import { TurnRunner } from './core/turn';
+import { OpenAiChatModel } from './adapters/openAiChatModel';
+import { createTableConversationStore } from './adapters/tableConversationStore';
+import { getTokenizer } from './adapters/tiktokenTokenizer';
+import { localCallerResolver, type CallerResolver } from './http/caller';
+import { createConversationSchema, sendMessageSchema } from './http/schemas';
+
+export const COGNITIVE_SERVICES_SCOPE = 'https://cognitiveservices.azure.com/.default';
+
+export interface AppServices {
+  config: Readonly<Config>;
+  settings: ChatSettings;
+  store: ConversationStore;
+  conversations: Conversations;
+  turns: TurnRunner;
+  callers: CallerResolver;
+  schemas: { createConversation: ReturnType<typeof createConversationSchema>; sendMessage: ReturnType<typeof sendMessageSchema> };
+  log: Logger;
+}
+
+export interface ServiceOverrides {
+  store?: ConversationStore;
+  model?: ChatModel;
+  tokenizer?: Tokenizer;
+  clock?: Clock;
+  ids?: IdGenerator;
+  limiter?: UsageLimiter;
+  callers?: CallerResolver;
+  credential?: TokenCredential;
+  log?: Logger;
+}
+
+const consoleLogger: Logger = {
+  info: (message) => console.info(message),
+  warn: (message) => console.warn(message),
+  error: (message) => console.error(message),
+};
+
+let config: Readonly<Config> | undefined;
+
+/** The validated configuration; throws ConfigError naming every bad setting. */
+export function getConfig(): Readonly<Config> {
+  config ??= loadConfig(process.env);
+  return config;
+}
+
+/** Resolves the model family's encoding and context window once, and checks the budget leaves room for a turn. */
+export function resolveChatSettings(config: Readonly<Config>, log: Logger): { settings: ChatSettings; encoding: Tokenizer['encoding']; reasoning: boolean } {
+  const model = resolveModel(config.model.modelName, (message) => log.warn(message));
+  const tokenLimit = config.chat.tokenLimit ?? model.contextWindow;
+  if (config.chat.maxResponseTokens >= tokenLimit) {
+    throw new ConfigError([
+      `CHAT_MAX_RESPONSE_TOKENS: ${config.chat.maxResponseTokens} leaves no room for the prompt in a ${tokenLimit}-token context window (${config.chat.tokenLimit ? 'CHAT_TOKEN_LIMIT' : config.model.modelName})`,
+    ]);
+  }
+  return {
+    encoding: model.encoding,
+    reasoning: model.reasoning,
+    settings: {
+      defaultSystemMessage: config.chat.defaultSystemMessage,
+      tokenLimit,
+      maxResponseTokens: config.chat.maxResponseTokens,
+      trimPolicy: config.chat.trimPolicy,
+      maxTurns: config.chat.maxTurns,
+      ...(config.chat.temperature !== undefined ? { temperature: config.chat.temperature } : {}),
+      maxExamples: config.chat.maxExamples,
+      turnAttempts: config.chat.turnAttempts,
+      idempotencyLeaseMs: config.chat.idempotencyLeaseMs,
+      maxConversationsPerCaller: config.limits.conversationsPerCaller,
+    },
+  };
+}
+
+export async function buildServices(config: Readonly<Config>, overrides: ServiceOverrides = {}): Promise<AppServices> {
+  const log = overrides.log ?? consoleLogger;
+  const { settings, encoding, reasoning } = resolveChatSettings(config, log);
+  // Created only when something authenticates with Entra ID, so key-based local runs never touch identity endpoints.
+  let credential = overrides.credential;
+  const getCredential = () =>
+    (credential ??= new DefaultAzureCredential(config.model.clientId ? { managedIdentityClientId: config.model.clientId } : {}));
+
+  const store =
+    overrides.store ??
+    (await createTableConversationStore({
+      tablePrefix: config.storage.tablePrefix,
+      ...(config.storage.connectionString
+        ? { connectionString: config.storage.connectionString }
+        : { endpoint: config.storage.endpoint, credential: getCredential() }),
+    }));
+  const model =
+    overrides.model ??
+    new OpenAiChatModel({
+      endpoint: config.model.endpoint,
+      deployment: config.model.deployment,
+      reasoning,
+      apiKey: config.model.apiKey ?? getBearerTokenProvider(getCredential(), COGNITIVE_SERVICES_SCOPE),
+      timeoutMs: config.model.timeoutMs,
+      maxRetries: config.model.maxRetries,
+    });
+  const deps: ChatDependencies = {
+    store,
+    model,
+    tokenizer: overrides.tokenizer ?? getTokenizer(encoding),
+    clock: overrides.clock ?? { now: () => new Date() },
+    ids: overrides.ids ?? { newConversationId: () => randomUUID() },
+    limiter: overrides.limiter ?? unlimited,
+    settings,
+    log,
+  };
+  const limits = { maxMessageChars: config.chat.maxMessageChars, maxExamples: config.chat.maxExamples };
+  return {
+    config,
+    settings,
+    store,
+    conversations: new Conversations(deps),
+    turns: new TurnRunner(deps),
+    callers: overrides.callers ?? localCallerResolver,
+    schemas: { createConversation: createConversationSchema(limits), sendMessage: sendMessageSchema(limits) },
+    log,
+  };
+}
+
+let services: Promise<AppServices> | undefined;
+
+/** The process-wide services, built on first use; a failed build (storage down at cold start) is retried next call. */
+export function getServices(): Promise<AppServices> {
+  services ??= buildServices(getConfig()).catch((error: unknown) => {
+    services = undefined;
+    throw error;
+  });
+  return services;
+}

@@ -1,0 +1,164 @@
+/**
+ * Conversation lifecycle apart from turns: create, read (with paged messages), list, delete. The prologue (system
+ * message and few-shot examples) is counted once here and stored with its counts, like every message.
+ */
+import { ContextLengthExceededError, InvalidRequestError, NotFoundError, RateLimitedError, SpecialTokenRejectedError } from './errors';
+import type { Caller, ChatMessage, ConversationSummary, Page, PrologueMessage, StoredMessage } from './ports';
+import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
+import { findSpecialTokenMarkup } from './tokens/specialTokens';
+import type { ChatDependencies } from './dependencies';
+
+export interface NewConversationInput {
+  system?: string;
+  examples?: { role: 'user' | 'assistant'; content: string }[];
+  title?: string;
+  metadata?: Record<string, string>;
+}
+
+export interface ConversationView {
+  id: string;
+  title: string | null;
+  system: string;
+  examples: { role: 'user' | 'assistant'; content: string }[];
+  metadata: Record<string, string>;
+  createdAt: string;
+  updatedAt: string;
+  messageCount: number;
+}
+
+export interface MessageView {
+  id: string;
+  role: 'user' | 'assistant';
+  content: string;
+  name?: string;
+  createdAt: string;
+  finishReason?: string;
+}
+
+export interface ConversationWithMessages extends ConversationView {
+  messages: MessageView[];
+  nextCursor?: string;
+}
+
+export class Conversations {
+  constructor(private readonly deps: ChatDependencies) {}
+
+  async create(caller: Caller, input: NewConversationInput): Promise<ConversationView> {
+    const { store, tokenizer, clock, ids, settings } = this.deps;
+    const prologueMessages: ChatMessage[] = [
+      { role: 'system', content: input.system ?? settings.defaultSystemMessage },
+      ...(input.examples ?? []),
+    ];
+    const markers = prologueMessages.flatMap((message) => findSpecialTokenMarkup(message.content, tokenizer));
+    if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
+
+    const prologue: PrologueMessage[] = prologueMessages.map((message) => ({
+      ...message,
+      tokens: countMessageTokens(message, tokenizer),
+      encoding: tokenizer.encoding,
+    }));
+    // A prologue that leaves no room for even an empty user message would refuse every turn: refuse it now.
+    const emptyUserTokens = countMessageTokens({ role: 'user', content: '' }, tokenizer);
+    const floor = prologue.reduce((sum, message) => sum + message.tokens, 0) + emptyUserTokens + REPLY_PRIMING_TOKENS;
+    if (floor + settings.maxResponseTokens >= settings.tokenLimit) {
+      throw new ContextLengthExceededError(
+        `The system message and examples take ${floor} tokens; with ${settings.maxResponseTokens} reserved for the reply they do not fit the ${settings.tokenLimit}-token context window. Shorten them.`,
+        { promptTokens: floor, maxResponseTokens: settings.maxResponseTokens, tokenLimit: settings.tokenLimit },
+      );
+    }
+
+    if (settings.maxConversationsPerCaller > 0) {
+      const count = await store.countConversations(caller, settings.maxConversationsPerCaller);
+      if (count >= settings.maxConversationsPerCaller) {
+        throw new RateLimitedError(
+          `You already have ${count} conversations, the most one caller may keep. Delete some and try again.`,
+          60,
+          'conversation_limit_reached',
+        );
+      }
+    }
+
+    const createdAt = clock.now().toISOString();
+    const conversation = await store.create(caller, {
+      id: ids.newConversationId(),
+      title: input.title ?? null,
+      metadata: input.metadata ?? {},
+      prologue,
+      createdAt,
+    });
+    return toView(conversation);
+  }
+
+  async get(caller: Caller, id: string, page: { limit: number; cursor?: string }): Promise<ConversationWithMessages> {
+    const { store } = this.deps;
+    const conversation = await store.get(caller, id);
+    if (!conversation) throw notFound();
+    const afterSeq = page.cursor === undefined ? 0 : decodeMessageCursor(page.cursor);
+    const { messages, hasMore } = await store.listMessages(caller, id, { afterSeq, limit: page.limit });
+    const last = messages.at(-1);
+    return {
+      ...toView(conversation),
+      messages: messages.map(toMessageView),
+      ...(hasMore && last ? { nextCursor: encodeMessageCursor(last.seq) } : {}),
+    };
+  }
+
+  list(caller: Caller, page: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
+    return this.deps.store.list(caller, page);
+  }
+
+  async delete(caller: Caller, id: string): Promise<void> {
+    if (!(await this.deps.store.delete(caller, id))) throw notFound();
+  }
+}
+
+function toView(conversation: {
+  id: string;
+  title: string | null;
+  metadata: Record<string, string>;
+  prologue: PrologueMessage[];
+  createdAt: string;
+  updatedAt: string;
+  messageCount: number;
+}): ConversationView {
+  const [system, ...examples] = conversation.prologue;
+  return {
+    id: conversation.id,
+    title: conversation.title,
+    system: system?.content ?? '',
+    examples: examples.map((example) => ({
+      role: example.role === 'assistant' ? 'assistant' : 'user',
+      content: example.content,
+    })),
+    metadata: conversation.metadata,
+    createdAt: conversation.createdAt,
+    updatedAt: conversation.updatedAt,
+    messageCount: conversation.messageCount,
+  };
+}
+
+function toMessageView(message: StoredMessage): MessageView {
+  return {
+    id: message.id,
+    role: message.role,
+    content: message.content,
+    ...(message.name ? { name: message.name } : {}),
+    createdAt: message.createdAt,
+    ...(message.finishReason ? { finishReason: message.finishReason } : {}),
+  };
+}
+
+function notFound(): NotFoundError {
+  return new NotFoundError('No conversation with this id exists for the caller.');
+}
+
+/** Message cursors are opaque to clients: base64url of the last sequence number returned. */
+export function encodeMessageCursor(seq: number): string {
+  return Buffer.from(`s:${seq}`).toString('base64url');
+}
+
+export function decodeMessageCursor(cursor: string): number {
+  const match = /^s:(\d{1,10})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  if (!match) throw new InvalidRequestError('The cursor is not one this API returned.', [{ field: 'cursor', message: 'unknown cursor' }]);
+  return Number(match[1]);
+}

@@ -1,0 +1,20 @@
+import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
+import { getServices, type AppServices } from '../composition';
+import { problemResponse } from './problem';
+
+export type ServiceHandler = (
+  request: HttpRequest,
+  context: InvocationContext,
+  services: AppServices,
+) => Promise<HttpResponseInit>;
+
+/** Wraps a handler: services from the composition root, every error mapped to a problem response in one place. */
+export function withServices(handler: ServiceHandler): HttpHandler {
+  return async (request, context) => {
+    try {
+      return await handler(request, context, await getServices());
+    } catch (error) {
+      return problemResponse(error, context, new URL(request.url).pathname);
+    }
+  };
+}
