@@ -7,7 +7,15 @@ import { DefaultAzureCredential, getBearerTokenProvider, type TokenCredential } 
 import { loadConfig, ConfigError, type Config } from './config';
 import { Conversations } from './core/conversations';
 import type { ChatDependencies, ChatSettings, Logger } from './core/dependencies';
-import { unlimited, type ChatModel, type Clock, type ConversationStore, type IdGenerator, type Tokenizer, type UsageLimiter } from './core/ports';
+import {
+  unlimited,
+  type ChatModel,
+  type Clock,
+  type ConversationStore,
+  type IdGenerator,
+  type Tokenizer,
+  type UsageLimiter,
+} from './core/ports';
 import { resolveModel } from './core/tokens/modelInfo';
 import { TurnRunner } from './core/turn';
 import { OpenAiChatModel } from './adapters/openAiChatModel';
@@ -25,7 +33,10 @@ export interface AppServices {
   conversations: Conversations;
   turns: TurnRunner;
   callers: CallerResolver;
-  schemas: { createConversation: ReturnType<typeof createConversationSchema>; sendMessage: ReturnType<typeof sendMessageSchema> };
+  schemas: {
+    createConversation: ReturnType<typeof createConversationSchema>;
+    sendMessage: ReturnType<typeof sendMessageSchema>;
+  };
   log: Logger;
 }
 
@@ -56,7 +67,10 @@ export function getConfig(): Readonly<Config> {
 }
 
 /** Resolves the model family's encoding and context window once, and checks the budget leaves room for a turn. */
-export function resolveChatSettings(config: Readonly<Config>, log: Logger): { settings: ChatSettings; encoding: Tokenizer['encoding']; reasoning: boolean } {
+export function resolveChatSettings(
+  config: Readonly<Config>,
+  log: Logger,
+): { settings: ChatSettings; encoding: Tokenizer['encoding']; reasoning: boolean } {
   const model = resolveModel(config.model.modelName, (message) => log.warn(message));
   const tokenLimit = config.chat.tokenLimit ?? model.contextWindow;
   if (config.chat.maxResponseTokens >= tokenLimit) {
@@ -88,7 +102,9 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   // Created only when something authenticates with Entra ID, so key-based local runs never touch identity endpoints.
   let credential = overrides.credential;
   const getCredential = () =>
-    (credential ??= new DefaultAzureCredential(config.model.clientId ? { managedIdentityClientId: config.model.clientId } : {}));
+    (credential ??= new DefaultAzureCredential(
+      config.model.clientId ? { managedIdentityClientId: config.model.clientId } : {},
+    ));
 
   const store =
     overrides.store ??

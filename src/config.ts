@@ -27,7 +27,8 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'TABLES_ENDPOINT',
-    description: 'Table Storage endpoint, authenticated with the managed identity. Either this or TABLES_CONNECTION_STRING.',
+    description:
+      'Table Storage endpoint, authenticated with the managed identity. Either this or TABLES_CONNECTION_STRING.',
     example: 'https://mystorage.table.core.windows.net',
     requiredOnAzure: true,
   },
@@ -108,7 +109,11 @@ export const SETTINGS: readonly SettingInfo[] = [
     default: '20',
     example: '10',
   },
-  { name: 'CHAT_TEMPERATURE', description: 'Sampling temperature (0 to 2); unset leaves the model default.', example: '0.7' },
+  {
+    name: 'CHAT_TEMPERATURE',
+    description: 'Sampling temperature (0 to 2); unset leaves the model default.',
+    example: '0.7',
+  },
   {
     name: 'CHAT_MAX_MESSAGE_CHARS',
     description: 'Longest message, system message or example accepted, in UTF-16 code units.',
@@ -143,8 +148,17 @@ export const SETTINGS: readonly SettingInfo[] = [
     requiredOnAzure: true,
     local: 'none',
   },
-  { name: 'AUTH_ALLOW_NONE', description: 'Allow AUTH_MODE=none on Azure (WEBSITE_INSTANCE_ID set).', default: 'false', example: 'true' },
-  { name: 'AUTH_JWKS_URL', description: 'JWKS URL (AUTH_MODE=jwt).', example: 'https://login.example.com/.well-known/jwks.json' },
+  {
+    name: 'AUTH_ALLOW_NONE',
+    description: 'Allow AUTH_MODE=none on Azure (WEBSITE_INSTANCE_ID set).',
+    default: 'false',
+    example: 'true',
+  },
+  {
+    name: 'AUTH_JWKS_URL',
+    description: 'JWKS URL (AUTH_MODE=jwt).',
+    example: 'https://login.example.com/.well-known/jwks.json',
+  },
   { name: 'AUTH_ISSUER', description: 'Expected `iss` (AUTH_MODE=jwt).', example: 'https://login.example.com/' },
   { name: 'AUTH_AUDIENCE', description: 'Expected `aud` (AUTH_MODE=jwt).', example: 'api://chat' },
   {
@@ -153,7 +167,12 @@ export const SETTINGS: readonly SettingInfo[] = [
     default: 'RS256,ES256',
     example: 'RS256',
   },
-  { name: 'AUTH_USER_CLAIM', description: 'Claim that identifies the caller (AUTH_MODE=jwt).', default: 'sub', example: 'oid' },
+  {
+    name: 'AUTH_USER_CLAIM',
+    description: 'Claim that identifies the caller (AUTH_MODE=jwt).',
+    default: 'sub',
+    example: 'oid',
+  },
   {
     name: 'AUTH_CLOCK_SKEW_SECONDS',
     description: 'Clock skew tolerated on exp/nbf (AUTH_MODE=jwt).',
@@ -163,7 +182,8 @@ export const SETTINGS: readonly SettingInfo[] = [
   // Webhooks
   {
     name: 'WEBHOOK_SECRET',
-    description: 'Standard Webhooks secret(s), whsec_..., space- or comma-separated for rotation. Unset disables the route.',
+    description:
+      'Standard Webhooks secret(s), whsec_..., space- or comma-separated for rotation. Unset disables the route.',
     example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
   },
   {
@@ -296,7 +316,8 @@ const schema = z
       ctx.addIssue({
         code: 'custom',
         path: ['AUTH_MODE'],
-        message: 'none is refused on Azure (WEBSITE_INSTANCE_ID is set): choose jwt or easyauth, or set AUTH_ALLOW_NONE=true',
+        message:
+          'none is refused on Azure (WEBSITE_INSTANCE_ID is set): choose jwt or easyauth, or set AUTH_ALLOW_NONE=true',
       });
     }
   });
@@ -364,7 +385,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   const config: Config = {
-    storage: { connectionString: e.TABLES_CONNECTION_STRING, endpoint: e.TABLES_ENDPOINT, tablePrefix: e.TABLES_PREFIX ?? '' },
+    storage: {
+      connectionString: e.TABLES_CONNECTION_STRING,
+      endpoint: e.TABLES_ENDPOINT,
+      tablePrefix: e.TABLES_PREFIX ?? '',
+    },
     model: {
       endpoint: e.AZURE_OPENAI_ENDPOINT.replace(/\/+$/, ''),
       deployment: e.AZURE_OPENAI_DEPLOYMENT,

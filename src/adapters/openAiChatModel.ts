@@ -133,7 +133,10 @@ export class OpenAiChatModel implements ChatModel {
     }
     if (error instanceof OpenAI.APIError) {
       const body = (error.error ?? {}) as AzureErrorBody;
-      if (error.status === 400 && (error.code === 'content_filter' || body.innererror?.code === 'ResponsibleAIPolicyViolation')) {
+      if (
+        error.status === 400 &&
+        (error.code === 'content_filter' || body.innererror?.code === 'ResponsibleAIPolicyViolation')
+      ) {
         return new ContentFilteredError(body.innererror?.content_filter_result ?? {});
       }
       if (error.status === 400 && error.code === 'context_length_exceeded') {
@@ -158,16 +161,26 @@ export class OpenAiChatModel implements ChatModel {
         return new UpstreamError('upstream_timeout', 'The model did not answer in time.', { cause: error });
       }
       if (error.status === 401 || error.status === 403) {
-        return new UpstreamError('upstream_error', 'The model refused the app’s credentials; check its role assignment.', {
-          cause: error,
-        });
+        return new UpstreamError(
+          'upstream_error',
+          'The model refused the app’s credentials; check its role assignment.',
+          {
+            cause: error,
+          },
+        );
       }
       if (error.status === 404) {
-        return new UpstreamError('upstream_error', 'The model deployment was not found; check AZURE_OPENAI_DEPLOYMENT.', {
-          cause: error,
-        });
+        return new UpstreamError(
+          'upstream_error',
+          'The model deployment was not found; check AZURE_OPENAI_DEPLOYMENT.',
+          {
+            cause: error,
+          },
+        );
       }
-      return new UpstreamError('upstream_error', `The model answered with HTTP ${error.status ?? 'error'}.`, { cause: error });
+      return new UpstreamError('upstream_error', `The model answered with HTTP ${error.status ?? 'error'}.`, {
+        cause: error,
+      });
     }
     if (isCredentialError(error)) {
       return new UpstreamError('upstream_error', 'The app could not get a token for the model (managed identity).', {
@@ -223,6 +236,8 @@ function retryAfterSeconds(headers: Headers | undefined): number | undefined {
 function isCredentialError(error: unknown): boolean {
   return (
     error instanceof Error &&
-    (error.name === 'CredentialUnavailableError' || error.name === 'AuthenticationError' || error.name === 'AggregateAuthenticationError')
+    (error.name === 'CredentialUnavailableError' ||
+      error.name === 'AuthenticationError' ||
+      error.name === 'AggregateAuthenticationError')
   );
 }

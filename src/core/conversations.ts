@@ -2,7 +2,13 @@
  * Conversation lifecycle apart from turns: create, read (with paged messages), list, delete. The prologue (system
  * message and few-shot examples) is counted once here and stored with its counts, like every message.
  */
-import { ContextLengthExceededError, InvalidRequestError, NotFoundError, RateLimitedError, SpecialTokenRejectedError } from './errors';
+import {
+  ContextLengthExceededError,
+  InvalidRequestError,
+  NotFoundError,
+  RateLimitedError,
+  SpecialTokenRejectedError,
+} from './errors';
 import type { Caller, ChatMessage, ConversationSummary, Page, PrologueMessage, StoredMessage } from './ports';
 import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
@@ -159,6 +165,9 @@ export function encodeMessageCursor(seq: number): string {
 
 export function decodeMessageCursor(cursor: string): number {
   const match = /^s:(\d{1,10})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  if (!match) throw new InvalidRequestError('The cursor is not one this API returned.', [{ field: 'cursor', message: 'unknown cursor' }]);
+  if (!match)
+    throw new InvalidRequestError('The cursor is not one this API returned.', [
+      { field: 'cursor', message: 'unknown cursor' },
+    ]);
   return Number(match[1]);
 }

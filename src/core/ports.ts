@@ -125,7 +125,10 @@ export interface ConversationStore {
   /** The conversation header, or undefined when missing or owned by another caller. */
   get(owner: Caller, conversationId: string): Promise<Conversation | undefined>;
   /** Header plus every stored message in order: what a turn needs. */
-  loadForTurn(owner: Caller, conversationId: string): Promise<{ conversation: Conversation; messages: StoredMessage[] } | undefined>;
+  loadForTurn(
+    owner: Caller,
+    conversationId: string,
+  ): Promise<{ conversation: Conversation; messages: StoredMessage[] } | undefined>;
   /** Messages with seq > afterSeq, in order, at most `limit`. */
   listMessages(
     owner: Caller,
@@ -175,7 +178,8 @@ export interface Completion {
   usage: Usage;
 }
 
-export type CompletionChunk = { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage: Usage };
+export type CompletionChunk =
+  { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage: Usage };
 
 export interface ChatModel {
   /** Errors are ChatErrors (content_filtered, upstream_*), already retried where retrying helps. */

@@ -324,7 +324,10 @@ export function hashTurnRequest(input: Pick<TurnInput, 'content' | 'name'>): str
     .digest('base64url');
 }
 
-async function collectStream(chunks: AsyncIterable<CompletionChunk>, onDelta: (content: string) => void): Promise<Completion> {
+async function collectStream(
+  chunks: AsyncIterable<CompletionChunk>,
+  onDelta: (content: string) => void,
+): Promise<Completion> {
   let content = '';
   for await (const chunk of chunks) {
     if (chunk.type === 'delta') {

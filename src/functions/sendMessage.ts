@@ -1,21 +1,31 @@
 import { app } from '@azure/functions';
 import { withServices } from '../http/handler';
 import { json, parseConversationId, parseIdempotencyKey, readJson } from '../http/request';
+import { streamTurn, wantsEventStream } from '../http/streamTurn';
 
-/** POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message. */
-export const sendMessage = withServices(async (request, _context, services) => {
+/**
+ * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message.
+ * With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events.
+ */
+export const sendMessage = withServices(async (request, context, services) => {
   const caller = await services.callers.resolve(request);
   const conversationId = parseConversationId(request.params.id);
   const idempotencyKey = parseIdempotencyKey(request);
   const body = await readJson(request, services.schemas.sendMessage, services.config.limits.bodyBytes);
-  const result = await services.turns.send({
+  const input = {
     caller,
     conversationId,
     content: body.content,
     ...(body.name ? { name: body.name } : {}),
     ...(idempotencyKey ? { idempotencyKey } : {}),
-  });
-  const { replayed, ...response } = result;
+  };
+  if (wantsEventStream(request.headers.get('accept'), request.query.get('stream'))) {
+    return streamTurn(services.turns, input, {
+      onDisconnect: services.config.chat.streamOnDisconnect,
+      requestId: context.invocationId,
+    });
+  }
+  const { replayed, ...response } = await services.turns.send(input);
   return json(200, response, replayed ? { 'Idempotent-Replayed': 'true' } : {});
 });
 

@@ -23,7 +23,11 @@ export function problemTypeUri(code: string): string {
   return `urn:chat-api:problem:${code}`;
 }
 
-export function toProblem(error: unknown, requestId?: string, instance?: string): { body: ProblemBody; headers: Record<string, string> } {
+export function toProblem(
+  error: unknown,
+  requestId?: string,
+  instance?: string,
+): { body: ProblemBody; headers: Record<string, string> } {
   if (error instanceof ChatError) {
     return {
       body: {

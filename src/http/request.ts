@@ -42,7 +42,11 @@ export function parseJsonBytes<S extends z.ZodType>(request: HttpRequest, bytes:
 }
 
 /** Reads and validates a JSON object body. */
-export async function readJson<S extends z.ZodType>(request: HttpRequest, schema: S, maxBytes: number): Promise<z.infer<S>> {
+export async function readJson<S extends z.ZodType>(
+  request: HttpRequest,
+  schema: S,
+  maxBytes: number,
+): Promise<z.infer<S>> {
   return parseJsonBytes(request, await readBodyBytes(request, maxBytes), schema);
 }
 
@@ -76,7 +80,10 @@ export function parseConversationId(raw: string | undefined): string {
   return raw;
 }
 
-export function parsePage(request: HttpRequest, defaults: { limit: number; max: number }): { limit: number; cursor?: string } {
+export function parsePage(
+  request: HttpRequest,
+  defaults: { limit: number; max: number },
+): { limit: number; cursor?: string } {
   const rawLimit = request.query.get('limit');
   let limit = defaults.limit;
   if (rawLimit !== null) {
@@ -89,7 +96,9 @@ export function parsePage(request: HttpRequest, defaults: { limit: number; max: 
   }
   const cursor = request.query.get('cursor');
   if (cursor !== null && !/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) {
-    throw new InvalidRequestError('The cursor is not one this API returned.', [{ field: 'cursor', message: 'unknown cursor' }]);
+    throw new InvalidRequestError('The cursor is not one this API returned.', [
+      { field: 'cursor', message: 'unknown cursor' },
+    ]);
   }
   return { limit, ...(cursor !== null ? { cursor } : {}) };
 }

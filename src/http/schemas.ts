@@ -36,10 +36,15 @@ export function createConversationSchema(limits: BodyLimits) {
     title: text('title', MAX_TITLE_CHARS).optional(),
     metadata: z
       .record(
-        z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`),
+        z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{1,64}$/, `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`),
         z.string({ message: 'metadata values must be strings' }).max(MAX_METADATA_VALUE_CHARS),
       )
-      .refine((value) => Object.keys(value).length <= MAX_METADATA_ENTRIES, `at most ${MAX_METADATA_ENTRIES} metadata entries`)
+      .refine(
+        (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,
+        `at most ${MAX_METADATA_ENTRIES} metadata entries`,
+      )
       .optional(),
   });
 }
@@ -47,6 +52,9 @@ export function createConversationSchema(limits: BodyLimits) {
 export function sendMessageSchema(limits: BodyLimits) {
   return z.strictObject({
     content: text('content', limits.maxMessageChars),
-    name: z.string({ message: 'name must be a string' }).regex(NAME_PATTERN, 'name is 1 to 64 letters, digits, _ or -').optional(),
+    name: z
+      .string({ message: 'name must be a string' })
+      .regex(NAME_PATTERN, 'name is 1 to 64 letters, digits, _ or -')
+      .optional(),
   });
 }

@@ -1,0 +1,2 @@
+import { jwtVerify, createRemoteJWKSet, errors } from 'jose';
+export const probe = [jwtVerify, createRemoteJWKSet, errors.JWTExpired];

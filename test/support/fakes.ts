@@ -1,0 +1,239 @@
+/**
+ * In-memory fakes of the core's ports for fast unit tests: a store with real ETag semantics, a scripted model
+ * and a deterministic tokenizer that counts its encode calls.
+ */
+import {
+  ConcurrencyConflict,
+  type Caller,
+  type ChatModel,
+  type Completion,
+  type CompletionChunk,
+  type CompletionRequest,
+  type Conversation,
+  type ConversationStore,
+  type ConversationSummary,
+  type EncodingName,
+  type IdempotencyBegin,
+  type IdempotencyClaim,
+  type NewConversation,
+  type Page,
+  type StoredMessage,
+  type Tokenizer,
+  type TurnCommit,
+  type TurnRecord,
+} from '../../src/core/ports';
+import type { ChatDependencies, ChatSettings } from '../../src/core/dependencies';
+
+/** One token per whitespace-separated word (and one per role name); counts what it encodes. */
+export class WordTokenizer implements Tokenizer {
+  encodeCalls = 0;
+  constructor(readonly encoding: EncodingName = 'o200k_base') {}
+  countTokens(text: string): number {
+    this.encodeCalls++;
+    return text.split(/\s+/).filter((word) => word.length > 0).length;
+  }
+  specialTokens(): readonly string[] {
+    return ['<|endoftext|>'];
+  }
+}
+
+interface StoredConversation {
+  owner: string;
+  conversation: Conversation;
+  messages: StoredMessage[];
+  idempotency: Map<
+    string,
+    { state: 'pending' | 'completed'; requestHash: string; token: string; leaseUntil: number; record?: TurnRecord }
+  >;
+}
+
+export class MemoryStore implements ConversationStore {
+  readonly conversations = new Map<string, StoredConversation>();
+  commits = 0;
+  private versionCounter = 0;
+  /** Runs before a commit is applied: lets a test change the conversation underneath a turn. */
+  beforeCommit?: (commit: TurnCommit) => Promise<void> | void;
+
+  private key(owner: Caller, id: string) {
+    return `${owner.kind}:${owner.id}/${id}`;
+  }
+  private nextVersion() {
+    return `v${++this.versionCounter}`;
+  }
+  private find(owner: Caller, id: string) {
+    return this.conversations.get(this.key(owner, id));
+  }
+
+  async create(owner: Caller, input: NewConversation): Promise<Conversation> {
+    const conversation: Conversation = {
+      ...input,
+      updatedAt: input.createdAt,
+      messageCount: 0,
+      version: this.nextVersion(),
+    };
+    this.conversations.set(this.key(owner, input.id), {
+      owner: `${owner.kind}:${owner.id}`,
+      conversation,
+      messages: [],
+      idempotency: new Map(),
+    });
+    return structuredClone(conversation);
+  }
+
+  async get(owner: Caller, id: string) {
+    const found = this.find(owner, id);
+    return found ? structuredClone(found.conversation) : undefined;
+  }
+
+  async loadForTurn(owner: Caller, id: string) {
+    const found = this.find(owner, id);
+    return found ? structuredClone({ conversation: found.conversation, messages: found.messages }) : undefined;
+  }
+
+  async listMessages(owner: Caller, id: string, options: { afterSeq: number; limit: number }) {
+    const found = this.find(owner, id);
+    const after = (found?.messages ?? []).filter((message) => message.seq > options.afterSeq);
+    return { messages: structuredClone(after.slice(0, options.limit)), hasMore: after.length > options.limit };
+  }
+
+  async getMessage(owner: Caller, id: string, seq: number) {
+    const message = this.find(owner, id)?.messages.find((candidate) => candidate.seq === seq);
+    return message ? structuredClone(message) : undefined;
+  }
+
+  async list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
+    const mine = [...this.conversations.values()]
+      .filter((entry) => entry.owner === `${owner.kind}:${owner.id}`)
+      .map((entry) => entry.conversation)
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    const start = options.cursor ? Number(options.cursor) : 0;
+    const items = mine
+      .slice(start, start + options.limit)
+      .map(({ id, title, createdAt, updatedAt }) => ({ id, title, createdAt, updatedAt }));
+    return { items, ...(start + options.limit < mine.length ? { nextCursor: String(start + options.limit) } : {}) };
+  }
+
+  async countConversations(owner: Caller, upTo: number): Promise<number> {
+    return Math.min(
+      upTo,
+      [...this.conversations.values()].filter((entry) => entry.owner === `${owner.kind}:${owner.id}`).length,
+    );
+  }
+
+  async delete(owner: Caller, id: string): Promise<boolean> {
+    return this.conversations.delete(this.key(owner, id));
+  }
+
+  async commitTurn(owner: Caller, commit: TurnCommit): Promise<void> {
+    await this.beforeCommit?.(commit);
+    const found = this.find(owner, commit.conversationId);
+    if (!found || found.conversation.version !== commit.expectedVersion) throw new ConcurrencyConflict();
+    if (commit.idempotency) {
+      const record = found.idempotency.get(commit.idempotency.key);
+      if (!record || record.token !== commit.idempotency.claim.token) throw new ConcurrencyConflict();
+    }
+    const seqs = new Set(found.messages.map((message) => message.seq));
+    if (commit.messages.some((message) => seqs.has(message.seq))) throw new ConcurrencyConflict();
+    this.commits++;
+    found.messages.push(...structuredClone(commit.messages));
+    found.conversation.messageCount += commit.messages.length;
+    found.conversation.updatedAt = commit.updatedAt;
+    found.conversation.version = this.nextVersion();
+    if (commit.idempotency) {
+      const record = found.idempotency.get(commit.idempotency.key);
+      if (record)
+        Object.assign(record, { state: 'completed', record: commit.idempotency.record, token: this.nextVersion() });
+    }
+  }
+
+  async beginIdempotent(
+    owner: Caller,
+    id: string,
+    key: string,
+    requestHash: string,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyBegin> {
+    const found = this.find(owner, id);
+    if (!found) throw new Error('no conversation');
+    const existing = found.idempotency.get(key);
+    if (existing?.state === 'completed' && existing.record) {
+      return { state: 'completed', requestHash: existing.requestHash, record: existing.record };
+    }
+    if (existing && existing.leaseUntil > options.now.getTime())
+      return { state: 'in_progress', requestHash: existing.requestHash };
+    const token = this.nextVersion();
+    found.idempotency.set(key, {
+      state: 'pending',
+      requestHash,
+      token,
+      leaseUntil: options.now.getTime() + options.leaseMs,
+    });
+    return { state: 'claimed', claim: { token } };
+  }
+
+  async releaseIdempotent(owner: Caller, id: string, key: string, claim: IdempotencyClaim): Promise<void> {
+    const found = this.find(owner, id);
+    if (found?.idempotency.get(key)?.token === claim.token) found.idempotency.delete(key);
+  }
+
+  async ping(): Promise<void> {}
+}
+
+/** A model that answers from a script and records every request. */
+export class ScriptedModel implements ChatModel {
+  readonly requests: CompletionRequest[] = [];
+  /** Each call takes the next answer; an Error is thrown. Defaults to an echo. */
+  readonly answers: (Partial<Completion> | Error)[] = [];
+  /** Runs after the request is recorded and before the answer: lets tests interleave work. */
+  during?: () => Promise<void> | void;
+
+  async complete(request: CompletionRequest): Promise<Completion> {
+    this.requests.push(structuredClone(request));
+    await this.during?.();
+    const answer = this.answers.shift();
+    if (answer instanceof Error) throw answer;
+    const content = answer?.content ?? `echo: ${request.messages.at(-1)?.content ?? ''}`;
+    return {
+      content,
+      finishReason: answer?.finishReason ?? 'stop',
+      usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15 },
+    };
+  }
+
+  async *stream(request: CompletionRequest): AsyncIterable<CompletionChunk> {
+    const completion = await this.complete(request);
+    for (const word of completion.content.split(/(?<= )/)) yield { type: 'delta', content: word };
+    yield { type: 'done', finishReason: completion.finishReason, usage: completion.usage };
+  }
+}
+
+export const TEST_SETTINGS: ChatSettings = {
+  defaultSystemMessage: 'You are a helpful assistant.',
+  tokenLimit: 4096,
+  maxResponseTokens: 100,
+  trimPolicy: 'drop-oldest',
+  maxTurns: 20,
+  maxExamples: 20,
+  turnAttempts: 3,
+  idempotencyLeaseMs: 60_000,
+  maxConversationsPerCaller: 0,
+};
+
+export function fakeDependencies(overrides: Partial<ChatDependencies> & { settings?: Partial<ChatSettings> } = {}) {
+  const store = (overrides.store as MemoryStore | undefined) ?? new MemoryStore();
+  const model = (overrides.model as ScriptedModel | undefined) ?? new ScriptedModel();
+  const tokenizer = (overrides.tokenizer as WordTokenizer | undefined) ?? new WordTokenizer();
+  let ids = 0;
+  let time = Date.parse('2026-01-01T00:00:00Z');
+  const deps: ChatDependencies = {
+    store,
+    model,
+    tokenizer,
+    clock: overrides.clock ?? { now: () => new Date((time += 1000)) },
+    ids: overrides.ids ?? { newConversationId: () => `conv${++ids}` },
+    limiter: overrides.limiter ?? { admit: async () => {}, record: async () => {} },
+    settings: { ...TEST_SETTINGS, ...overrides.settings },
+    log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
+  };
+  return { deps, store, model, tokenizer };
+}
