@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig, REQUIRED_ON_AZURE, SETTINGS } from '../../src/config';
+import { resolveChatSettings } from '../../src/composition';
+
+const minimal = {
+  TABLES_CONNECTION_STRING: 'UseDevelopmentStorage=true',
+  AZURE_OPENAI_ENDPOINT: 'https://example.openai.azure.com/',
+  AZURE_OPENAI_DEPLOYMENT: 'chat',
+};
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('applies defaults and freezes the result', () => {
+    const config = loadConfig(minimal);
+    assert.equal(config.model.endpoint, 'https://example.openai.azure.com');
+    assert.equal(config.model.modelName, 'chat', 'AZURE_OPENAI_MODEL defaults to the deployment name');
+    assert.equal(config.chat.maxResponseTokens, 1024);
+    assert.equal(config.chat.trimPolicy, 'drop-oldest');
+    assert.equal(config.auth.mode, 'none');
+    assert.ok(Object.isFrozen(config.chat));
+  });
+
+  it('names every bad setting', () => {
+    const found = problems({
+      ...minimal,
+      AZURE_OPENAI_ENDPOINT: 'not a url',
+      CHAT_TRIM_POLICY: 'sometimes',
+      CHAT_MAX_TURNS: '-1',
+      WEBHOOK_SECRET: 'plain',
+    });
+    for (const name of ['AZURE_OPENAI_ENDPOINT', 'CHAT_TRIM_POLICY', 'CHAT_MAX_TURNS', 'WEBHOOK_SECRET']) {
+      assert.ok(
+        found.some((problem) => problem.startsWith(`${name}:`)),
+        `${name} missing in ${found.join(' | ')}`,
+      );
+    }
+  });
+
+  it('requires storage, and the jwt settings in jwt mode', () => {
+    assert.match(problems({ ...minimal, TABLES_CONNECTION_STRING: '' }).join('\n'), /^TABLES_CONNECTION_STRING: set/m);
+    const jwt = problems({ ...minimal, AUTH_MODE: 'jwt' }).join('\n');
+    for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'])
+      assert.match(jwt, new RegExp(`^${name}: required`, 'm'));
+  });
+
+  it('refuses AUTH_MODE=none on Azure unless allowed', () => {
+    assert.match(
+      problems({ ...minimal, WEBSITE_INSTANCE_ID: 'abc' }).join('\n'),
+      /^AUTH_MODE: none is refused on Azure/m,
+    );
+    assert.equal(loadConfig({ ...minimal, WEBSITE_INSTANCE_ID: 'abc', AUTH_ALLOW_NONE: 'true' }).auth.mode, 'none');
+  });
+
+  it('refuses a reply reserve that fills the context window', () => {
+    const config = loadConfig({ ...minimal, CHAT_TOKEN_LIMIT: '1000', CHAT_MAX_RESPONSE_TOKENS: '1000' });
+    assert.throws(() => resolveChatSettings(config, quiet), /CHAT_MAX_RESPONSE_TOKENS/);
+  });
+
+  it('takes the context window from the model family unless CHAT_TOKEN_LIMIT is set', () => {
+    const gpt4 = resolveChatSettings(loadConfig({ ...minimal, AZURE_OPENAI_MODEL: 'gpt-4' }), quiet);
+    assert.equal(gpt4.settings.tokenLimit, 8192);
+    assert.equal(gpt4.encoding, 'cl100k_base');
+    const overridden = resolveChatSettings(
+      loadConfig({ ...minimal, AZURE_OPENAI_MODEL: 'gpt-4', CHAT_TOKEN_LIMIT: '4000' }),
+      quiet,
+    );
+    assert.equal(overridden.settings.tokenLimit, 4000);
+  });
+
+  it('documents every setting it reads, and the ones Azure needs', () => {
+    const documented = new Set(SETTINGS.map((setting) => setting.name));
+    assert.ok(documented.has('AZURE_OPENAI_MODEL'));
+    for (const name of REQUIRED_ON_AZURE) assert.ok(documented.has(name));
+    assert.deepEqual([...REQUIRED_ON_AZURE].sort(), [
+      'AUTH_MODE',
+      'AZURE_CLIENT_ID',
+      'AZURE_OPENAI_DEPLOYMENT',
+      'AZURE_OPENAI_ENDPOINT',
+      'AZURE_OPENAI_MODEL',
+      'TABLES_ENDPOINT',
+    ]);
+  });
+});

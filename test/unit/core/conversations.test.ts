@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Conversations, encodeMessageCursor } from '../../../src/core/conversations';
+import {
+  ContextLengthExceededError,
+  InvalidRequestError,
+  NotFoundError,
+  RateLimitedError,
+  SpecialTokenRejectedError,
+} from '../../../src/core/errors';
+import { TurnRunner } from '../../../src/core/turn';
+import { fakeDependencies } from '../../support/fakes';
+
+const alice = { id: 'alice', kind: 'user' } as const;
+const bob = { id: 'bob', kind: 'user' } as const;
+
+describe('Conversations', () => {
+  it('creates with the default system message and counts the prologue once', async () => {
+    const { deps, store, tokenizer } = fakeDependencies();
+    const conversations = new Conversations(deps);
+    const created = await conversations.create(alice, {
+      examples: [
+        { role: 'user', content: 'ping' },
+        { role: 'assistant', content: 'pong' },
+      ],
+      title: 'Demo',
+      metadata: { app: 'ios' },
+    });
+    assert.equal(created.system, 'You are a helpful assistant.');
+    assert.deepEqual(created.examples, [
+      { role: 'user', content: 'ping' },
+      { role: 'assistant', content: 'pong' },
+    ]);
+    assert.equal(created.title, 'Demo');
+    assert.deepEqual(created.metadata, { app: 'ios' });
+    const stored = await store.get(alice, created.id);
+    assert.deepEqual(
+      stored?.prologue.map((message) => message.tokens),
+      [3 + 1 + 5, 3 + 1 + 1, 3 + 1 + 1],
+    );
+    const calls = tokenizer.encodeCalls;
+    await new TurnRunner(deps).send({ caller: alice, conversationId: created.id, content: 'hello' });
+    assert.ok(tokenizer.encodeCalls - calls <= 4, 'the prologue is not re-encoded on a turn');
+  });
+
+  it('refuses a prologue that leaves no room for a turn, and special-token markup in it', async () => {
+    const { deps } = fakeDependencies({ settings: { tokenLimit: 120, maxResponseTokens: 100 } });
+    const conversations = new Conversations(deps);
+    await assert.rejects(conversations.create(alice, { system: 'word '.repeat(20) }), ContextLengthExceededError);
+    await assert.rejects(conversations.create(alice, { system: 'ok <|endoftext|>' }), SpecialTokenRejectedError);
+  });
+
+  it('pages messages with an opaque cursor and refuses a forged one', async () => {
+    const { deps } = fakeDependencies();
+    const conversations = new Conversations(deps);
+    const { id } = await conversations.create(alice, {});
+    const turns = new TurnRunner(deps);
+    for (const word of ['a', 'b', 'c']) await turns.send({ caller: alice, conversationId: id, content: word });
+
+    const first = await conversations.get(alice, id, { limit: 4 });
+    assert.deepEqual(
+      first.messages.map((message) => message.content),
+      ['a', 'echo: a', 'b', 'echo: b'],
+    );
+    assert.ok(first.nextCursor);
+    const second = await conversations.get(alice, id, { limit: 4, cursor: first.nextCursor });
+    assert.deepEqual(
+      second.messages.map((message) => message.content),
+      ['c', 'echo: c'],
+    );
+    assert.equal(second.nextCursor, undefined);
+    assert.equal(second.messages[1]?.finishReason, 'stop');
+    await assert.rejects(conversations.get(alice, id, { limit: 4, cursor: 'bm9wZQ' }), InvalidRequestError);
+    assert.equal(encodeMessageCursor(4), first.nextCursor);
+  });
+
+  it('keeps callers apart and deletes', async () => {
+    const { deps } = fakeDependencies();
+    const conversations = new Conversations(deps);
+    const { id } = await conversations.create(alice, {});
+    await assert.rejects(conversations.get(bob, id, { limit: 10 }), NotFoundError);
+    await assert.rejects(conversations.delete(bob, id), NotFoundError);
+    assert.deepEqual((await conversations.list(bob, { limit: 10 })).items, []);
+    await conversations.delete(alice, id);
+    await assert.rejects(conversations.get(alice, id, { limit: 10 }), NotFoundError);
+  });
+
+  it('bounds the conversations one caller may keep', async () => {
+    const { deps } = fakeDependencies({ settings: { maxConversationsPerCaller: 2 } });
+    const conversations = new Conversations(deps);
+    await conversations.create(alice, {});
+    await conversations.create(alice, {});
+    await assert.rejects(conversations.create(alice, {}), (error: unknown) => {
+      assert.ok(error instanceof RateLimitedError);
+      assert.equal(error.code, 'conversation_limit_reached');
+      return true;
+    });
+    await conversations.create(bob, {});
+  });
+});
