@@ -4,6 +4,7 @@
  * local settings and the offline infra check all derive from it.
  */
 import { z } from 'zod';
+import type { TrimPolicy } from './core/trimming';
 
 export interface SettingInfo {
   name: string;
@@ -321,8 +322,6 @@ const schema = z
       });
     }
   });
-
-export type TrimPolicy = 'drop-oldest' | 'max-turns' | 'reject';
 
 export interface Config {
   storage: { connectionString?: string; endpoint?: string; tablePrefix: string };

@@ -1,0 +1,118 @@
+/**
+ * The Tokenizer port on js-tiktoken. One instance per encoding per process; the ranks (several MB, ~0.3 s for
+ * cl100k_base and ~0.6 s for o200k_base to load) are required on first use, not at import, so a cold start pays
+ * only for the encoding the configured model needs, and only when the first message is counted.
+ *
+ * User text is always encoded as ordinary text (`encode(text, [], [])`): a special-token string such as
+ * `<|endoftext|>` neither throws nor becomes a special id; it is counted as the characters it is.
+ */
+// js-tiktoken is an ES-module package with a CommonJS build: its types are ESM, its code is required (below).
+import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
+import type { EncodingName, Tokenizer } from '../core/ports';
+
+/** The ChatML delimiters of gpt-35-turbo (0301), added to cl100k_base (Azure OpenAI ChatML guide). */
+export const CHATML_SPECIAL_TOKENS: Readonly<Record<string, number>> = Object.freeze({
+  '<|im_start|>': 100264,
+  '<|im_end|>': 100265,
+});
+
+export interface TokenizerStats {
+  /** Calls to the encoder (one per countTokens/encode call). */
+  encodeCalls: number;
+  /** Tokens those calls produced. */
+  tokensEncoded: number;
+}
+
+export interface TiktokenTokenizer extends Tokenizer {
+  readonly stats: TokenizerStats;
+  /** The ids of `text` encoded as ordinary text (what countTokens counts). */
+  encode(text: string): number[];
+  /** Whether the ranks are loaded (they load on the first encode or specialTokens call). */
+  readonly loaded: boolean;
+}
+
+/*
+ * Required on first use, not imported: importing would load the ranks at startup. The module names stay literal so
+ * a bundler still sees them. The CommonJS builds export the ranks object itself (`module.exports = {...}`).
+ */
+/* eslint-disable @typescript-eslint/no-require-imports -- lazy loading is the point here */
+function loadRanks(encoding: EncodingName): TiktokenBPE {
+  switch (encoding) {
+    case 'o200k_base':
+      return require('js-tiktoken/ranks/o200k_base') as TiktokenBPE;
+    case 'cl100k_base':
+      return require('js-tiktoken/ranks/cl100k_base') as TiktokenBPE;
+  }
+}
+
+function loadTiktoken(): typeof Tiktoken {
+  return (require('js-tiktoken/lite') as { Tiktoken: typeof Tiktoken }).Tiktoken;
+}
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+class LazyTiktokenTokenizer implements TiktokenTokenizer {
+  readonly stats: TokenizerStats = { encodeCalls: 0, tokensEncoded: 0 };
+  private engine: Tiktoken | undefined;
+  private special: readonly string[] = [];
+
+  constructor(readonly encoding: EncodingName) {}
+
+  get loaded(): boolean {
+    return this.engine !== undefined;
+  }
+
+  /** The encoder, built on first use. cl100k_base also knows the ChatML delimiters, for encodeChatML. */
+  tiktoken(): Tiktoken {
+    if (!this.engine) {
+      const ranks = loadRanks(this.encoding);
+      this.special = Object.freeze(Object.keys(ranks.special_tokens));
+      const TiktokenClass = loadTiktoken();
+      this.engine = new TiktokenClass(
+        ranks,
+        this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined,
+      );
+    }
+    return this.engine;
+  }
+
+  encode(text: string): number[] {
+    // No special token allowed, none disallowed: every special-token string is encoded as the text it is.
+    const ids = this.tiktoken().encode(text, [], []);
+    this.stats.encodeCalls++;
+    this.stats.tokensEncoded += ids.length;
+    return ids;
+  }
+
+  countTokens(text: string): number {
+    return this.encode(text).length;
+  }
+
+  specialTokens(): readonly string[] {
+    this.tiktoken();
+    return this.special;
+  }
+}
+
+const tokenizers = new Map<EncodingName, LazyTiktokenTokenizer>();
+
+function tokenizerFor(encoding: EncodingName): LazyTiktokenTokenizer {
+  let tokenizer = tokenizers.get(encoding);
+  if (!tokenizer) {
+    tokenizer = new LazyTiktokenTokenizer(encoding);
+    tokenizers.set(encoding, tokenizer);
+  }
+  return tokenizer;
+}
+
+/** The process-wide tokenizer for `encoding`; its ranks load on first use. */
+export function getTokenizer(encoding: EncodingName): TiktokenTokenizer {
+  return tokenizerFor(encoding);
+}
+
+/**
+ * Encodes a rendered ChatML prompt (see core/tokens/chatml.ts) with cl100k_base plus `<|im_start|>`=100264 and
+ * `<|im_end|>`=100265, both allowed as special tokens; any other special-token string is encoded as text.
+ */
+export function encodeChatML(text: string): number[] {
+  return tokenizerFor('cl100k_base').tiktoken().encode(text, Object.keys(CHATML_SPECIAL_TOKENS), []);
+}
