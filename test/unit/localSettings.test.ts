@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { SETTINGS } from '../../src/config';
+
+const root = join(__dirname, '..', '..');
+
+describe('local.settings.sample.json', () => {
+  it('lists every setting the app reads, and nothing else but the Functions runtime settings', () => {
+    const sample = JSON.parse(readFileSync(join(root, 'local.settings.sample.json'), 'utf8'));
+    const names = Object.keys(sample.Values).filter(
+      (name) => !['FUNCTIONS_WORKER_RUNTIME', 'AzureWebJobsStorage'].includes(name),
+    );
+    assert.deepEqual(names.sort(), SETTINGS.map((setting) => setting.name).sort());
+    assert.equal(sample.Values.FUNCTIONS_WORKER_RUNTIME, 'node');
+  });
+
+  it('points package.json main at the compiled entry and functions, as func start expects', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+    assert.equal(pkg.main, 'dist/src/{index.js,functions/*.js}');
+  });
+});
