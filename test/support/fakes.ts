@@ -219,7 +219,9 @@ export const TEST_SETTINGS: ChatSettings = {
   maxConversationsPerCaller: 0,
 };
 
-export function fakeDependencies(overrides: Partial<ChatDependencies> & { settings?: Partial<ChatSettings> } = {}) {
+export function fakeDependencies(
+  overrides: Omit<Partial<ChatDependencies>, 'settings'> & { settings?: Partial<ChatSettings> } = {},
+) {
   const store = (overrides.store as MemoryStore | undefined) ?? new MemoryStore();
   const model = (overrides.model as ScriptedModel | undefined) ?? new ScriptedModel();
   const tokenizer = (overrides.tokenizer as WordTokenizer | undefined) ?? new WordTokenizer();

@@ -1,0 +1,666 @@
+/**
+ * ConversationStore on Azure Table Storage (`@azure/data-tables`). One table, `${prefix}conversations`, holds one
+ * partition per conversation (header, messages, idempotency records; keys in ./tableKeys.ts) and one index
+ * partition per caller for listing. A turn is one entity-group transaction guarded by the header's ETag, so it is
+ * stored whole or not at all, and a concurrent turn loses with ConcurrencyConflict.
+ */
+import {
+  RestError,
+  TableClient,
+  odata,
+  type TableEntity,
+  type TableEntityResult,
+  type TableServiceClientOptions,
+  type TransactionAction,
+} from '@azure/data-tables';
+import type { TokenCredential } from '@azure/identity';
+import { randomUUID } from 'node:crypto';
+import { ConversationBusyError, InvalidRequestError, StorageUnavailableError } from '../core/errors';
+import {
+  ConcurrencyConflict,
+  type Caller,
+  type Conversation,
+  type ConversationStore,
+  type ConversationSummary,
+  type EncodingName,
+  type FinishReason,
+  type IdempotencyBegin,
+  type IdempotencyClaim,
+  type NewConversation,
+  type Page,
+  type PrologueMessage,
+  type StoredMessage,
+  type TurnCommit,
+  type TurnRecord,
+} from '../core/ports';
+import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
+import { readLongText, writeLongText } from './splitText';
+import {
+  callerIndexPartition,
+  callerIndexRow,
+  conversationPartition,
+  decodeListCursor,
+  encodeListCursor,
+  HEADER_ROW,
+  idempotencyRow,
+  isValidKeyValue,
+  isValidSeq,
+  MESSAGE_ROW_PREFIX,
+  MESSAGE_ROWS_END,
+  messageIdForSeq,
+  messageRow,
+  seqFromMessageRow,
+} from './tableKeys';
+
+export interface TableConversationStoreOptions {
+  /** e.g. `UseDevelopmentStorage=true` or an Azurite/account connection string. */
+  connectionString?: string;
+  /** `https://<account>.table.core.windows.net`, used with `credential` (managed identity). */
+  endpoint?: string;
+  credential?: TokenCredential;
+  /** Prefix for the table name (letters and digits). */
+  tablePrefix: string;
+  /** Each HTTP attempt is abandoned after this long (the SDK has no default); default 10 s. */
+  tryTimeoutMs?: number;
+  /** SDK retries of transient failures (connection errors, 408, 429, 5xx); defaults suit an HTTP request. */
+  retry?: { maxRetries?: number; retryDelayInMs?: number; maxRetryDelayInMs?: number };
+}
+
+export const CONVERSATIONS_TABLE = 'conversations';
+
+type Properties = Record<string, unknown>;
+/** An entity as written (keys required). */
+type Entity = TableEntity<Properties>;
+/** An entity as read (ETag always, keys unless a select left them out). */
+type StoredEntity = TableEntityResult<Properties>;
+
+const DEFAULT_TRY_TIMEOUT_MS = 10_000;
+const DEFAULT_RETRY = { maxRetries: 3, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 };
+/** A page is at most 1,000 entities on the service. */
+const MAX_PAGE_SIZE = 1_000;
+/** How many times `delete` starts over when a turn commits while it runs. */
+const DELETE_ATTEMPTS = 5;
+const IDEMPOTENCY_ATTEMPTS = 3;
+
+export async function createTableConversationStore(
+  options: TableConversationStoreOptions,
+): Promise<TableConversationStore> {
+  const store = new TableConversationStore(buildTableClient(`${options.tablePrefix}${CONVERSATIONS_TABLE}`, options));
+  await store.ensureTable();
+  return store;
+}
+
+function buildTableClient(tableName: string, options: TableConversationStoreOptions): TableClient {
+  const tryTimeoutMs = options.tryTimeoutMs ?? DEFAULT_TRY_TIMEOUT_MS;
+  const clientOptions: TableServiceClientOptions = {
+    retryOptions: { ...DEFAULT_RETRY, ...options.retry },
+    // Bounds every attempt: without it a storage account that accepts connections but never answers hangs the
+    // request. Not the SDK's `request.timeout`, whose timer outlives a refused connection and holds the process open.
+    additionalPolicies: [{ position: 'perRetry', policy: tryTimeoutPolicy(tryTimeoutMs) }],
+  };
+  if (options.connectionString) {
+    const probe = TableClient.fromConnectionString(options.connectionString, tableName, clientOptions);
+    // Plain http only to this machine (Azurite); anything remote must use https.
+    return isLoopbackHttp(probe.url)
+      ? TableClient.fromConnectionString(options.connectionString, tableName, {
+          ...clientOptions,
+          allowInsecureConnection: true,
+        })
+      : probe;
+  }
+  if (options.endpoint && options.credential) {
+    return new TableClient(options.endpoint, tableName, options.credential, {
+      ...clientOptions,
+      allowInsecureConnection: isLoopbackHttp(options.endpoint),
+    });
+  }
+  throw new Error('Table Storage needs a connectionString, or an endpoint and a credential.');
+}
+
+type PipelinePolicy = NonNullable<TableServiceClientOptions['additionalPolicies']>[number]['policy'];
+
+/** Aborts one HTTP attempt (response body included) after `timeoutMs`; the abort surfaces as an AbortError. */
+function tryTimeoutPolicy(timeoutMs: number): PipelinePolicy {
+  return {
+    name: 'tryTimeout',
+    sendRequest: async (request, next) => {
+      const outer = request.abortSignal;
+      const controller = new AbortController();
+      const abort = (): void => controller.abort();
+      const timer = setTimeout(abort, timeoutMs);
+      if (outer?.aborted) abort();
+      outer?.addEventListener('abort', abort);
+      request.abortSignal = controller.signal;
+      try {
+        return await next(request);
+      } finally {
+        clearTimeout(timer);
+        outer?.removeEventListener('abort', abort);
+        request.abortSignal = outer;
+      }
+    },
+  };
+}
+
+function isLoopbackHttp(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+  } catch {
+    return false;
+  }
+}
+
+export class TableConversationStore implements ConversationStore {
+  constructor(private readonly table: TableClient) {}
+
+  /** Creates the table if it is missing (an existing table is fine). */
+  async ensureTable(): Promise<void> {
+    await this.guard(async () => {
+      try {
+        await this.table.createTable();
+      } catch (error) {
+        if (!hasStatus(error, 409)) throw error;
+      }
+    });
+  }
+
+  create(owner: Caller, conversation: NewConversation): Promise<Conversation> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversation.id))
+        throw new Error(`Conversation id ${JSON.stringify(conversation.id)} cannot be a key.`);
+      const partitionKey = conversationPartition(owner, conversation.id);
+      const header: Entity = {
+        partitionKey,
+        rowKey: HEADER_ROW,
+        createdAt: conversation.createdAt,
+        updatedAt: conversation.createdAt,
+        messageCount: 0,
+      };
+      if (conversation.title !== null) writeLongText(header, 'title', conversation.title);
+      writeLongText(header, 'metadata', JSON.stringify(conversation.metadata));
+      writeLongText(header, 'prologue', JSON.stringify(conversation.prologue));
+      assertEntityFits(header, 'The conversation header (system message and examples)');
+
+      let version: string;
+      try {
+        version = requireEtag((await this.table.createEntity(header)).etag);
+      } catch (error) {
+        if (!hasStatus(error, 409)) throw error;
+        // A retried create whose first attempt committed: it is ours when it is the same creation.
+        const existing = await this.readEntity(partitionKey, HEADER_ROW);
+        if (!existing || existing['createdAt'] !== conversation.createdAt) {
+          throw new Error(`Conversation ${conversation.id} already exists.`, { cause: error });
+        }
+        version = requireEtag(existing.etag);
+      }
+
+      const index: Entity = {
+        partitionKey: callerIndexPartition(owner),
+        rowKey: callerIndexRow(conversation.createdAt, conversation.id),
+        id: conversation.id,
+        createdAt: conversation.createdAt,
+      };
+      if (conversation.title !== null) writeLongText(index, 'title', conversation.title);
+      await this.createTolerant(index);
+
+      return {
+        id: conversation.id,
+        title: conversation.title,
+        metadata: { ...conversation.metadata },
+        prologue: conversation.prologue.map((message) => ({ ...message })),
+        createdAt: conversation.createdAt,
+        updatedAt: conversation.createdAt,
+        messageCount: 0,
+        version,
+      };
+    });
+  }
+
+  get(owner: Caller, conversationId: string): Promise<Conversation | undefined> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return undefined;
+      const header = await this.readEntity(conversationPartition(owner, conversationId), HEADER_ROW);
+      return header ? toConversation(conversationId, header) : undefined;
+    });
+  }
+
+  loadForTurn(
+    owner: Caller,
+    conversationId: string,
+  ): Promise<{ conversation: Conversation; messages: StoredMessage[] } | undefined> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return undefined;
+      const partitionKey = conversationPartition(owner, conversationId);
+      // Header and messages in one partition query; idempotency rows ('i...') sort between them and are skipped.
+      const filter = odata`PartitionKey eq ${partitionKey} and (RowKey eq ${HEADER_ROW} or (RowKey ge ${MESSAGE_ROW_PREFIX} and RowKey lt ${MESSAGE_ROWS_END}))`;
+      let header: StoredEntity | undefined;
+      const messages: StoredMessage[] = [];
+      // The SDK follows continuation tokens, including those of empty pages.
+      for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
+        if (entity.rowKey === HEADER_ROW) header = entity;
+        else messages.push(toStoredMessage(entity));
+      }
+      if (!header) return undefined;
+      return { conversation: toConversation(conversationId, header), messages };
+    });
+  }
+
+  listMessages(
+    owner: Caller,
+    conversationId: string,
+    options: { afterSeq: number; limit: number },
+  ): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId) || !isValidSeq(options.afterSeq + 1) || options.limit < 1) {
+        return { messages: [], hasMore: false };
+      }
+      const partitionKey = conversationPartition(owner, conversationId);
+      const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(options.afterSeq + 1)} and RowKey lt ${MESSAGE_ROWS_END}`;
+      // One more than asked tells whether there is a next page.
+      const entities = await this.queryAtMost(filter, options.limit + 1);
+      return {
+        messages: entities.slice(0, options.limit).map(toStoredMessage),
+        hasMore: entities.length > options.limit,
+      };
+    });
+  }
+
+  getMessage(owner: Caller, conversationId: string, seq: number): Promise<StoredMessage | undefined> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId) || !isValidSeq(seq)) return undefined;
+      const entity = await this.readEntity(conversationPartition(owner, conversationId), messageRow(seq));
+      return entity ? toStoredMessage(entity) : undefined;
+    });
+  }
+
+  list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
+    return this.guard(async () => {
+      const partitionKey = callerIndexPartition(owner);
+      let filter = odata`PartitionKey eq ${partitionKey}`;
+      if (options.cursor !== undefined) {
+        const after = decodeListCursor(options.cursor);
+        if (after === undefined) {
+          throw new InvalidRequestError('The cursor is not one this API returned.', [
+            { field: 'cursor', message: 'unknown cursor' },
+          ]);
+        }
+        // A RowKey bound rather than the SDK's continuation token: stable however the service pages.
+        filter += odata` and RowKey gt ${after}`;
+      }
+      const entries = await this.queryAtMost(filter, options.limit + 1);
+      const page = entries.slice(0, options.limit);
+      const headers = await Promise.all(
+        page.map((entry) =>
+          this.readEntity(conversationPartition(owner, stringProperty(entry, 'id')), HEADER_ROW, ['updatedAt']),
+        ),
+      );
+      const items: ConversationSummary[] = [];
+      const orphans: StoredEntity[] = [];
+      page.forEach((entry, position) => {
+        const header = headers[position];
+        if (!header) {
+          orphans.push(entry);
+          return;
+        }
+        items.push({
+          id: stringProperty(entry, 'id'),
+          title: readLongText(entry, 'title') ?? null,
+          createdAt: stringProperty(entry, 'createdAt'),
+          updatedAt: stringProperty(header, 'updatedAt'),
+        });
+      });
+      // An index entry without its header is what an interrupted delete leaves (create writes the header first).
+      await Promise.all(orphans.map((orphan) => this.deleteTolerant(orphan)));
+      const last = page.at(-1);
+      return entries.length > options.limit && last?.rowKey
+        ? { items, nextCursor: encodeListCursor(last.rowKey) }
+        : { items };
+    });
+  }
+
+  /** How many conversations the caller has, counting up to `atMost` (for a per-caller cap). */
+  countConversations(owner: Caller, atMost: number): Promise<number> {
+    return this.guard(async () => {
+      if (atMost < 1) return 0;
+      const filter = odata`PartitionKey eq ${callerIndexPartition(owner)}`;
+      return (await this.queryAtMost(filter, atMost, ['RowKey'])).length;
+    });
+  }
+
+  delete(owner: Caller, conversationId: string): Promise<boolean> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return false;
+      const partitionKey = conversationPartition(owner, conversationId);
+      // Messages and idempotency records first, then the header, then the index entry: a crash at any point leaves
+      // a state the next delete finishes (while the header exists the conversation is found and can be deleted).
+      for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+        const header = await this.readEntity(partitionKey, HEADER_ROW);
+        if (!header) return false;
+        const rows: string[] = [];
+        const filter = odata`PartitionKey eq ${partitionKey}`;
+        for await (const entity of this.table.listEntities<Properties>({
+          queryOptions: { filter, select: ['RowKey'] },
+        })) {
+          if (entity.rowKey && entity.rowKey !== HEADER_ROW) rows.push(entity.rowKey);
+        }
+        let raced = false;
+        for (let start = 0; start < rows.length && !raced; start += MAX_BATCH_OPERATIONS) {
+          const actions: TransactionAction[] = rows
+            .slice(start, start + MAX_BATCH_OPERATIONS)
+            .map((rowKey) => ['delete', { partitionKey, rowKey }]);
+          try {
+            await this.table.submitTransaction(actions);
+          } catch (error) {
+            // Another delete removed some of these rows: look again.
+            if (!hasStatus(error, 404)) throw error;
+            raced = true;
+          }
+        }
+        if (raced) continue;
+        try {
+          // Only the header as read: if a turn committed meanwhile its messages are still there, so start over.
+          await this.table.deleteEntity(partitionKey, HEADER_ROW, { etag: requireEtag(header.etag) });
+        } catch (error) {
+          if (hasStatus(error, 412)) continue;
+          if (!hasStatus(error, 404)) throw error;
+        }
+        await this.deleteTolerant({
+          partitionKey: callerIndexPartition(owner),
+          rowKey: callerIndexRow(stringProperty(header, 'createdAt'), conversationId),
+        });
+        return true;
+      }
+      throw new ConversationBusyError('The conversation kept changing while it was being deleted. Try again.');
+    });
+  }
+
+  commitTurn(owner: Caller, commit: TurnCommit): Promise<void> {
+    return this.guard(async () => {
+      const last = commit.messages.at(-1);
+      if (!last) throw new Error('A turn commits at least one message.');
+      commit.messages.forEach((message, index) => {
+        const previous = commit.messages[index - 1];
+        if (previous && message.seq !== previous.seq + 1) throw new Error('Turn messages must have consecutive seqs.');
+      });
+      if (!isValidKeyValue(commit.conversationId)) throw new ConcurrencyConflict('The conversation does not exist.');
+      const partitionKey = conversationPartition(owner, commit.conversationId);
+
+      // Marks this commit's rows, so a retried batch can recognise its own earlier success (see below).
+      const commitId = randomUUID();
+      const messageEntities = commit.messages.map((message) => {
+        const entity = toMessageEntity(partitionKey, message, commitId);
+        assertEntityFits(entity, `Message ${message.seq}`);
+        return entity;
+      });
+      // Merge, not Replace: the commit carries only what changes; the ETag makes it conditional all the same.
+      const header: Entity = { partitionKey, rowKey: HEADER_ROW, messageCount: last.seq, updatedAt: commit.updatedAt };
+      const actions: TransactionAction[] = [
+        ...messageEntities.map((entity): TransactionAction => ['create', entity]),
+        ['update', header, 'Merge', { etag: commit.expectedVersion }],
+      ];
+      const written: Entity[] = [...messageEntities, header];
+      if (commit.idempotency) {
+        const record: Entity = {
+          partitionKey,
+          rowKey: idempotencyRow(commit.idempotency.key),
+          state: 'completed',
+          requestHash: commit.idempotency.requestHash,
+          record: JSON.stringify(commit.idempotency.record),
+          completedAt: commit.updatedAt,
+        };
+        actions.push(['update', record, 'Replace', { etag: commit.idempotency.claim.token }]);
+        written.push(record);
+      }
+      assertBatchFits(written, 'The turn');
+
+      try {
+        await this.table.submitTransaction(actions);
+      } catch (error) {
+        // 412: the header (or the idempotency record) changed; 409: a message row exists; 404: it was deleted.
+        if (!hasStatus(error, 412) && !hasStatus(error, 409) && !hasStatus(error, 404)) throw error;
+        // The SDK retries a batch whose response was lost; the retry then fails although the first attempt stored
+        // the turn. Our commit id on the last message tells the two apart.
+        const stored = await this.readEntity(partitionKey, messageRow(last.seq), ['commitId']);
+        if (stored?.['commitId'] === commitId) return;
+        throw new ConcurrencyConflict();
+      }
+    });
+  }
+
+  beginIdempotent(
+    owner: Caller,
+    conversationId: string,
+    key: string,
+    requestHash: string,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyBegin> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) throw new Error('An idempotency key needs an existing conversation.');
+      const partitionKey = conversationPartition(owner, conversationId);
+      const rowKey = idempotencyRow(key);
+      // Identifies our write: an SDK retry of a create/update that did commit then meets its own record.
+      const claimId = randomUUID();
+      const pending = (): Entity => ({
+        partitionKey,
+        rowKey,
+        state: 'pending',
+        requestHash,
+        claimId,
+        // Milliseconds do not fit Int32: typed as Double (exact up to 2^53) rather than left to inference.
+        leaseUntil: { type: 'Double', value: options.now.getTime() + options.leaseMs },
+      });
+      let seenHash = requestHash;
+      for (let attempt = 0; attempt < IDEMPOTENCY_ATTEMPTS; attempt++) {
+        try {
+          const created = await this.table.createEntity(pending());
+          return { state: 'claimed', claim: { token: requireEtag(created.etag) } };
+        } catch (error) {
+          if (!hasStatus(error, 409)) throw error;
+        }
+        const existing = await this.readEntity(partitionKey, rowKey);
+        if (!existing) continue; // released in between: claim it afresh
+        if (existing['claimId'] === claimId) return { state: 'claimed', claim: { token: requireEtag(existing.etag) } };
+        seenHash = stringProperty(existing, 'requestHash');
+        if (existing['state'] === 'completed') {
+          return {
+            state: 'completed',
+            requestHash: seenHash,
+            record: JSON.parse(stringProperty(existing, 'record')) as TurnRecord,
+          };
+        }
+        const leaseUntil = Number(existing['leaseUntil']);
+        // A live lease, or an abandoned one for another body (reported as such, so the caller answers 422).
+        if (leaseUntil > options.now.getTime() || seenHash !== requestHash) {
+          return { state: 'in_progress', requestHash: seenHash };
+        }
+        try {
+          const taken = await this.table.updateEntity(pending(), 'Replace', { etag: requireEtag(existing.etag) });
+          return { state: 'claimed', claim: { token: requireEtag(taken.etag) } };
+        } catch (error) {
+          // Someone else took it over (or our own retried update did): look again.
+          if (!hasStatus(error, 412) && !hasStatus(error, 404)) throw error;
+        }
+      }
+      return { state: 'in_progress', requestHash: seenHash };
+    });
+  }
+
+  releaseIdempotent(owner: Caller, conversationId: string, key: string, claim: IdempotencyClaim): Promise<void> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return;
+      try {
+        // Only while we still hold it: the ETag is the claim.
+        await this.table.deleteEntity(conversationPartition(owner, conversationId), idempotencyRow(key), {
+          etag: claim.token,
+        });
+      } catch (error) {
+        if (!hasStatus(error, 404) && !hasStatus(error, 412)) throw error;
+      }
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.guard(async () => {
+      // A one-row query on a partition that never exists: cheap, and it needs the service to answer.
+      const pages = this.table
+        .listEntities({ queryOptions: { filter: odata`PartitionKey eq ${'ping'}`, select: ['RowKey'] } })
+        .byPage({ maxPageSize: 1 });
+      await pages.next();
+    });
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------------------------
+
+  /** Runs one store operation, turning "storage did not answer" into StorageUnavailableError (once, here). */
+  private async guard<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (error instanceof StorageUnavailableError || !isUnavailable(error)) throw error;
+      throw new StorageUnavailableError(undefined, error);
+    }
+  }
+
+  private async readEntity(partitionKey: string, rowKey: string, select?: string[]): Promise<StoredEntity | undefined> {
+    try {
+      return await this.table.getEntity<Properties>(partitionKey, rowKey, select ? { queryOptions: { select } } : {});
+    } catch (error) {
+      if (hasStatus(error, 404)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Up to `count` entities of a query, in RowKey order, however the service pages them. */
+  private async queryAtMost(filter: string, count: number, select?: string[]): Promise<StoredEntity[]> {
+    const results: StoredEntity[] = [];
+    const pages = this.table
+      .listEntities<Properties>({ queryOptions: { filter, ...(select ? { select } : {}) } })
+      .byPage({ maxPageSize: Math.min(count, MAX_PAGE_SIZE) });
+    for await (const page of pages) {
+      for (const entity of page) {
+        results.push(entity);
+        if (results.length >= count) return results;
+      }
+    }
+    return results;
+  }
+
+  /** Insert that treats "already exists" as done: for writes whose key fully determines their content. */
+  private async createTolerant(entity: Entity): Promise<void> {
+    try {
+      await this.table.createEntity(entity);
+    } catch (error) {
+      if (!hasStatus(error, 409)) throw error;
+    }
+  }
+
+  private async deleteTolerant(entity: { partitionKey?: string; rowKey?: string }): Promise<void> {
+    if (!entity.partitionKey || !entity.rowKey) return;
+    try {
+      await this.table.deleteEntity(entity.partitionKey, entity.rowKey);
+    } catch (error) {
+      if (!hasStatus(error, 404)) throw error;
+    }
+  }
+}
+
+// ---- entity <-> model ------------------------------------------------------------------------------------------
+
+function toConversation(conversationId: string, header: StoredEntity): Conversation {
+  return {
+    id: conversationId,
+    title: readLongText(header, 'title') ?? null,
+    metadata: JSON.parse(readLongText(header, 'metadata') ?? '{}') as Record<string, string>,
+    prologue: JSON.parse(readLongText(header, 'prologue') ?? '[]') as PrologueMessage[],
+    createdAt: stringProperty(header, 'createdAt'),
+    updatedAt: stringProperty(header, 'updatedAt'),
+    messageCount: numberProperty(header, 'messageCount'),
+    version: requireEtag(header.etag),
+  };
+}
+
+function toMessageEntity(partitionKey: string, message: StoredMessage, commitId: string): Entity {
+  const entity: Entity = {
+    partitionKey,
+    rowKey: messageRow(message.seq),
+    commitId,
+    role: message.role,
+    createdAt: message.createdAt,
+    tokens: message.tokens,
+    encoding: message.encoding,
+  };
+  writeLongText(entity, 'content', message.content);
+  if (message.name !== undefined) writeLongText(entity, 'name', message.name);
+  if (message.finishReason !== undefined) entity['finishReason'] = message.finishReason;
+  return entity;
+}
+
+function toStoredMessage(entity: StoredEntity): StoredMessage {
+  const seq = seqFromMessageRow(entity.rowKey ?? '');
+  if (seq === undefined) throw new Error(`Row ${String(entity.rowKey)} is not a message.`);
+  const role = stringProperty(entity, 'role');
+  if (role !== 'user' && role !== 'assistant') throw new Error(`Message ${seq} has the unexpected role ${role}.`);
+  const name = readLongText(entity, 'name');
+  const finishReason = entity['finishReason'];
+  return {
+    seq,
+    id: messageIdForSeq(seq),
+    role,
+    content: readLongText(entity, 'content') ?? '',
+    ...(name !== undefined ? { name } : {}),
+    createdAt: stringProperty(entity, 'createdAt'),
+    tokens: numberProperty(entity, 'tokens'),
+    encoding: stringProperty(entity, 'encoding') as EncodingName,
+    ...(typeof finishReason === 'string' ? { finishReason: finishReason as FinishReason } : {}),
+  };
+}
+
+function stringProperty(entity: Properties & { rowKey?: string }, name: string): string {
+  const value = entity[name];
+  if (typeof value !== 'string') throw new Error(`Stored entity ${String(entity.rowKey)} has no string ${name}.`);
+  return value;
+}
+
+function numberProperty(entity: Properties & { rowKey?: string }, name: string): number {
+  const value = entity[name];
+  if (typeof value !== 'number') throw new Error(`Stored entity ${String(entity.rowKey)} has no number ${name}.`);
+  return value;
+}
+
+function requireEtag(etag: string | undefined): string {
+  if (!etag) throw new Error('Table Storage returned no ETag.');
+  return etag;
+}
+
+// ---- errors ----------------------------------------------------------------------------------------------------
+
+function hasStatus(error: unknown, status: number): boolean {
+  return error instanceof RestError && error.statusCode === status;
+}
+
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ESOCKETTIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'REQUEST_SEND_ERROR',
+]);
+
+/** Errors that mean storage did not answer (as opposed to answering "no"): worth a 503 and a retry later. */
+export function isUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  // A timed-out attempt (our tryTimeout) and token failures of the credential also leave storage unreachable.
+  if (['AbortError', 'CredentialUnavailableError', 'AuthenticationError'].includes(error.name)) return true;
+  if (error instanceof RestError) {
+    if (error.statusCode === undefined) return error.code !== undefined && UNREACHABLE_CODES.has(error.code);
+    return error.statusCode === 408 || error.statusCode === 429 || error.statusCode >= 500;
+  }
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && UNREACHABLE_CODES.has(code);
+}

@@ -1,2 +1,0 @@
-import { jwtVerify, createRemoteJWKSet, errors } from 'jose';
-export const probe = [jwtVerify, createRemoteJWKSet, errors.JWTExpired];

@@ -1,0 +1,617 @@
+import assert from 'node:assert/strict';
+import { createServer, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { TableClient, odata } from '@azure/data-tables';
+import {
+  createTableConversationStore,
+  CONVERSATIONS_TABLE,
+  TableConversationStore,
+} from '../../../src/adapters/tableConversationStore';
+import { callerIndexPartition, conversationPartition } from '../../../src/adapters/tableKeys';
+import { InvalidRequestError, StorageUnavailableError } from '../../../src/core/errors';
+import {
+  ConcurrencyConflict,
+  type Caller,
+  type NewConversation,
+  type StoredMessage,
+  type TurnRecord,
+} from '../../../src/core/ports';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../../support/azurite';
+
+const PREFIX = 'storetest';
+const alice: Caller = { id: 'alice@example.com', kind: 'user' };
+const bob: Caller = { id: 'bob/with#odd?chars\\', kind: 'user' };
+
+let azurite: RunningAzurite;
+let store: TableConversationStore;
+let raw: TableClient;
+let idCounter = 0;
+let clockMs = Date.parse('2025-01-01T00:00:00.000Z');
+const MESSAGE_EPOCH_MS = Date.parse('2024-01-01T00:00:00.000Z');
+
+before(async () => {
+  azurite = await startAzurite();
+  store = await createTableConversationStore({ connectionString: azurite.connectionString, tablePrefix: PREFIX });
+  raw = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+    allowInsecureConnection: true,
+  });
+});
+
+after(async () => {
+  await azurite?.stop();
+});
+
+function nextTime(): string {
+  clockMs += 1_000;
+  return new Date(clockMs).toISOString();
+}
+
+function newConversation(overrides: Partial<NewConversation> = {}): NewConversation {
+  idCounter += 1;
+  return {
+    id: `conv_${idCounter}`,
+    title: `Conversation ${idCounter}`,
+    metadata: { source: 'test' },
+    prologue: [
+      { role: 'system', content: 'You are terse.', tokens: 8, encoding: 'o200k_base' },
+      { role: 'user', content: 'Example question', tokens: 6, encoding: 'o200k_base' },
+    ],
+    createdAt: nextTime(),
+    ...overrides,
+  };
+}
+
+function message(seq: number, content = `message ${seq}`): StoredMessage {
+  const role = seq % 2 === 1 ? 'user' : 'assistant';
+  return {
+    seq,
+    id: `msg_${String(seq).padStart(10, '0')}`,
+    role,
+    content,
+    createdAt: new Date(MESSAGE_EPOCH_MS + seq).toISOString(),
+    tokens: 5 + seq,
+    encoding: 'o200k_base',
+    ...(role === 'assistant' ? { finishReason: 'stop' as const } : { name: 'Al' }),
+  };
+}
+
+function record(conversationId: string, replySeq: number): TurnRecord {
+  return {
+    conversationId,
+    replySeq,
+    finishReason: 'stop',
+    usage: { promptTokens: 10, completionTokens: 5, totalTokens: 15 },
+    context: { promptTokens: 10, droppedTurns: 0 },
+  };
+}
+
+/** Appends messages with seqs from+1..from+count through commitTurn, in batches that fit a transaction. */
+async function appendMessages(owner: Caller, conversationId: string, count: number): Promise<void> {
+  let done = 0;
+  while (done < count) {
+    const conversation = await store.get(owner, conversationId);
+    assert.ok(conversation);
+    const size = Math.min(99, count - done);
+    const from = conversation.messageCount;
+    await store.commitTurn(owner, {
+      conversationId,
+      expectedVersion: conversation.version,
+      messages: Array.from({ length: size }, (_, index) => message(from + index + 1)),
+      updatedAt: nextTime(),
+    });
+    done += size;
+  }
+}
+
+/** A store over a client whose methods the test can intercept, to stage races deterministically. */
+function storeWith(
+  overrides: Partial<Pick<TableClient, 'submitTransaction' | 'deleteEntity' | 'createEntity'>>,
+): TableConversationStore {
+  const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+    allowInsecureConnection: true,
+  });
+  return new TableConversationStore(Object.assign(client, overrides));
+}
+
+async function rowsOf(partitionKey: string): Promise<string[]> {
+  const rows: string[] = [];
+  const filter = odata`PartitionKey eq ${partitionKey}`;
+  for await (const entity of raw.listEntities({ queryOptions: { filter, select: ['RowKey'] } })) {
+    rows.push(entity.rowKey ?? '');
+  }
+  return rows;
+}
+
+describe('create, get', () => {
+  test('get returns what create stored, and only to its owner', async () => {
+    const input = newConversation();
+    const created = await store.create(alice, input);
+    assert.equal(created.messageCount, 0);
+    assert.ok(created.version.length > 0);
+
+    const read = await store.get(alice, input.id);
+    assert.deepEqual(read, {
+      id: input.id,
+      title: input.title,
+      metadata: input.metadata,
+      prologue: input.prologue,
+      createdAt: input.createdAt,
+      updatedAt: input.createdAt,
+      messageCount: 0,
+      version: created.version,
+    });
+    assert.equal(await store.get(bob, input.id), undefined);
+    assert.equal(await store.get({ ...alice, kind: 'integration' }, input.id), undefined);
+    assert.equal(await store.get(alice, 'conv_missing'), undefined);
+    assert.equal(await store.get(alice, 'bad/id'), undefined);
+  });
+
+  test('a null title stays null', async () => {
+    const input = newConversation({ title: null });
+    await store.create(alice, input);
+    assert.equal((await store.get(alice, input.id))?.title, null);
+  });
+
+  test('a retried create (the first attempt committed) returns the stored conversation', async () => {
+    const input = newConversation();
+    const first = await store.create(alice, input);
+    const again = await store.create(alice, input);
+    assert.equal(again.version, first.version);
+    await assert.rejects(store.create(alice, { ...input, createdAt: nextTime() }), /already exists/);
+  });
+});
+
+describe('list', () => {
+  test('newest first, paged with a cursor; another caller sees nothing', async () => {
+    const owner: Caller = { id: 'lister', kind: 'user' };
+    const ids: string[] = [];
+    for (let index = 0; index < 5; index++) ids.push((await store.create(owner, newConversation())).id);
+    const newestFirst = [...ids].reverse();
+
+    const first = await store.list(owner, { limit: 2 });
+    assert.deepEqual(
+      first.items.map((item) => item.id),
+      newestFirst.slice(0, 2),
+    );
+    assert.ok(first.nextCursor);
+    const second = await store.list(owner, { limit: 2, cursor: first.nextCursor });
+    assert.deepEqual(
+      second.items.map((item) => item.id),
+      newestFirst.slice(2, 4),
+    );
+    assert.ok(second.nextCursor);
+    const third = await store.list(owner, { limit: 2, cursor: second.nextCursor });
+    assert.deepEqual(
+      third.items.map((item) => item.id),
+      newestFirst.slice(4),
+    );
+    assert.equal(third.nextCursor, undefined);
+
+    const all = await store.list(owner, { limit: 5 });
+    assert.equal(all.items.length, 5);
+    assert.equal(all.nextCursor, undefined);
+    assert.deepEqual(await store.list({ id: 'lister', kind: 'integration' }, { limit: 10 }), { items: [] });
+    assert.equal(await store.countConversations(owner, 100), 5);
+    assert.equal(await store.countConversations(owner, 3), 3);
+  });
+
+  test('updatedAt comes from the header, and half-deleted conversations are skipped and cleaned', async () => {
+    const owner: Caller = { id: 'lister2', kind: 'user' };
+    const kept = await store.create(owner, newConversation());
+    const broken = await store.create(owner, newConversation());
+    const updatedAt = nextTime();
+    await store.commitTurn(owner, {
+      conversationId: kept.id,
+      expectedVersion: kept.version,
+      messages: [message(1), message(2)],
+      updatedAt,
+    });
+    // What a delete interrupted after the header leaves behind: the index entry alone.
+    await raw.deleteEntity(conversationPartition(owner, broken.id), 'h');
+
+    const page = await store.list(owner, { limit: 10 });
+    assert.deepEqual(page.items, [{ id: kept.id, title: kept.title, createdAt: kept.createdAt, updatedAt }]);
+    assert.equal((await rowsOf(callerIndexPartition(owner))).length, 1);
+  });
+
+  test('a cursor the store did not issue is a client error', async () => {
+    await assert.rejects(store.list(alice, { limit: 2, cursor: 'not-a-cursor' }), InvalidRequestError);
+    const foreign = Buffer.from("x' or PartitionKey ne 'y").toString('base64url');
+    await assert.rejects(store.list(alice, { limit: 2, cursor: foreign }), InvalidRequestError);
+  });
+});
+
+describe('turns', () => {
+  test('commitTurn stores the messages; loadForTurn, listMessages and getMessage read them back', async () => {
+    const created = await store.create(alice, newConversation());
+    const updatedAt = nextTime();
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt,
+    });
+
+    const loaded = await store.loadForTurn(alice, created.id);
+    assert.ok(loaded);
+    assert.equal(loaded.conversation.messageCount, 2);
+    assert.equal(loaded.conversation.updatedAt, updatedAt);
+    assert.equal(loaded.conversation.title, created.title);
+    assert.deepEqual(loaded.conversation.prologue, created.prologue);
+    assert.notEqual(loaded.conversation.version, created.version);
+    assert.deepEqual(loaded.messages, [message(1), message(2)]);
+
+    const firstPage = await store.listMessages(alice, created.id, { afterSeq: 0, limit: 1 });
+    assert.deepEqual(firstPage, { messages: [message(1)], hasMore: true });
+    const lastPage = await store.listMessages(alice, created.id, { afterSeq: 1, limit: 5 });
+    assert.deepEqual(lastPage, { messages: [message(2)], hasMore: false });
+    assert.deepEqual(await store.getMessage(alice, created.id, 2), message(2));
+    assert.equal(await store.getMessage(alice, created.id, 3), undefined);
+    assert.equal(await store.getMessage(bob, created.id, 2), undefined);
+    assert.equal(await store.loadForTurn(bob, created.id), undefined);
+
+    // The version loadForTurn returns is the one the next turn commits on.
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: loaded.conversation.version,
+      messages: [message(3), message(4)],
+      updatedAt: nextTime(),
+    });
+    assert.equal((await store.get(alice, created.id))?.messageCount, 4);
+  });
+
+  test('loadForTurn returns every message in order past one page of 1,000', async () => {
+    const created = await store.create(alice, newConversation());
+    await appendMessages(alice, created.id, 1_205);
+    const loaded = await store.loadForTurn(alice, created.id);
+    assert.ok(loaded);
+    assert.equal(loaded.conversation.messageCount, 1_205);
+    assert.deepEqual(
+      loaded.messages.map((stored) => stored.seq),
+      Array.from({ length: 1_205 }, (_, index) => index + 1),
+    );
+    const middle = await store.listMessages(alice, created.id, { afterSeq: 995, limit: 10 });
+    assert.deepEqual(
+      middle.messages.map((stored) => stored.id),
+      Array.from({ length: 10 }, (_, index) => `msg_${String(996 + index).padStart(10, '0')}`),
+    );
+    assert.equal(middle.hasMore, true);
+  });
+
+  test('a stale version stores nothing: the whole transaction rolls back', async () => {
+    const created = await store.create(alice, newConversation());
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt: nextTime(),
+    });
+    const before = await store.get(alice, created.id);
+    const partitionRows = await rowsOf(conversationPartition(alice, created.id));
+
+    await assert.rejects(
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version, // stale: the first turn changed it
+        messages: [message(3), message(4)],
+        updatedAt: nextTime(),
+      }),
+      ConcurrencyConflict,
+    );
+    // A current version but a message row that exists (409) also rolls back the header update.
+    await assert.rejects(
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: before!.version,
+        messages: [message(2, 'rewritten'), message(3)],
+        updatedAt: nextTime(),
+      }),
+      ConcurrencyConflict,
+    );
+    assert.deepEqual(await store.get(alice, created.id), before);
+    assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), partitionRows);
+    assert.deepEqual(await store.getMessage(alice, created.id, 2), message(2));
+  });
+
+  test('of two turns on one version exactly one commits', async () => {
+    const created = await store.create(alice, newConversation());
+    const attempt = (content: string) =>
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        messages: [message(1, content), message(2, content)],
+        updatedAt: nextTime(),
+      });
+    const results = await Promise.allSettled([attempt('first'), attempt('second')]);
+    assert.equal(results.filter((result) => result.status === 'fulfilled').length, 1);
+    const rejected = results.find((result) => result.status === 'rejected');
+    assert.ok(rejected?.status === 'rejected' && rejected.reason instanceof ConcurrencyConflict);
+    const loaded = await store.loadForTurn(alice, created.id);
+    assert.equal(loaded?.messages.length, 2);
+    assert.equal(loaded?.messages[0]?.content, loaded?.messages[1]?.content);
+  });
+
+  test('a retried transaction whose first attempt committed is recognised as success', async () => {
+    const created = await store.create(alice, newConversation());
+    const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+      allowInsecureConnection: true,
+    });
+    // As when the response to a committed batch is lost and the SDK sends the batch again.
+    const lossy = storeWith({
+      submitTransaction: async (actions) => {
+        await client.submitTransaction(actions);
+        return client.submitTransaction(actions);
+      },
+    });
+    await lossy.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt: nextTime(),
+    });
+    assert.equal((await store.get(alice, created.id))?.messageCount, 2);
+  });
+
+  test('a turn on a deleted conversation is a conflict, not a crash', async () => {
+    const created = await store.create(alice, newConversation());
+    assert.equal(await store.delete(alice, created.id), true);
+    await assert.rejects(
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        messages: [message(1), message(2)],
+        updatedAt: nextTime(),
+      }),
+      ConcurrencyConflict,
+    );
+    assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), []);
+  });
+});
+
+describe('long messages', () => {
+  // An emoji (a surrogate pair) starting at the last code unit of the first property: the split must move it.
+  function straddling(length: number): string {
+    const head = 'a'.repeat(32_767) + '\u{1F600}';
+    let text = head;
+    let filler = 0;
+    while (text.length < length) text += String.fromCharCode(0x41 + (filler++ % 26));
+    return text.slice(0, length - 2) + '\u{1F389}';
+  }
+
+  for (const length of [70_000, 400_000]) {
+    test(`a ${length}-character message round-trips identical`, async () => {
+      const created = await store.create(alice, newConversation());
+      const content = straddling(length);
+      assert.equal(content.length, length);
+      await store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        messages: [message(1, content), message(2, 'ok')],
+        updatedAt: nextTime(),
+      });
+      assert.equal((await store.getMessage(alice, created.id, 1))?.content, content);
+      assert.equal((await store.loadForTurn(alice, created.id))?.messages[0]?.content, content);
+
+      const entity = await raw.getEntity<Record<string, unknown>>(
+        conversationPartition(alice, created.id),
+        'm0000000001',
+      );
+      const parts = Object.keys(entity).filter((name) => /^content(_\d+)?$/.test(name));
+      assert.equal(parts.length, Math.ceil((length + 1) / 32_768));
+      for (const part of parts) assert.ok((entity[part] as string).length <= 32_768);
+      assert.equal(entity['content'], 'a'.repeat(32_767));
+    });
+  }
+
+  test('a message over 1 MiB as the service counts it (UTF-16) is refused before writing', async () => {
+    const created = await store.create(alice, newConversation());
+    // ~1.06 MB as UTF-16 but only ~530 KB as UTF-8: Azurite alone would accept it.
+    await assert.rejects(
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        messages: [message(1, 'x'.repeat(530_000)), message(2)],
+        updatedAt: nextTime(),
+      }),
+      /1048576-byte entity limit/,
+    );
+    assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), ['h']);
+  });
+});
+
+describe('idempotency', () => {
+  const now = new Date('2025-06-01T12:00:00.000Z');
+  const lease = { now, leaseMs: 60_000 };
+
+  test('claimed, then in progress, then completed with the stored record', async () => {
+    const created = await store.create(alice, newConversation());
+    const begun = await store.beginIdempotent(alice, created.id, 'key-1', 'hash-a', lease);
+    assert.ok(begun.state === 'claimed');
+    assert.deepEqual(await store.beginIdempotent(alice, created.id, 'key-1', 'hash-a', lease), {
+      state: 'in_progress',
+      requestHash: 'hash-a',
+    });
+    // Keys are scoped to the caller and the conversation.
+    assert.equal((await store.beginIdempotent(bob, created.id, 'key-1', 'hash-a', lease)).state, 'claimed');
+
+    const turnRecord = record(created.id, 2);
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt: nextTime(),
+      idempotency: { key: 'key-1', claim: begun.claim, requestHash: 'hash-a', record: turnRecord },
+    });
+    assert.deepEqual(await store.beginIdempotent(alice, created.id, 'key-1', 'hash-b', lease), {
+      state: 'completed',
+      requestHash: 'hash-a',
+      record: turnRecord,
+    });
+    // Turn messages are unaffected by the record living in the same partition.
+    assert.equal((await store.loadForTurn(alice, created.id))?.messages.length, 2);
+  });
+
+  test('an expired lease is taken over; the old claim can no longer commit', async () => {
+    const created = await store.create(alice, newConversation());
+    const first = await store.beginIdempotent(alice, created.id, 'key-2', 'hash-a', { now, leaseMs: 1_000 });
+    assert.equal(first.state, 'claimed');
+    const later = { now: new Date(now.getTime() + 5_000), leaseMs: 60_000 };
+    // Another body under the same abandoned key is reported with the first body's hash (the caller answers 422).
+    assert.deepEqual(await store.beginIdempotent(alice, created.id, 'key-2', 'hash-b', later), {
+      state: 'in_progress',
+      requestHash: 'hash-a',
+    });
+    const second = await store.beginIdempotent(alice, created.id, 'key-2', 'hash-a', later);
+    assert.equal(second.state, 'claimed');
+    assert.ok(first.state === 'claimed' && second.state === 'claimed');
+    assert.notEqual(second.claim.token, first.claim.token);
+
+    await assert.rejects(
+      store.commitTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        messages: [message(1), message(2)],
+        updatedAt: nextTime(),
+        idempotency: { key: 'key-2', claim: first.claim, requestHash: 'hash-a', record: record(created.id, 2) },
+      }),
+      ConcurrencyConflict,
+    );
+    assert.equal((await store.get(alice, created.id))?.messageCount, 0);
+    // A stale release does not free the current claim.
+    await store.releaseIdempotent(alice, created.id, 'key-2', first.claim);
+    assert.equal((await store.beginIdempotent(alice, created.id, 'key-2', 'hash-a', later)).state, 'in_progress');
+  });
+
+  test('creates retried after committing (a lost response) still claim, and still create', async () => {
+    const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+      allowInsecureConnection: true,
+    });
+    const lossy = storeWith({
+      createEntity: async (entity, options) => {
+        await client.createEntity(entity, options);
+        return client.createEntity(entity, options);
+      },
+    });
+    const created = await lossy.create(alice, newConversation());
+    assert.deepEqual(await store.get(alice, created.id), created);
+    const begun = await lossy.beginIdempotent(alice, created.id, 'key-lost', 'hash-a', lease);
+    assert.equal(begun.state, 'claimed');
+    assert.deepEqual(await store.beginIdempotent(alice, created.id, 'key-lost', 'hash-a', lease), {
+      state: 'in_progress',
+      requestHash: 'hash-a',
+    });
+  });
+
+  test('a released key can be claimed again', async () => {
+    const created = await store.create(alice, newConversation());
+    const begun = await store.beginIdempotent(alice, created.id, 'key-3', 'hash-a', lease);
+    assert.ok(begun.state === 'claimed');
+    await store.releaseIdempotent(alice, created.id, 'key-3', begun.claim);
+    await store.releaseIdempotent(alice, created.id, 'key-3', begun.claim); // twice: still fine
+    assert.equal((await store.beginIdempotent(alice, created.id, 'key-3', 'hash-b', lease)).state, 'claimed');
+  });
+});
+
+describe('delete', () => {
+  test('removes every entity of the conversation and its index entry', async () => {
+    const owner: Caller = { id: 'deleter', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const begun = await store.beginIdempotent(owner, created.id, 'key', 'hash', { now: new Date(), leaseMs: 60_000 });
+    assert.ok(begun.state === 'claimed');
+    await store.commitTurn(owner, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt: nextTime(),
+      idempotency: { key: 'key', claim: begun.claim, requestHash: 'hash', record: record(created.id, 2) },
+    });
+    await appendMessages(owner, created.id, 150); // more rows than one batch deletes
+    const partition = conversationPartition(owner, created.id);
+    assert.equal((await rowsOf(partition)).length, 1 + 152 + 1);
+
+    assert.equal(await store.delete(bob, created.id), false);
+    assert.equal(await store.delete(owner, created.id), true);
+    assert.deepEqual(await rowsOf(partition), []);
+    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), []);
+    assert.equal(await store.get(owner, created.id), undefined);
+    assert.deepEqual(await store.list(owner, { limit: 10 }), { items: [] });
+    assert.equal(await store.delete(owner, created.id), false);
+  });
+
+  test('a turn committed while delete runs is deleted too', async () => {
+    const created = await store.create(alice, newConversation());
+    const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+      allowInsecureConnection: true,
+    });
+    let raced = false;
+    const racing = storeWith({
+      deleteEntity: async (partitionKey, rowKey, options) => {
+        if (rowKey === 'h' && !raced) {
+          raced = true; // a turn lands between the message sweep and the header delete
+          await store.commitTurn(alice, {
+            conversationId: created.id,
+            expectedVersion: created.version,
+            messages: [message(1), message(2)],
+            updatedAt: nextTime(),
+          });
+        }
+        return client.deleteEntity(partitionKey, rowKey, options);
+      },
+    });
+    assert.equal(await racing.delete(alice, created.id), true);
+    assert.equal(raced, true);
+    assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), []);
+  });
+
+  test('a delete interrupted after the messages is finished by the next delete', async () => {
+    const created = await store.create(alice, newConversation());
+    await appendMessages(alice, created.id, 4);
+    const partition = conversationPartition(alice, created.id);
+    await raw.deleteEntity(partition, 'm0000000001');
+    assert.equal(await store.delete(alice, created.id), true);
+    assert.deepEqual(await rowsOf(partition), []);
+  });
+});
+
+describe('availability', () => {
+  test('ping answers while storage runs and fails with StorageUnavailableError once it stops', async () => {
+    await store.ping();
+    const doomed = await startAzurite();
+    try {
+      const doomedStore = await createTableConversationStore({
+        connectionString: doomed.connectionString,
+        tablePrefix: PREFIX,
+        retry: { maxRetries: 1, retryDelayInMs: 10, maxRetryDelayInMs: 20 },
+      });
+      await doomedStore.ping();
+      await doomed.stop();
+      await assert.rejects(doomedStore.ping(), StorageUnavailableError);
+      await assert.rejects(doomedStore.get(alice, 'conv_1'), StorageUnavailableError);
+      await assert.rejects(doomedStore.create(alice, newConversation()), StorageUnavailableError);
+    } finally {
+      await doomed.stop();
+    }
+  });
+
+  test('a storage endpoint that accepts connections but never answers is unavailable, not a hang', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const address = silent.address();
+      assert.ok(address && typeof address === 'object');
+      await assert.rejects(
+        createTableConversationStore({
+          connectionString: azuriteConnectionString(address.port),
+          tablePrefix: PREFIX,
+          tryTimeoutMs: 200,
+          retry: { maxRetries: 0 },
+        }),
+        StorageUnavailableError,
+      );
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+});

@@ -1,0 +1,182 @@
+/**
+ * Starts a private Azurite Table service on a free loopback port and stops it by PID. Shared by the integration
+ * tests, the local `npm start` and the benchmarks, so it must not import node:test.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+
+/** Azurite's well-known development account (public, documented; not a secret). */
+export const AZURITE_ACCOUNT_NAME = 'devstoreaccount1';
+export const AZURITE_ACCOUNT_KEY =
+  'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+
+export interface AzuriteOptions {
+  /** Folder for persistent data; in memory when omitted. */
+  location?: string;
+  /** A fixed port (e.g. 10002, what `UseDevelopmentStorage=true` expects); a free one when omitted. */
+  port?: number;
+  /** How long to wait for the port to accept connections. */
+  startTimeoutMs?: number;
+}
+
+export interface RunningAzurite {
+  connectionString: string;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+const HOST = '127.0.0.1';
+const OUTPUT_TAIL_CHARS = 4_000;
+
+export function azuriteConnectionString(port: number): string {
+  return (
+    `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
+    `TableEndpoint=http://${HOST}:${port}/${AZURITE_ACCOUNT_NAME};`
+  );
+}
+
+export async function startAzurite(options: AzuriteOptions = {}): Promise<RunningAzurite> {
+  if (options.port !== undefined) {
+    // Otherwise the readiness probe would mistake whatever holds the port for Azurite.
+    if (await canConnect(options.port)) throw new Error(`Port ${HOST}:${options.port} is already in use.`);
+    return startOnce(options.port, options);
+  }
+  // The port is free when probed but could be taken before Azurite binds it: try a few ports.
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startOnce(await freePort(), options);
+    } catch (error) {
+      lastError = error;
+      if (!(error instanceof AzuriteStartError) || !error.addressInUse) throw error;
+    }
+  }
+  throw lastError;
+}
+
+class AzuriteStartError extends Error {
+  constructor(
+    message: string,
+    readonly addressInUse: boolean,
+  ) {
+    super(message);
+    this.name = 'AzuriteStartError';
+  }
+}
+
+async function startOnce(port: number, options: AzuriteOptions): Promise<RunningAzurite> {
+  const args = [
+    azuriteTableBin(),
+    '--tableHost',
+    HOST,
+    '--tablePort',
+    String(port),
+    '--disableTelemetry',
+    '--silent',
+    ...(options.location ? ['--location', options.location] : ['--inMemoryPersistence']),
+  ];
+  // Run the bin script with this Node (not whatever `node` is on PATH); the PID is Azurite's own process.
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+  let output = '';
+  const keepTail = (chunk: Buffer): void => {
+    output = (output + chunk.toString('utf8')).slice(-OUTPUT_TAIL_CHARS);
+  };
+  child.stdout?.on('data', keepTail);
+  child.stderr?.on('data', keepTail);
+  let spawnError: Error | undefined;
+  const spawned = new Promise<void>((resolve) => child.once('spawn', resolve));
+  const failed = new Promise<void>((resolve) =>
+    child.on('error', (error) => {
+      spawnError ??= error;
+      resolve();
+    }),
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await Promise.race([spawned, failed]);
+  if (spawnError || child.pid === undefined) {
+    throw new Error(`Azurite could not be started: ${spawnError?.message ?? 'no process id'}.`);
+  }
+  const pid = child.pid;
+  const killOnExit = (): void => {
+    child.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
+
+  try {
+    await waitForPort(port, child, options.startTimeoutMs ?? 15_000);
+  } catch (error) {
+    await kill(child, exited);
+    process.removeListener('exit', killOnExit);
+    const message = error instanceof Error ? error.message : String(error);
+    throw new AzuriteStartError(`${message}\nAzurite output:\n${output.trim() || '(none)'}`, /EADDRINUSE/.test(output));
+  }
+
+  let stopped: Promise<void> | undefined;
+  return {
+    connectionString: azuriteConnectionString(port),
+    port,
+    pid,
+    stop: () => {
+      stopped ??= kill(child, exited).finally(() => process.removeListener('exit', killOnExit));
+      return stopped;
+    },
+  };
+}
+
+/** `node_modules/.bin/azurite-table`, found from this file upwards, so the caller's cwd does not matter. */
+function azuriteTableBin(): string {
+  for (let dir = __dirname; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'node_modules', '.bin', 'azurite-table');
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) break;
+  }
+  throw new Error('node_modules/.bin/azurite-table not found above ' + __dirname + ': run npm install.');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`Azurite exited (code ${child.exitCode ?? child.signalCode}) before listening on port ${port}.`);
+    }
+    if (await canConnect(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`Azurite did not listen on ${HOST}:${port} within ${timeoutMs} ms.`);
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: HOST, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function kill(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  // SIGINT is what Azurite handles as a graceful shutdown (it saves a --location database); SIGKILL if it lingers.
+  child.kill('SIGINT');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { RestError } from '@azure/data-tables';
+import { isUnavailable } from '../../../src/adapters/tableConversationStore';
+
+describe('isUnavailable', () => {
+  test('connection failures, timeouts, throttling and 5xx mean storage did not answer', () => {
+    assert.equal(isUnavailable(new RestError('connect ECONNREFUSED', { code: 'ECONNREFUSED' })), true);
+    assert.equal(isUnavailable(new RestError('socket hang up', { code: 'ECONNRESET' })), true);
+    assert.equal(isUnavailable(new RestError('busy', { statusCode: 503 })), true);
+    assert.equal(isUnavailable(new RestError('oops', { statusCode: 500 })), true);
+    assert.equal(isUnavailable(new RestError('slow', { statusCode: 408 })), true);
+    assert.equal(isUnavailable(Object.assign(new Error('aborted'), { name: 'AbortError' })), true);
+    assert.equal(isUnavailable(Object.assign(new Error('no token'), { name: 'CredentialUnavailableError' })), true);
+  });
+
+  test('answers from storage and programming errors are not unavailability', () => {
+    assert.equal(isUnavailable(new RestError('not found', { statusCode: 404 })), false);
+    assert.equal(isUnavailable(new RestError('conflict', { statusCode: 409 })), false);
+    assert.equal(isUnavailable(new RestError('precondition', { statusCode: 412 })), false);
+    assert.equal(isUnavailable(new RestError('forbidden', { statusCode: 403 })), false);
+    assert.equal(isUnavailable(new RestError('bad body', { code: 'PARSE_ERROR' })), false);
+    assert.equal(isUnavailable(new TypeError('x is undefined')), false);
+    assert.equal(isUnavailable('a string'), false);
+  });
+});

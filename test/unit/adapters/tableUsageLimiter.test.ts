@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { RateLimitedError, StorageUnavailableError } from '../../../src/core/errors';
+import type { Caller } from '../../../src/core/ports';
+import { TableUsageLimiter, type UsageRow, type UsageTable } from '../../../src/adapters/tableUsageLimiter';
+
+/** An in-memory table with the service's ETag rules: insert fails on an existing row, replace on a stale ETag. */
+class MemoryUsageTable implements UsageTable {
+  readonly rows = new Map<string, { row: UsageRow; etag: string }>();
+  writes = 0;
+  conflicts = 0;
+  private version = 0;
+  /** Runs after a read and before the matching write: lets a test slip in a competing writer. */
+  betweenReadAndWrite?: () => Promise<void>;
+
+  async read(partitionKey: string, rowKey: string) {
+    const found = this.rows.get(`${partitionKey}/${rowKey}`);
+    const copy = found ? structuredClone(found) : undefined;
+    await this.betweenReadAndWrite?.();
+    return copy;
+  }
+  async insert(row: UsageRow) {
+    const key = `${row.partitionKey}/${row.rowKey}`;
+    if (this.rows.has(key)) {
+      this.conflicts++;
+      return false;
+    }
+    this.rows.set(key, { row: structuredClone(row), etag: `e${++this.version}` });
+    this.writes++;
+    return true;
+  }
+  async replace(row: UsageRow, etag: string) {
+    const key = `${row.partitionKey}/${row.rowKey}`;
+    if (this.rows.get(key)?.etag !== etag) {
+      this.conflicts++;
+      return false;
+    }
+    this.rows.set(key, { row: structuredClone(row), etag: `e${++this.version}` });
+    this.writes++;
+    return true;
+  }
+  only(): UsageRow {
+    assert.equal(this.rows.size, 1);
+    return [...this.rows.values()][0]!.row;
+  }
+}
+
+const ann: Caller = { id: 'ann', kind: 'user' };
+const now = new Date('2026-03-01T12:00:10Z');
+
+async function refusal(promise: Promise<unknown>): Promise<RateLimitedError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof RateLimitedError, String(error));
+    return error;
+  }
+  assert.fail('expected a 429');
+}
+
+describe('TableUsageLimiter', () => {
+  it('keeps one row per caller per day holding the minute count and the day tokens', async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 5, tokensPerDay: 1000 } });
+    await limiter.admit(ann, now);
+    await limiter.record(ann, 40, now);
+    await limiter.admit(ann, now);
+    await limiter.record(ann, 2, now);
+    const row = table.only();
+    assert.equal(row.rowKey, '2026-03-01');
+    assert.equal(row.windowRequests, 2);
+    assert.equal(row.dayTokens, 42);
+    assert.equal(row.callerId, 'ann');
+    assert.equal(row.callerKind, 'user');
+    assert.doesNotMatch(row.partitionKey, /ann/, 'the key is derived (hashed), so any caller id fits');
+  });
+
+  it('refuses the request after the limit with Retry-After to the next minute, without writing', async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 2, tokensPerDay: 0 } });
+    await limiter.admit(ann, now);
+    await limiter.admit(ann, now);
+    const writes = table.writes;
+    const error = await refusal(limiter.admit(ann, now));
+    assert.equal(error.code, 'rate_limited');
+    assert.equal(error.headers['Retry-After'], '50');
+    assert.equal(table.writes, writes);
+    // Another caller has its own budget.
+    await limiter.admit({ id: 'ann', kind: 'integration' }, now);
+  });
+
+  it('refuses once the day tokens reach the quota, with Retry-After to midnight UTC', async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 100 } });
+    await limiter.admit(ann, now);
+    await limiter.record(ann, 100, now);
+    const error = await refusal(limiter.admit(ann, now));
+    assert.equal(error.code, 'quota_exceeded');
+    assert.equal(error.headers['Retry-After'], String(12 * 3600 - 10));
+  });
+
+  it('retries on a lost ETag race and counts both requests', async () => {
+    const table = new MemoryUsageTable();
+    const first = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, backoffMs: 1 });
+    const second = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, backoffMs: 1 });
+    await first.admit(ann, now);
+    let raced = false;
+    table.betweenReadAndWrite = async () => {
+      if (raced) return;
+      raced = true;
+      await second.admit(ann, now); // commits between the first limiter's read and write
+    };
+    await first.admit(ann, now);
+    assert.equal(table.conflicts, 1);
+    assert.equal(table.only().windowRequests, 3);
+  });
+
+  it('gives up after the bounded attempts with a 429 when every write loses', async () => {
+    const table = new MemoryUsageTable();
+    table.replace = async () => false;
+    table.insert = async () => false;
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, maxAttempts: 3, backoffMs: 1 });
+    const error = await refusal(limiter.admit(ann, now));
+    assert.equal(error.code, 'rate_limited');
+    await assert.rejects(
+      new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 10 }, maxAttempts: 2, backoffMs: 1 }).record(ann, 5, now),
+      /kept changing/,
+    );
+  });
+
+  it('touches nothing when both limits are off, or when no tokens were spent', async () => {
+    const table = new MemoryUsageTable();
+    table.read = async () => assert.fail('no read expected');
+    await new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 0 } }).admit(ann, now);
+    await new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 0 } }).record(ann, 10, now);
+    await new TableUsageLimiter(table, { limits: { requestsPerMinute: 5, tokensPerDay: 10 } }).record(ann, 0, now);
+  });
+
+  it('reports storage that does not answer as storage_unavailable (503)', async () => {
+    const table = new MemoryUsageTable();
+    table.read = async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { name: 'AbortError' });
+    };
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 5, tokensPerDay: 0 } });
+    await assert.rejects(limiter.admit(ann, now), StorageUnavailableError);
+  });
+});
