@@ -1,0 +1,619 @@
+/**
+ * The console chat client: the Azure OpenAI chat guide's conversation loop, against this API instead of the model.
+ * It creates a conversation (or resumes one), reads a line, sends it, prints the reply as it streams, then the tokens
+ * the turn used and how many old turns were left out to fit the context window. The server keeps the history.
+ *
+ *   npm run chat -- [--url http://localhost:7071/api] [--conversation <id>] [--key <function key>] [--token <jwt>]
+ *
+ * Commands: /new (a new conversation), /history (the stored messages), /help, /exit. Everything here except `main`
+ * is a pure helper or takes its I/O as a parameter, so the unit tests drive it with fakes.
+ */
+import * as readline from 'node:readline';
+import { parseArgs } from 'node:util';
+
+export const DEFAULT_API_URL = 'http://localhost:7071/api';
+const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const HISTORY_PAGE_SIZE = 100;
+/** Connection failures that mean "nothing is listening there" rather than "the API answered badly". */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ECONNRESET']);
+
+export const USAGE = `Usage: npm run chat -- [options]
+
+  --url <url>            The API, with its /api prefix (default ${DEFAULT_API_URL}; env CHAT_API_URL)
+  --conversation <id>    Resume this conversation instead of starting a new one
+  --key <key>            Azure Functions function key, sent as x-functions-key (env CHAT_FUNCTION_KEY)
+  --token <jwt>          Bearer token, for AUTH_MODE=jwt (env CHAT_BEARER_TOKEN)
+  -h, --help             This text
+
+In the chat: /new starts a new conversation, /history prints its messages, /exit quits.`;
+
+// ---- Arguments ------------------------------------------------------------------------------------------------
+
+export interface ChatOptions {
+  /** Without a trailing slash. */
+  url: string;
+  conversation?: string;
+  key?: string;
+  token?: string;
+  help: boolean;
+}
+
+export class UsageError extends Error {}
+
+/** Command-line flags, falling back to environment variables (so secrets need not sit in the shell history). */
+export function parseChatArgs(argv: string[], env: Record<string, string | undefined> = {}): ChatOptions {
+  let values: { url?: string; conversation?: string; key?: string; token?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        url: { type: 'string' },
+        conversation: { type: 'string' },
+        key: { type: 'string' },
+        token: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const rawUrl = values.url ?? env.CHAT_API_URL ?? DEFAULT_API_URL;
+  let url: URL;
+  try {
+    url = new URL(rawUrl);
+  } catch {
+    throw new UsageError(`--url must be an http(s) URL such as ${DEFAULT_API_URL}, not "${rawUrl}".`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`--url must be an http(s) URL such as ${DEFAULT_API_URL}, not "${rawUrl}".`);
+  }
+  if (values.conversation !== undefined && !CONVERSATION_ID.test(values.conversation)) {
+    throw new UsageError(
+      `--conversation must be an id the API returned (letters, digits, - and _), not "${values.conversation}".`,
+    );
+  }
+  const key = values.key ?? env.CHAT_FUNCTION_KEY;
+  const token = values.token ?? env.CHAT_BEARER_TOKEN;
+  return {
+    url: url.toString().replace(/\/+$/, ''),
+    help: values.help ?? false,
+    ...(values.conversation !== undefined ? { conversation: values.conversation } : {}),
+    ...(key ? { key } : {}),
+    ...(token ? { token } : {}),
+  };
+}
+
+// ---- Server-sent events -----------------------------------------------------------------------------------------
+
+export interface ServerSentEvent {
+  /** The `event:` field; `message` when the event has none. */
+  event: string;
+  /** The `data:` lines joined with `\n`. */
+  data: string;
+}
+
+/**
+ * An incremental text/event-stream parser (the WHATWG rules this API uses): feed it decoded text as it arrives, in
+ * chunks cut anywhere, and it returns the events completed so far. Comments (`:`) and `id`/`retry` are ignored.
+ */
+export class SseParser {
+  private buffer = '';
+  private event = '';
+  private data: string[] = [];
+
+  push(chunk: string): ServerSentEvent[] {
+    this.buffer += chunk;
+    const events: ServerSentEvent[] = [];
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.buffer);
+      if (!match) break;
+      // A lone \r at the end may be the first half of \r\n: wait for the next chunk.
+      if (match[0] === '\r' && match.index === this.buffer.length - 1) break;
+      const line = this.buffer.slice(0, match.index);
+      this.buffer = this.buffer.slice(match.index + match[0].length);
+      const event = this.line(line);
+      if (event) events.push(event);
+    }
+    return events;
+  }
+
+  /** The stream ended: an event without its closing blank line is dropped, as the standard says. */
+  end(): ServerSentEvent[] {
+    this.buffer = '';
+    this.event = '';
+    this.data = [];
+    return [];
+  }
+
+  private line(line: string): ServerSentEvent | undefined {
+    if (line === '') {
+      if (this.data.length === 0) {
+        this.event = '';
+        return undefined;
+      }
+      const event = { event: this.event || 'message', data: this.data.join('\n') };
+      this.event = '';
+      this.data = [];
+      return event;
+    }
+    if (line.startsWith(':')) return undefined;
+    const colon = line.indexOf(':');
+    const field = colon === -1 ? line : line.slice(0, colon);
+    const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') this.event = value;
+    else if (field === 'data') this.data.push(value);
+    return undefined;
+  }
+}
+
+// ---- The API ------------------------------------------------------------------------------------------------
+
+/** A problem the API answered with (RFC 9457), printed as `code: detail`. */
+export class ApiProblem extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'ApiProblem';
+  }
+}
+
+/** Nothing answered at the URL: the API is not running there. */
+export class ApiUnreachable extends Error {
+  constructor(readonly url: string) {
+    super(`No API at ${url}. Start it with \`npm start\`.`);
+    this.name = 'ApiUnreachable';
+  }
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export interface ConversationInfo {
+  id: string;
+  title: string | null;
+  messageCount: number;
+}
+
+export interface HistoryMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+  name?: string;
+}
+
+export interface ReplySummary {
+  content: string;
+  finishReason: string;
+  usage: Usage;
+  droppedTurns: number;
+}
+
+/** What the chat loop needs from the API; ChatApi speaks HTTP, the unit tests use a fake. */
+export interface ChatBackend {
+  readonly url: string;
+  createConversation(): Promise<ConversationInfo>;
+  getConversation(id: string): Promise<ConversationInfo>;
+  /** The system message, the examples and every stored message, in order (all pages). */
+  history(id: string): Promise<HistoryMessage[]>;
+  /** Sends one message; `onDelta` gets the reply as it arrives (all at once when the server does not stream). */
+  send(id: string, content: string, onDelta: (text: string) => void, signal?: AbortSignal): Promise<ReplySummary>;
+}
+
+interface TurnResultBody {
+  message: { content: string };
+  finishReason: string;
+  usage: Usage;
+  context: { droppedTurns: number };
+}
+
+interface ConversationBody {
+  id: string;
+  title: string | null;
+  system: string;
+  examples: { role: 'user' | 'assistant'; content: string }[];
+  messageCount: number;
+  messages?: { role: 'user' | 'assistant'; content: string; name?: string }[];
+  nextCursor?: string;
+}
+
+export class ChatApi implements ChatBackend {
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly options: { url: string; key?: string; token?: string; fetch?: typeof fetch }) {
+    this.fetch = options.fetch ?? fetch;
+  }
+
+  get url(): string {
+    return this.options.url;
+  }
+
+  async createConversation(): Promise<ConversationInfo> {
+    const body = (await this.json('POST', '/conversations', {})) as ConversationBody;
+    return { id: body.id, title: body.title, messageCount: body.messageCount };
+  }
+
+  async getConversation(id: string): Promise<ConversationInfo> {
+    const body = (await this.json('GET', `/conversations/${encodeURIComponent(id)}?limit=1`)) as ConversationBody;
+    return { id: body.id, title: body.title, messageCount: body.messageCount };
+  }
+
+  async history(id: string): Promise<HistoryMessage[]> {
+    const messages: HistoryMessage[] = [];
+    let cursor: string | undefined;
+    do {
+      const query = `limit=${HISTORY_PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+      const page = (await this.json('GET', `/conversations/${encodeURIComponent(id)}?${query}`)) as ConversationBody;
+      if (cursor === undefined) {
+        messages.push({ role: 'system', content: page.system }, ...page.examples);
+      }
+      messages.push(...(page.messages ?? []));
+      cursor = page.nextCursor;
+    } while (cursor);
+    return messages;
+  }
+
+  async send(
+    id: string,
+    content: string,
+    onDelta: (text: string) => void,
+    signal?: AbortSignal,
+  ): Promise<ReplySummary> {
+    const response = await this.request('POST', `/conversations/${encodeURIComponent(id)}/messages`, {
+      body: { content },
+      accept: 'text/event-stream, application/json;q=0.9',
+      ...(signal ? { signal } : {}),
+    });
+    const contentType = response.headers.get('content-type') ?? '';
+    if (response.ok && contentType.startsWith('text/event-stream') && response.body) {
+      return readStreamedReply(response.body, onDelta);
+    }
+    const result = (await this.parse(response)) as TurnResultBody;
+    onDelta(result.message.content);
+    return summarize(result);
+  }
+
+  private async json(method: string, path: string, body?: unknown): Promise<unknown> {
+    return this.parse(await this.request(method, path, { ...(body !== undefined ? { body } : {}) }));
+  }
+
+  private async request(
+    method: string,
+    path: string,
+    options: { body?: unknown; accept?: string; signal?: AbortSignal },
+  ): Promise<Response> {
+    const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (this.options.key) headers['x-functions-key'] = this.options.key;
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    try {
+      return await this.fetch(`${this.options.url}${path}`, {
+        method,
+        headers,
+        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      if (isUnreachable(error)) throw new ApiUnreachable(this.options.url);
+      throw error;
+    }
+  }
+
+  private async parse(response: Response): Promise<unknown> {
+    const text = await response.text();
+    let body: unknown;
+    try {
+      body = text ? JSON.parse(text) : undefined;
+    } catch {
+      body = undefined;
+    }
+    if (response.ok) {
+      if (body === undefined && text)
+        throw new Error(`The API answered ${response.status} with a body that is not JSON.`);
+      return body;
+    }
+    throw toProblem(response.status, body, text);
+  }
+}
+
+export function toProblem(status: number, body: unknown, text = ''): ApiProblem {
+  const problem = (body ?? {}) as { code?: unknown; detail?: unknown; title?: unknown };
+  const code = typeof problem.code === 'string' ? problem.code : `http_${status}`;
+  const detail =
+    typeof problem.detail === 'string'
+      ? problem.detail
+      : typeof problem.title === 'string'
+        ? problem.title
+        : text.trim().slice(0, 200) || `The API answered HTTP ${status}.`;
+  return new ApiProblem(status, code, detail);
+}
+
+export function isUnreachable(error: unknown): boolean {
+  const cause = (error as { cause?: { code?: unknown; errors?: { code?: unknown }[] } } | undefined)?.cause;
+  if (!cause) return false;
+  if (typeof cause.code === 'string' && UNREACHABLE_CODES.has(cause.code)) return true;
+  return (cause.errors ?? []).some((inner) => typeof inner.code === 'string' && UNREACHABLE_CODES.has(inner.code));
+}
+
+function summarize(result: TurnResultBody): ReplySummary {
+  return {
+    content: result.message.content,
+    finishReason: result.finishReason,
+    usage: result.usage,
+    droppedTurns: result.context.droppedTurns,
+  };
+}
+
+/** Prints deltas as they arrive; ends with the turn's summary or throws the problem of `turn.failed`. */
+export async function readStreamedReply(
+  body: ReadableStream<Uint8Array>,
+  onDelta: (text: string) => void,
+): Promise<ReplySummary> {
+  const parser = new SseParser();
+  const decoder = new TextDecoder();
+  const handle = (event: ServerSentEvent): ReplySummary | undefined => {
+    const data = JSON.parse(event.data) as unknown;
+    switch (event.event) {
+      case 'message.delta':
+        onDelta((data as { content: string }).content);
+        return undefined;
+      case 'turn.completed':
+        return summarize(data as TurnResultBody);
+      case 'turn.failed':
+        throw toProblem((data as { status?: number }).status ?? 500, data);
+      default:
+        return undefined; // turn.started, and anything newer than this client
+    }
+  };
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    for (const event of parser.push(decoder.decode(chunk, { stream: true }))) {
+      const done = handle(event);
+      if (done) return done;
+    }
+  }
+  for (const event of parser.push(`${decoder.decode()}\n\n`)) {
+    const done = handle(event);
+    if (done) return done;
+  }
+  throw new Error('The reply stream ended before the turn completed; /history shows whether it was stored.');
+}
+
+// ---- The conversation loop ----------------------------------------------------------------------------------
+
+export type Command =
+  | { kind: 'message'; content: string }
+  | { kind: 'new' }
+  | { kind: 'history' }
+  | { kind: 'help' }
+  | { kind: 'exit' }
+  | { kind: 'empty' }
+  | { kind: 'unknown'; name: string };
+
+export function parseCommand(line: string): Command {
+  const trimmed = line.trim();
+  if (trimmed === '') return { kind: 'empty' };
+  if (!trimmed.startsWith('/')) return { kind: 'message', content: line };
+  const name = trimmed.split(/\s+/)[0]!.toLowerCase();
+  switch (name) {
+    case '/new':
+      return { kind: 'new' };
+    case '/history':
+      return { kind: 'history' };
+    case '/help':
+      return { kind: 'help' };
+    case '/exit':
+    case '/quit':
+      return { kind: 'exit' };
+    default:
+      return { kind: 'unknown', name };
+  }
+}
+
+export const COMMANDS_HELP = '/new starts a new conversation, /history prints its messages, /exit quits.';
+
+export function formatUsage(reply: ReplySummary): string {
+  const { promptTokens, completionTokens, totalTokens } = reply.usage;
+  const finish = reply.finishReason === 'stop' ? '' : `; finish reason: ${reply.finishReason}`;
+  return (
+    `(tokens: ${promptTokens} prompt + ${completionTokens} completion = ${totalTokens}; ` +
+    `turns dropped: ${reply.droppedTurns}${finish})`
+  );
+}
+
+export function formatHistory(conversationId: string, messages: HistoryMessage[]): string {
+  const lines = messages.map((message) => {
+    const who = message.role === 'user' ? (message.name ?? 'you') : message.role;
+    return `${who}> ${message.content}`;
+  });
+  return [`--- conversation ${conversationId} ---`, ...lines, '---'].join('\n');
+}
+
+export interface ChatOutput {
+  /** Text for the user, written as is (no newline added). */
+  write(text: string): void;
+  /** Problems and failures, one line each. */
+  error(line: string): void;
+}
+
+/** One chat: the current conversation, and what each input line does to it. */
+export class ChatSession {
+  private conversationId: string | undefined;
+
+  constructor(
+    private readonly backend: ChatBackend,
+    private readonly out: ChatOutput,
+  ) {}
+
+  get conversation(): string | undefined {
+    return this.conversationId;
+  }
+
+  /** Resumes `id` or starts a new conversation. False when the chat cannot begin (printed why). */
+  async start(id?: string): Promise<boolean> {
+    try {
+      if (id === undefined) {
+        await this.startNew();
+      } else {
+        const conversation = await this.backend.getConversation(id);
+        this.conversationId = conversation.id;
+        const title = conversation.title ? ` "${conversation.title}"` : '';
+        this.out.write(
+          `Resuming conversation ${conversation.id}${title} (${conversation.messageCount} messages). ${COMMANDS_HELP}\n`,
+        );
+      }
+      return true;
+    } catch (error) {
+      this.report(error);
+      return false;
+    }
+  }
+
+  /** Runs one input line; 'exit' when the chat should end. */
+  async handle(line: string, signal?: AbortSignal): Promise<'continue' | 'exit'> {
+    const command = parseCommand(line);
+    try {
+      switch (command.kind) {
+        case 'empty':
+          break;
+        case 'exit':
+          return 'exit';
+        case 'help':
+          this.out.write(`${COMMANDS_HELP}\n`);
+          break;
+        case 'unknown':
+          this.out.error(`Unknown command ${command.name}. ${COMMANDS_HELP}`);
+          break;
+        case 'new':
+          await this.startNew();
+          break;
+        case 'history':
+          if (this.conversationId) {
+            const messages = await this.backend.history(this.conversationId);
+            this.out.write(`${formatHistory(this.conversationId, messages)}\n`);
+          }
+          break;
+        case 'message':
+          await this.send(command.content, signal);
+          break;
+      }
+    } catch (error) {
+      this.report(error);
+    }
+    return 'continue';
+  }
+
+  private async startNew(): Promise<void> {
+    const conversation = await this.backend.createConversation();
+    this.conversationId = conversation.id;
+    this.out.write(`Conversation ${conversation.id} started. ${COMMANDS_HELP}\n`);
+  }
+
+  private async send(content: string, signal?: AbortSignal): Promise<void> {
+    if (!this.conversationId) await this.startNew();
+    let printed = false;
+    try {
+      const reply = await this.backend.send(
+        this.conversationId!,
+        content,
+        (text) => {
+          if (!printed) this.out.write('assistant> ');
+          printed = true;
+          this.out.write(text);
+        },
+        signal,
+      );
+      if (!printed) this.out.write('assistant> ');
+      this.out.write(`\n${formatUsage(reply)}\n`);
+    } catch (error) {
+      if (printed) this.out.write('\n');
+      throw error;
+    }
+  }
+
+  private report(error: unknown): void {
+    if (error instanceof ApiProblem || error instanceof ApiUnreachable) this.out.error(error.message);
+    else if (error instanceof Error && error.name === 'AbortError') this.out.error('(interrupted)');
+    else this.out.error(error instanceof Error ? error.message : String(error));
+  }
+}
+
+// ---- The console ------------------------------------------------------------------------------------------------
+
+export interface ConsoleIo {
+  input: NodeJS.ReadableStream & { isTTY?: boolean };
+  output: NodeJS.WritableStream;
+  errorOutput: NodeJS.WritableStream;
+  env: Record<string, string | undefined>;
+}
+
+/** The loop itself; resolves with the process exit code. */
+export async function main(argv: string[], io: ConsoleIo): Promise<number> {
+  let options: ChatOptions;
+  try {
+    options = parseChatArgs(argv, io.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.errorOutput.write(`${error.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (options.help) {
+    io.output.write(`${USAGE}\n`);
+    return 0;
+  }
+
+  const out: ChatOutput = {
+    write: (text) => void io.output.write(text),
+    error: (line) => void io.errorOutput.write(`${line}\n`),
+  };
+  const session = new ChatSession(
+    new ChatApi({
+      url: options.url,
+      ...(options.key ? { key: options.key } : {}),
+      ...(options.token ? { token: options.token } : {}),
+    }),
+    out,
+  );
+  if (!(await session.start(options.conversation))) return 1;
+
+  const interactive = Boolean(io.input.isTTY);
+  const lines = readline.createInterface({ input: io.input, output: io.output, terminal: interactive });
+  let inFlight: AbortController | undefined;
+  // Ctrl-C stops a reply that is streaming; at the prompt it ends the chat.
+  lines.on('SIGINT', () => (inFlight ? inFlight.abort() : lines.close()));
+  lines.setPrompt('you> ');
+  if (interactive) lines.prompt();
+  for await (const line of lines) {
+    // Piped input is not echoed by a terminal: print it, so the transcript shows both sides.
+    if (!interactive && line.trim() !== '') io.output.write(`you> ${line}\n`);
+    inFlight = new AbortController();
+    const next = await session.handle(line, inFlight.signal);
+    inFlight = undefined;
+    if (next === 'exit') break;
+    if (interactive) lines.prompt();
+  }
+  lines.close();
+  return 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), {
+    input: process.stdin,
+    output: process.stdout,
+    errorOutput: process.stderr,
+    env: process.env,
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      console.error(error instanceof Error ? error.message : String(error));
+      process.exitCode = 1;
+    },
+  );
+}

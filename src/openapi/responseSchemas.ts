@@ -1,0 +1,175 @@
+/**
+ * The shapes the API answers with, as zod schemas so the OpenAPI document can be generated from them. Each one is
+ * checked against the TypeScript type the handlers really return (same keys, compatible values): change a response
+ * type without changing its schema here and `tsc` fails.
+ */
+import { z } from 'zod';
+import type { ConversationView, ConversationWithMessages, MessageView } from '../core/conversations';
+import { PROBLEM_CODES } from '../core/errors';
+import type { ConversationSummary, FinishReason, Usage } from '../core/ports';
+import type { TurnResult, TurnRunner } from '../core/turn';
+import type { ProblemBody } from '../http/problem';
+import type { ThreadTurnResponse } from '../http/webhooks/threadTurn';
+
+const FINISH_REASONS = ['stop', 'length', 'content_filter', 'tool_calls', 'function_call', 'unknown'] as const;
+
+const timestamp = () => z.iso.datetime().describe('UTC timestamp, ISO 8601.');
+const count = () => z.int().min(0);
+
+export const finishReasonSchema = z
+  .enum(FINISH_REASONS)
+  .describe(
+    "The model's finish reason: `stop` (complete), `length` (cut at CHAT_MAX_RESPONSE_TOKENS), `content_filter` " +
+      '(the reply was filtered; stored and flagged).',
+  );
+
+export const usageSchema = z
+  .object({ promptTokens: count(), completionTokens: count(), totalTokens: count() })
+  .describe('Model tokens spent on this turn, as the model reported them.');
+
+const exampleSchema = z.object({ role: z.enum(['user', 'assistant']), content: z.string() });
+
+export const conversationSummarySchema = z.object({
+  id: z.string(),
+  title: z.string().nullable(),
+  createdAt: timestamp(),
+  updatedAt: timestamp(),
+});
+
+export const conversationSchema = z.object({
+  id: z.string().describe('Issued by the server; use it in the paths below.'),
+  title: z.string().nullable(),
+  system: z.string().describe('The system message (CHAT_SYSTEM_MESSAGE when none was given).'),
+  examples: z.array(exampleSchema).describe('Few-shot examples, sent after the system message on every turn.'),
+  metadata: z.record(z.string(), z.string()),
+  createdAt: timestamp(),
+  updatedAt: timestamp(),
+  messageCount: count().describe('Stored user and assistant messages.'),
+});
+
+export const messageSchema = z.object({
+  id: z.string(),
+  role: z.enum(['user', 'assistant']),
+  content: z.string(),
+  name: z.string().optional(),
+  createdAt: timestamp(),
+  finishReason: finishReasonSchema.optional().describe('Assistant messages only.'),
+});
+
+export const conversationWithMessagesSchema = conversationSchema.extend({
+  messages: z.array(messageSchema).describe('Stored messages in order, one page at a time.'),
+  nextCursor: z.string().optional().describe('Pass as `cursor` to read the next page; absent on the last page.'),
+});
+
+export const conversationListSchema = z.object({
+  conversations: z.array(conversationSummarySchema).describe("The caller's conversations, newest first."),
+  nextCursor: z.string().optional().describe('Pass as `cursor` to read the next page; absent on the last page.'),
+});
+
+const contextSchema = z
+  .object({
+    promptTokens: count().describe('Tokens of the prompt the app sent, counted with the model tokenizer.'),
+    droppedTurns: count().describe('Oldest turns left out of the prompt to fit the context window (still stored).'),
+  })
+  .describe('What was sent to the model on this turn.');
+
+export const turnResultSchema = z.object({
+  conversationId: z.string(),
+  message: z.object({ id: z.string(), role: z.literal('assistant'), content: z.string(), createdAt: timestamp() }),
+  finishReason: finishReasonSchema,
+  usage: usageSchema,
+  context: contextSchema,
+});
+
+/** The reply of a webhook delivery: a turn result without the context figures. */
+export const webhookTurnResultSchema = turnResultSchema.omit({ context: true });
+
+export const healthSchema = z.object({ status: z.literal('ok'), storage: z.literal('ok') });
+
+// ---- Server-sent events of a streamed turn -------------------------------------------------------------------
+
+const replayedFlag = z
+  .literal(true)
+  .optional()
+  .describe('Present when the turn is replayed for a repeated Idempotency-Key.');
+
+export const turnStartedEventSchema = z.object({
+  conversationId: z.string(),
+  messageId: z.string().describe('The id the reply will be stored under.'),
+  promptTokens: count(),
+  droppedTurns: count(),
+  replayed: replayedFlag,
+});
+
+export const messageDeltaEventSchema = z.object({ content: z.string().describe('The next piece of the reply.') });
+
+export const turnCompletedEventSchema = turnResultSchema.extend({ replayed: replayedFlag });
+
+// ---- Problems (RFC 9457) --------------------------------------------------------------------------------------
+
+const fieldErrorSchema = z.object({
+  field: z.string().describe('Path to the field, e.g. `examples/2/role`, or `(body)`.'),
+  message: z.string(),
+});
+
+export const problemSchema = z
+  .looseObject({
+    type: z.string().describe('A URI naming the problem type: `urn:chat-api:problem:<code>` (or `about:blank`).'),
+    title: z.string(),
+    status: z.int().min(400).max(599),
+    detail: z.string().describe('What went wrong and what to do about it, for people.'),
+    code: z.enum(PROBLEM_CODES).describe('Stable, for programs: switch on this, not on `title` or `detail`.'),
+    instance: z.string().optional().describe('The request path.'),
+    requestId: z.string().optional().describe('Quote it when reporting a problem; it is in the server logs.'),
+    errors: z.array(fieldErrorSchema).optional().describe('`invalid_request`: one entry per invalid field.'),
+    categories: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .describe("`content_filtered`: the content filter's verdict per category (`filtered`, `severity`)."),
+    retryAfterSeconds: z.int().min(1).optional().describe('429: seconds to wait, as in `Retry-After`.'),
+    markers: z.array(z.string()).optional().describe('`special_token_rejected`: the markup found.'),
+    promptTokens: count().optional().describe('Context-window problems: prompt tokens of the refused request.'),
+    messageTokens: count().optional().describe('`context_length_exceeded`: tokens of the message alone.'),
+    maxResponseTokens: count().optional().describe('Context-window problems: tokens reserved for the reply.'),
+    tokenLimit: count().optional().describe('Context-window problems: the context window in tokens.'),
+    turns: count().optional().describe('`conversation_full`: stored turns.'),
+  })
+  .describe('An RFC 9457 problem (`application/problem+json`). Further members may be added; ignore unknown ones.');
+
+// ---- Compile-time checks against the types the handlers return --------------------------------------------
+
+/** The named keys of a type, without index signatures. */
+type KnownKeys<T> = keyof { [K in keyof T as string extends K ? never : number extends K ? never : K]: T[K] };
+type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
+type SameKeys<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+/** True when both have the same keys, optional in both or in neither, and every schema value fits the real type. */
+type Describes<Schema, Actual> =
+  SameKeys<keyof Schema, keyof Actual> extends true
+    ? SameKeys<OptionalKeys<Schema>, OptionalKeys<Actual>> extends true
+      ? Schema extends Actual
+        ? true
+        : false
+      : false
+    : false;
+/** For open types (problems): every named key of the real type is in the schema, with a compatible value. */
+type Covers<Schema, Actual> = [KnownKeys<Actual>] extends [KnownKeys<Schema>]
+  ? Pick<Schema, KnownKeys<Actual> & keyof Schema> extends Pick<Actual, KnownKeys<Actual>>
+    ? true
+    : false
+  : false;
+type Holds<T extends true> = T;
+type TurnStartedInfo = Parameters<Parameters<TurnRunner['stream']>[1]['onStart']>[0];
+
+export type ResponseSchemasMatchTheirTypes = [
+  Holds<Describes<z.infer<typeof usageSchema>, Usage>>,
+  Holds<Describes<z.infer<typeof finishReasonSchema>, FinishReason>>,
+  Holds<Describes<z.infer<typeof conversationSummarySchema>, ConversationSummary>>,
+  Holds<Describes<z.infer<typeof conversationSchema>, ConversationView>>,
+  Holds<Describes<z.infer<typeof messageSchema>, MessageView>>,
+  Holds<Describes<z.infer<typeof conversationWithMessagesSchema>, ConversationWithMessages>>,
+  Holds<Describes<z.infer<typeof turnResultSchema>, Omit<TurnResult, 'replayed'>>>,
+  Holds<Describes<z.infer<typeof webhookTurnResultSchema>, ThreadTurnResponse>>,
+  Holds<Describes<z.infer<typeof turnStartedEventSchema>, TurnStartedInfo & { replayed?: true }>>,
+  Holds<Describes<z.infer<typeof turnCompletedEventSchema>, Omit<TurnResult, 'replayed'> & { replayed?: true }>>,
+  Holds<Covers<z.infer<typeof problemSchema>, ProblemBody>>,
+];
