@@ -5,7 +5,6 @@
  * with Functions Core Tools (`func start`) when it is on the PATH, else with the local host. Ctrl-C stops everything.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { functionModules, REPO_ROOT } from '../test/support/app';
@@ -16,25 +15,11 @@ import {
   DEFAULT_MODEL_STAND_IN_PORT,
   type ModelStandIn,
 } from '../test/support/modelStandIn';
-import { DEFAULT_PORT, startLocalHost, type LocalHost } from './localHost';
+import { applyLocalSettings, DEFAULT_PORT, formatRouteTable, startLocalHost, type LocalHost } from './localHost';
 
 const ROOT = REPO_ROOT;
 const AZURITE_TABLE_PORT = 10002;
 const LOCAL_MODEL_KEY = 'local-model-key';
-
-/** Reads local.settings.json `Values` (if any) without overriding what the environment already says. */
-export function applyLocalSettings(env: NodeJS.ProcessEnv, path: string): string[] {
-  if (!existsSync(path)) return [];
-  const parsed = JSON.parse(readFileSync(path, 'utf8')) as { Values?: Record<string, unknown> };
-  const applied: string[] = [];
-  for (const [name, value] of Object.entries(parsed.Values ?? {})) {
-    if (env[name] === undefined && typeof value === 'string') {
-      env[name] = value;
-      applied.push(name);
-    }
-  }
-  return applied;
-}
 
 function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolvePort) => {
@@ -53,7 +38,7 @@ function hasFunctionsCoreTools(): boolean {
 
 async function main(): Promise<void> {
   const env = process.env;
-  const applied = applyLocalSettings(env, join(ROOT, 'local.settings.json'));
+  const applied = applyLocalSettings(join(ROOT, 'local.settings.json'), env);
   if (applied.length > 0) console.log(`Settings from local.settings.json: ${applied.join(', ')}`);
   const port = Number(env.PORT ?? DEFAULT_PORT);
 
@@ -114,7 +99,7 @@ async function main(): Promise<void> {
     });
     stops.push(() => host.close());
     console.log(`\nFunctions Core Tools not found: serving with the local host.`);
-    for (const route of host.routes) console.log(`  ${route.methods.join(',').padEnd(12)} ${host.url}${route.path}`);
+    console.log(formatRouteTable(host));
     console.log(
       `\nAPI ready on ${host.url}/${host.routePrefix}  (try: curl ${host.url}/${host.routePrefix}/health). Ctrl-C stops.`,
     );
