@@ -29,19 +29,18 @@ export function toProblem(
   instance?: string,
 ): { body: ProblemBody; headers: Record<string, string> } {
   if (error instanceof ChatError) {
-    return {
-      body: {
-        ...error.extensions,
-        type: problemTypeUri(error.code),
-        title: error.title,
-        status: error.status,
-        detail: error.detail,
-        code: error.code,
-        ...(instance ? { instance } : {}),
-        ...(requestId ? { requestId } : {}),
-      },
-      headers: error.headers,
+    const body: ProblemBody = {
+      type: problemTypeUri(error.code),
+      title: error.title,
+      status: error.status,
+      detail: error.detail,
+      code: error.code,
+      ...(instance ? { instance } : {}),
+      ...(requestId ? { requestId } : {}),
     };
+    // Extensions follow the standard members and can never overwrite them.
+    for (const [name, value] of Object.entries(error.extensions)) if (!(name in body)) body[name] = value;
+    return { body, headers: error.headers };
   }
   return {
     body: {
