@@ -16,6 +16,11 @@ describe('local.settings.sample.json', () => {
     assert.equal(sample.Values.FUNCTIONS_WORKER_RUNTIME, 'node');
   });
 
+  it('is documented setting by setting in the README configuration table', () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    for (const setting of SETTINGS) assert.match(readme, new RegExp(`^\\| \`${setting.name}\``, 'm'), setting.name);
+  });
+
   it('points package.json main at the compiled entry and functions, as func start expects', () => {
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
     assert.equal(pkg.main, 'dist/src/{index.js,functions/*.js}');
