@@ -1,0 +1,221 @@
+/**
+ * Figure 5: from process start to the first turn answered by the app in a fresh process (the compiled app under
+ * the local host), for an o200k_base model (gpt-4o) and a cl100k_base one (gpt-4), beside `node -e ""`.
+ *
+ * The clock starts just before the spawn; the benchmark then POSTs a turn every few milliseconds until one is
+ * answered 200 (refused connections are retried, anything else fails the run). A separate run with the require
+ * timer preloaded says where the time goes (per package own load time); it is not part of the timed runs, since
+ * wrapping the loader costs time itself.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
+import { REPO_ROOT } from '../test/support/app';
+import { startChildApp, waitListening, type ChildApp } from './childApp';
+import type { RequireTimings } from './requireTimer';
+import type { BenchSetup } from './setup';
+import { median, type Figure } from './stats';
+import { postTurn } from './turnClient';
+
+export interface ColdStartOptions {
+  repetitions: number;
+  nodeRepetitions: number;
+  /** Also run once with the require timer and report where the time goes. */
+  diagnose: boolean;
+}
+
+const MODELS = [
+  { model: 'gpt-4o', encoding: 'o200k' },
+  { model: 'gpt-4', encoding: 'cl100k' },
+] as const;
+const POLL_INTERVAL_MS = 5;
+const START_TIMEOUT_MS = 60_000;
+
+function isRefused(error: unknown): boolean {
+  const cause = (error as { cause?: { code?: unknown } }).cause;
+  return cause?.code === 'ECONNREFUSED';
+}
+
+/** POSTs a turn until one is answered; returns when it was, and when the successful request was sent. */
+async function pollFirstTurn(child: ChildApp, conversationId: string, content: string) {
+  const deadline = performance.now() + START_TIMEOUT_MS;
+  for (;;) {
+    const sentAt = performance.now();
+    try {
+      await postTurn(child.api, conversationId, content);
+      return { answeredAt: performance.now(), sentAt };
+    } catch (error) {
+      if (!isRefused(error)) throw new Error(`${(error as Error).message}\n${child.output()}`, { cause: error });
+      if (performance.now() > deadline) {
+        throw new Error(`No turn answered within ${START_TIMEOUT_MS} ms:\n${child.output()}`, { cause: error });
+      }
+      await delay(POLL_INTERVAL_MS);
+    }
+  }
+}
+
+function appEnvFor(bench: BenchSetup, model: string): Record<string, string> {
+  // The model family's own context window applies (no CHAT_TOKEN_LIMIT), as in a fresh deployment.
+  const { CHAT_TOKEN_LIMIT: _limit, ...env } = bench.appEnv;
+  return { ...env, AZURE_OPENAI_MODEL: model };
+}
+
+async function nodeEmptyMs(): Promise<number> {
+  const start = performance.now();
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore', env: { PATH: process.env.PATH ?? '' } });
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', () => resolve());
+  });
+  return performance.now() - start;
+}
+
+/** Loads js-tiktoken and one encoding's ranks in a fresh Node, builds the encoder and encodes once, timing each. */
+const TOKENIZER_PROBE = `
+const { performance } = require('node:perf_hooks');
+const start = performance.now();
+const { Tiktoken } = require('js-tiktoken/lite');
+const ranks = require('js-tiktoken/ranks/' + process.argv[1]);
+const loaded = performance.now();
+const encoder = new Tiktoken(ranks);
+const built = performance.now();
+encoder.encode('Hello, world', [], []);
+const encoded = performance.now();
+process.stdout.write(JSON.stringify({ requireMs: loaded - start, buildMs: built - loaded, encodeMs: encoded - built }));
+`;
+
+interface TokenizerProbe {
+  requireMs: number;
+  buildMs: number;
+  encodeMs: number;
+}
+
+async function probeTokenizer(encoding: string): Promise<TokenizerProbe> {
+  const { stdout } = await promisify(execFile)(process.execPath, ['-e', TOKENIZER_PROBE, `${encoding}_base`], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '' },
+  });
+  return JSON.parse(stdout) as TokenizerProbe;
+}
+
+export async function measureColdStart(
+  bench: BenchSetup,
+  options: ColdStartOptions,
+): Promise<{ figures: Figure[]; notes: string[] }> {
+  const figures: Figure[] = [];
+  const notes: string[] = [];
+  const template = bench.template(Math.min(10, bench.history.length));
+  const content = bench.turn.user.content;
+
+  const nodeTimes: number[] = [];
+  for (let run = 0; run < options.nodeRepetitions + 1; run++) {
+    const elapsed = await nodeEmptyMs();
+    if (run > 0) nodeTimes.push(elapsed); // the first spawn warms the file cache
+  }
+  const nodeMs = median(nodeTimes);
+  figures.push({
+    name: 'node_empty_ms',
+    value: nodeMs,
+    unit: 'ms',
+    note: `node -e "" (${options.nodeRepetitions} runs)`,
+  });
+
+  for (const { model, encoding } of MODELS) {
+    const totals: number[] = [];
+    const listens: number[] = [];
+    const firstTurns: number[] = [];
+    for (let run = 0; run < options.repetitions; run++) {
+      const conversationId = bench.newId(`cold-${encoding}`);
+      await bench.tables.write(conversationId, template);
+      const child = await startChildApp({ compiled: bench.compiled, env: appEnvFor(bench, model) });
+      try {
+        const { answeredAt, sentAt } = await pollFirstTurn(child, conversationId, content);
+        totals.push(answeredAt - child.spawnedAt);
+        listens.push((await child.listening) - child.spawnedAt);
+        firstTurns.push(answeredAt - sentAt);
+      } finally {
+        await child.stop();
+      }
+      await bench.tables.remove(conversationId);
+    }
+    const totalMs = median(totals);
+    bench.log(
+      `  ${model}: first turn answered ${totalMs.toFixed(0)} ms after spawn (${totals.map((t) => t.toFixed(0)).join(', ')})`,
+    );
+    figures.push(
+      {
+        name: `cold_start_${encoding}_ms`,
+        value: totalMs,
+        unit: 'ms',
+        note: `spawn -> first turn 200, ${model} (${options.repetitions} runs)`,
+      },
+      { name: `cold_start_ratio_${encoding}`, value: totalMs / nodeMs, unit: 'x', note: 'cold start / node -e ""' },
+      { name: `cold_start_listen_${encoding}_ms`, value: median(listens), unit: 'ms', note: 'spawn -> host listening' },
+      {
+        name: `cold_start_first_turn_${encoding}_ms`,
+        value: median(firstTurns),
+        unit: 'ms',
+        note: 'the first POST itself (services, ranks)',
+      },
+    );
+  }
+
+  for (const encoding of ['o200k', 'cl100k']) {
+    const probes: TokenizerProbe[] = [];
+    for (let run = 0; run < options.repetitions; run++) probes.push(await probeTokenizer(encoding));
+    const total = median(probes.map((probe) => probe.requireMs + probe.buildMs + probe.encodeMs));
+    figures.push({
+      name: `tokenizer_init_${encoding}_ms`,
+      value: total,
+      unit: 'ms',
+      note:
+        `require ${median(probes.map((probe) => probe.requireMs)).toFixed(0)} + build ` +
+        `${median(probes.map((probe) => probe.buildMs)).toFixed(0)} + first encode, fresh node`,
+    });
+  }
+
+  if (options.diagnose) notes.push(...(await diagnose(bench, template)));
+  return { figures, notes };
+}
+
+/** One more o200k cold start with the require timer: where the time goes, per package. */
+async function diagnose(bench: BenchSetup, template: ReturnType<BenchSetup['template']>): Promise<string[]> {
+  const conversationId = bench.newId('cold-diagnose');
+  await bench.tables.write(conversationId, template);
+  const child = await startChildApp({
+    compiled: bench.compiled,
+    env: appEnvFor(bench, 'gpt-4o'),
+    preloads: ['requireTimer'],
+  });
+  try {
+    const listenedAt = await waitListening(child);
+    const beforeTurn = await child.ask<RequireTimings>('requires');
+    const { answeredAt, sentAt } = await pollFirstTurn(child, conversationId, bench.turn.user.content);
+    const afterTurn = await child.ask<RequireTimings>('requires');
+    const sum = (timings: RequireTimings) => timings.packages.reduce((total, entry) => total + entry.ms, 0);
+    const loadedDuringTurn = afterTurn.packages
+      .map((entry) => {
+        const before = beforeTurn.packages.find((candidate) => candidate.name === entry.name);
+        return { name: entry.name, ms: entry.ms - (before?.ms ?? 0), modules: entry.modules - (before?.modules ?? 0) };
+      })
+      .filter((entry) => entry.modules > 0)
+      .sort((a, b) => b.ms - a.ms);
+    const describe = (entries: { name: string; ms: number; modules: number }[]) =>
+      entries
+        .slice(0, 8)
+        .map((entry) => `${entry.name} ${entry.ms.toFixed(0)} ms (${entry.modules})`)
+        .join(', ');
+    return [
+      `Cold start, where the time goes (gpt-4o, one run with the require timer, which itself adds a little):`,
+      `  node boot to the first preload: ${beforeTurn.bootMs.toFixed(0)} ms`,
+      `  spawn to listening: ${(listenedAt - child.spawnedAt).toFixed(0)} ms, of which loading modules ` +
+        `${sum(beforeTurn).toFixed(0)} ms: ${describe(beforeTurn.packages)}`,
+      `  first turn: ${(answeredAt - sentAt).toFixed(0)} ms, of which loading modules ` +
+        `${(sum(afterTurn) - sum(beforeTurn)).toFixed(0)} ms: ${describe(loadedDuringTurn)}`,
+    ];
+  } finally {
+    await child.stop();
+    await bench.tables.remove(conversationId);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Direct Table Storage access for the benchmarks, in the store's own format (src/adapters/tableConversationStore.ts,
+ * keys in src/adapters/tableKeys.ts): seeding conversations of a given history quickly (batched inserts, 100 per
+ * entity-group transaction), deleting them, and the storage floor of a turn: one query of the partition plus one
+ * entity-group transaction of the user message, the reply and the header update, with TableClient and nothing else.
+ */
+import { randomUUID } from 'node:crypto';
+import { TableClient, odata, type TableEntity, type TransactionAction } from '@azure/data-tables';
+import { writeLongText } from '../src/adapters/splitText';
+import { conversationPartition, HEADER_ROW, messageRow } from '../src/adapters/tableKeys';
+import type { Caller, EncodingName } from '../src/core/ports';
+import type { HistoryMessage } from './history';
+
+type Properties = Record<string, unknown>;
+type Entity = TableEntity<Properties>;
+
+const MAX_BATCH = 100;
+
+/** A conversation ready to be written under any id: header properties (as the API created them) and messages. */
+export interface ConversationTemplate {
+  header: Properties;
+  messages: readonly HistoryMessage[];
+  encoding: EncodingName;
+}
+
+/** The two messages a turn stores, with their counts (made once, outside any timing). */
+export interface TurnMessages {
+  user: HistoryMessage;
+  reply: HistoryMessage;
+}
+
+export class ConversationTables {
+  readonly table: TableClient;
+
+  constructor(
+    connectionString: string,
+    tableName: string,
+    private readonly caller: Caller,
+  ) {
+    this.table = TableClient.fromConnectionString(connectionString, tableName, { allowInsecureConnection: true });
+  }
+
+  partition(conversationId: string): string {
+    return conversationPartition(this.caller, conversationId);
+  }
+
+  /** The header the API wrote for `conversationId`, without keys and service fields: reused for every copy. */
+  async readHeader(conversationId: string): Promise<Properties> {
+    const entity = await this.table.getEntity<Properties>(this.partition(conversationId), HEADER_ROW);
+    const header: Properties = {};
+    for (const [name, value] of Object.entries(entity)) {
+      if (['partitionKey', 'rowKey', 'etag', 'timestamp'].includes(name) || name.startsWith('odata')) continue;
+      header[name] = value;
+    }
+    return header;
+  }
+
+  /** Writes the template as conversation `conversationId` (header first, then the messages, 100 per batch). */
+  async write(conversationId: string, template: ConversationTemplate): Promise<void> {
+    const partitionKey = this.partition(conversationId);
+    const createdAt = new Date().toISOString();
+    const entities: Entity[] = [
+      { ...template.header, partitionKey, rowKey: HEADER_ROW, messageCount: template.messages.length },
+      ...template.messages.map((message, index) =>
+        messageEntity(partitionKey, index + 1, message, template.encoding, 'seed', createdAt),
+      ),
+    ];
+    for (let start = 0; start < entities.length; start += MAX_BATCH) {
+      await this.table.submitTransaction(
+        entities.slice(start, start + MAX_BATCH).map((entity): TransactionAction => ['create', entity]),
+      );
+    }
+  }
+
+  /** Deletes every entity of the conversation's partition. */
+  async remove(conversationId: string): Promise<void> {
+    const partitionKey = this.partition(conversationId);
+    const rows: string[] = [];
+    const filter = odata`PartitionKey eq ${partitionKey}`;
+    for await (const entity of this.table.listEntities({ queryOptions: { filter, select: ['RowKey'] } })) {
+      if (entity.rowKey) rows.push(entity.rowKey);
+    }
+    for (let start = 0; start < rows.length; start += MAX_BATCH) {
+      await this.table.submitTransaction(
+        rows.slice(start, start + MAX_BATCH).map((rowKey): TransactionAction => ['delete', { partitionKey, rowKey }]),
+      );
+    }
+  }
+
+  /**
+   * The storage floor of one turn on `conversationId`: read the whole partition (header and history), then commit
+   * the user message, the reply and the header (merge guarded by the ETag just read) in one transaction: the same
+   * round trips and the same entities as the app's turn, with no app in between. Returns the entities read.
+   */
+  async floorTurn(conversationId: string, turn: TurnMessages, encoding: EncodingName): Promise<number> {
+    const partitionKey = this.partition(conversationId);
+    let etag: string | undefined;
+    let messageCount = 0;
+    let read = 0;
+    const filter = odata`PartitionKey eq ${partitionKey}`;
+    for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
+      read++;
+      if (entity.rowKey === HEADER_ROW) {
+        etag = entity.etag;
+        messageCount = Number(entity['messageCount']);
+      }
+    }
+    if (etag === undefined) throw new Error(`Conversation ${conversationId} has no header.`);
+    const commitId = randomUUID();
+    const now = new Date().toISOString();
+    await this.table.submitTransaction([
+      ['create', messageEntity(partitionKey, messageCount + 1, turn.user, encoding, commitId, now)],
+      ['create', messageEntity(partitionKey, messageCount + 2, turn.reply, encoding, commitId, now)],
+      [
+        'update',
+        { partitionKey, rowKey: HEADER_ROW, messageCount: messageCount + 2, updatedAt: now },
+        'Merge',
+        { etag },
+      ],
+    ]);
+    return read;
+  }
+}
+
+/** A message row exactly as the store writes it (toMessageEntity in tableConversationStore.ts). */
+function messageEntity(
+  partitionKey: string,
+  seq: number,
+  message: HistoryMessage,
+  encoding: EncodingName,
+  commitId: string,
+  createdAt: string,
+): Entity {
+  const entity: Entity = {
+    partitionKey,
+    rowKey: messageRow(seq),
+    commitId,
+    role: message.role,
+    createdAt,
+    tokens: message.tokens,
+    encoding,
+  };
+  writeLongText(entity, 'content', message.content);
+  if (message.role === 'assistant') entity['finishReason'] = 'stop';
+  return entity;
+}

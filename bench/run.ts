@@ -1,0 +1,174 @@
+/**
+ * `npm run bench`: what this backend adds to a turn beyond the storage round trips it cannot avoid, measured side
+ * by side in one run. It starts everything itself (Azurite in memory, the model stand-in with zero delay, the app
+ * through the local host over real HTTP), prints a table, then ONE final line of `name=value` pairs.
+ *
+ *   npm run bench                        compiled, full sizes (a few minutes)
+ *   node --import tsx bench/run.ts       the same from the sources
+ *   ... --smoke                          tiny sizes, seconds (what the smoke test runs)
+ *
+ * See docs/benchmarks.md for what each figure means.
+ */
+import { cpus, loadavg, totalmem } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { measureColdStart, type ColdStartOptions } from './coldStart';
+import { measureLimits, type LimitsOptions } from './limits';
+import { measureMemory, type MemoryOptions } from './memory';
+import { measureOverhead, warmUp, type OverheadOptions } from './overhead';
+import { startBench } from './setup';
+import { formatResultLine, formatTable, type Figure } from './stats';
+import { measureStreaming, type StreamingOptions } from './streaming';
+import { measureThroughput, type ThroughputOptions } from './throughput';
+import { measureTrimming, type TrimmingOptions } from './trimming';
+
+export interface BenchOptions {
+  /** History sizes for the overhead; the largest is also the trimming history. */
+  sizes: number[];
+  /** Turn + floor pairs run once at the start, before anything is measured. */
+  globalWarmup: number;
+  /** Warm-up repetitions before each measurement. */
+  warmup: number;
+  overheadRepetitions: (size: number) => number;
+  trimming: TrimmingOptions;
+  throughput: Omit<ThroughputOptions, 'history'>;
+  streamingRepetitions: number;
+  /** The app processes with and without limits are fresh: they warm up longer. */
+  limits: { warmup: number; repetitions: number };
+  coldStart: ColdStartOptions;
+  memory: MemoryOptions;
+}
+
+export const FULL_OPTIONS: BenchOptions = {
+  sizes: [10, 100, 1000],
+  globalWarmup: 100,
+  warmup: 5,
+  overheadRepetitions: (size) => (size >= 1000 ? 15 : 41),
+  trimming: { ourRepetitions: 300, referenceRepetitions: 3 },
+  throughput: { clients: 16, turnsPerClient: 20, rounds: 5 },
+  streamingRepetitions: 41,
+  // The default limit is 60 requests a minute per caller (UTC minute windows): warm-up + repetitions stay below.
+  limits: { warmup: 25, repetitions: 31 },
+  coldStart: { repetitions: 5, nodeRepetitions: 10, diagnose: true },
+  memory: { turns: 1000, concurrency: 4, conversations: 50 },
+};
+
+export const SMOKE_OPTIONS: BenchOptions = {
+  sizes: [2, 6],
+  globalWarmup: 1,
+  warmup: 1,
+  overheadRepetitions: () => 2,
+  trimming: { ourRepetitions: 5, referenceRepetitions: 1 },
+  throughput: { clients: 2, turnsPerClient: 2, rounds: 1 },
+  streamingRepetitions: 2,
+  limits: { warmup: 1, repetitions: 2 },
+  coldStart: { repetitions: 1, nodeRepetitions: 1, diagnose: true },
+  memory: { turns: 20, concurrency: 2, conversations: 4 },
+};
+
+/** Figures that are differences and may be negative (everything else is a positive number). */
+export const SIGNED_FIGURES = [/^rss_growth_/, /^heap_growth_/, /^limiter_added_ms$/];
+
+export interface BenchResult {
+  figures: Figure[];
+  /** Lines about the machine, the settings and where cold-start time goes. */
+  notes: string[];
+  table: string;
+  /** The final `name=value` line. */
+  line: string;
+}
+
+export function machineFacts(): string[] {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  return [
+    `Machine: ${cpus().length} CPUs (${cpu}), ${(totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, ` +
+      `Node ${process.version}, ${process.platform}/${process.arch}`,
+  ];
+}
+
+export async function runBench(options: BenchOptions, log: (line: string) => void = () => {}): Promise<BenchResult> {
+  const started = performance.now();
+  const loadBefore = loadavg()[0]!.toFixed(2);
+  const largest = Math.max(...options.sizes);
+  const smallest = Math.min(...options.sizes);
+  const figures: Figure[] = [];
+  const notes: string[] = [...machineFacts()];
+  const bench = await startBench({ largestHistory: largest, log });
+  try {
+    notes.push(
+      `Settings: ${bench.compiled ? 'compiled (dist/)' : 'TypeScript sources (tsx)'}, model gpt-4o (o200k_base), ` +
+        `token limit ${bench.budget.tokenLimit} with ${bench.budget.maxResponseTokens} reserved for the reply ` +
+        `(the ${largest}-message history is trimmed to about 70%), AUTH_MODE=none, limits off unless stated.`,
+    );
+    const step = async <T>(title: string, run: () => Promise<T>): Promise<T> => {
+      log(`${title}...`);
+      const start = performance.now();
+      const result = await run();
+      log(`  (${((performance.now() - start) / 1000).toFixed(1)} s)`);
+      return result;
+    };
+
+    await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
+
+    const overhead: OverheadOptions = {
+      sizes: options.sizes,
+      warmup: options.warmup,
+      repetitions: options.overheadRepetitions,
+    };
+    figures.push(...(await step('Overhead against the storage floor', () => measureOverhead(bench, overhead))));
+
+    const trimInput = {
+      prologue: bench.prologue,
+      history: bench.history.map((message) => ({ ...message, encoding: bench.encoding })),
+      newMessage: { role: 'user' as const, content: bench.turn.user.content },
+      budget: bench.budget,
+      tokenizer: bench.tokenizer,
+    };
+    figures.push(
+      ...(await step('Trimming against the guide loop', async () => measureTrimming(trimInput, options.trimming))),
+    );
+
+    figures.push(
+      ...(await step('Throughput', () => measureThroughput(bench, { ...options.throughput, history: smallest }))),
+    );
+
+    const streaming: StreamingOptions = {
+      history: smallest,
+      warmup: options.warmup,
+      repetitions: options.streamingRepetitions,
+    };
+    figures.push(...(await step('Streaming', () => measureStreaming(bench, streaming))));
+
+    const limits: LimitsOptions = { history: smallest, ...options.limits };
+    figures.push(...(await step('Default limits on', () => measureLimits(bench, limits))));
+
+    const cold = await step('Cold start', () => measureColdStart(bench, options.coldStart));
+    figures.push(...cold.figures);
+    notes.push(...cold.notes);
+
+    figures.push(...(await step('Memory', () => measureMemory(bench, options.memory))));
+  } finally {
+    await bench.close();
+  }
+  notes.push(
+    `Run time: ${((performance.now() - started) / 1000).toFixed(0)} s; 1-minute load average ${loadBefore} before, ` +
+      `${loadavg()[0]!.toFixed(2)} after (a high figure before means something else competed for the CPUs).`,
+  );
+  return { figures, notes, table: formatTable(figures), line: formatResultLine(figures) };
+}
+
+async function main(): Promise<void> {
+  const smoke = process.argv.includes('--smoke');
+  const result = await runBench(smoke ? SMOKE_OPTIONS : FULL_OPTIONS, (line) => console.error(line));
+  console.log(result.notes.join('\n'));
+  console.log('');
+  console.log(result.table);
+  console.log('');
+  console.log(result.line);
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    process.exitCode = 1;
+  });
+}

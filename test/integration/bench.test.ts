@@ -1,0 +1,54 @@
+/**
+ * The benchmark at tiny sizes, so `npm run bench` cannot rot: the same code as the full run (Azurite, the model
+ * stand-in, the app over HTTP, app processes for cold start, limits and memory), checked only for producing every
+ * figure as a finite number and one parsable result line. No timing is asserted: targets are for the full run.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { runBench, SIGNED_FIGURES, SMOKE_OPTIONS } from '../../bench/run';
+import { parseResultLine } from '../../bench/stats';
+
+describe('npm run bench, smoke version', () => {
+  it('measures every figure and ends with one parsable name=value line', { timeout: 180_000 }, async () => {
+    const result = await runBench(SMOKE_OPTIONS);
+
+    assert.equal(result.line.includes('\n'), false, 'the result is one line');
+    const parsed = parseResultLine(result.line);
+    assert.deepEqual(
+      Object.keys(parsed),
+      result.figures.map((figure) => figure.name),
+    );
+    for (const name of [
+      'overhead_ratio_2',
+      'overhead_ratio_6',
+      'encoded_tokens_per_turn_2',
+      'encoded_tokens_per_turn_6',
+      'trim_speedup_6',
+      'throughput_ratio',
+      'cold_start_o200k_ms',
+      'cold_start_cl100k_ms',
+      'cold_start_ratio_o200k',
+      'cold_start_ratio_cl100k',
+      'node_empty_ms',
+      'memory_peak_rss_mb',
+      'rss_growth_10_20_mb',
+      'stream_ttfb_added_ms',
+      'overhead_ratio_limits_on_2',
+    ]) {
+      assert.ok(name in parsed, `${name} is reported`);
+    }
+    for (const [name, value] of Object.entries(parsed)) {
+      assert.ok(Number.isFinite(value), `${name}=${value} is a finite number`);
+      if (!SIGNED_FIGURES.some((pattern) => pattern.test(name))) assert.ok(value > 0, `${name}=${value} is positive`);
+    }
+    for (const figure of result.figures)
+      assert.ok(result.table.includes(figure.name), `${figure.name} is in the table`);
+  });
+
+  it('refuses a result line that is not name=value pairs', () => {
+    assert.deepEqual(parseResultLine('a_1=2.5 b=-3 c=1e-5'), { a_1: 2.5, b: -3, c: 1e-5 });
+    assert.throws(() => parseResultLine('a=1 b=NaN'), /Not a name=value pair/);
+    assert.throws(() => parseResultLine('a=1 a=2'), /appears twice/);
+    assert.throws(() => parseResultLine('overhead ratio=1'), /Not a name=value pair/);
+  });
+});
