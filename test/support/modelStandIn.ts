@@ -180,14 +180,32 @@ function contentText(content: StandInMessage['content']): string {
   return '';
 }
 
+/**
+ * Counts of texts already seen, per encoding: a conversation resends its whole history on every turn, and
+ * re-encoding it each time made the stand-in, not the app, dominate benchmarks of long conversations.
+ */
+const countCache = new Map<string, number>();
+const COUNT_CACHE_MAX_ENTRIES = 20_000;
+
+function countText(text: string, encoding: StandInEncoding): number {
+  const key = `${encoding}\u0000${text}`;
+  let count = countCache.get(key);
+  if (count === undefined) {
+    count = encode(text, encoding).length;
+    if (countCache.size >= COUNT_CACHE_MAX_ENTRIES) countCache.clear();
+    countCache.set(key, count);
+  }
+  return count;
+}
+
 /** The guide's count: 3 per message, every role/content/name value encoded, 1 more per name, 3 to prime the reply. */
 function countPromptTokens(messages: StandInMessage[], encoding: StandInEncoding): number {
   let count = 3;
   for (const message of messages) {
     count += 3;
-    count += encode(message.role, encoding).length;
-    count += encode(contentText(message.content), encoding).length;
-    if (typeof message.name === 'string') count += encode(message.name, encoding).length + 1;
+    count += countText(message.role, encoding);
+    count += countText(contentText(message.content), encoding);
+    if (typeof message.name === 'string') count += countText(message.name, encoding) + 1;
   }
   return count;
 }
