@@ -8,7 +8,6 @@ import { loadConfig, ConfigError, type Config } from './config';
 import { Conversations } from './core/conversations';
 import type { ChatDependencies, ChatSettings, Logger } from './core/dependencies';
 import {
-  unlimited,
   type ChatModel,
   type Clock,
   type ConversationStore,
@@ -21,7 +20,9 @@ import { TurnRunner } from './core/turn';
 import { OpenAiChatModel } from './adapters/openAiChatModel';
 import { createTableConversationStore } from './adapters/tableConversationStore';
 import { getTokenizer } from './adapters/tiktokenTokenizer';
-import { localCallerResolver, type CallerResolver } from './http/caller';
+import { createUsageLimiter } from './adapters/tableUsageLimiter';
+import { createCallerResolver } from './http/auth/createCallerResolver';
+import type { CallerResolver } from './http/caller';
 import { createConversationSchema, sendMessageSchema } from './http/schemas';
 
 export const COGNITIVE_SERVICES_SCOPE = 'https://cognitiveservices.azure.com/.default';
@@ -130,7 +131,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     tokenizer: overrides.tokenizer ?? getTokenizer(encoding),
     clock: overrides.clock ?? { now: () => new Date() },
     ids: overrides.ids ?? { newConversationId: () => randomUUID() },
-    limiter: overrides.limiter ?? unlimited,
+    limiter: overrides.limiter ?? createUsageLimiter(config, getCredential),
     settings,
     log,
   };
@@ -141,7 +142,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     store,
     conversations: new Conversations(deps),
     turns: new TurnRunner(deps),
-    callers: overrides.callers ?? localCallerResolver,
+    callers: overrides.callers ?? createCallerResolver(config),
     schemas: { createConversation: createConversationSchema(limits), sendMessage: sendMessageSchema(limits) },
     log,
   };

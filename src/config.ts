@@ -40,14 +40,15 @@ export const SETTINGS: readonly SettingInfo[] = [
     description: 'Azure OpenAI resource endpoint; the app calls {endpoint}/openai/v1/chat/completions.',
     example: 'https://myopenai.openai.azure.com',
     requiredOnAzure: true,
-    local: 'http://127.0.0.1:7072',
+    // Empty locally: `npm start` then runs the local model.
+    local: '',
   },
   {
     name: 'AZURE_OPENAI_DEPLOYMENT',
     description: 'Deployment name, sent as `model`.',
     example: 'chat',
     requiredOnAzure: true,
-    local: 'local-model',
+    local: '',
   },
   {
     name: 'AZURE_OPENAI_MODEL',
@@ -180,6 +181,12 @@ export const SETTINGS: readonly SettingInfo[] = [
     default: '60',
     example: '30',
   },
+  {
+    name: 'AUTH_JWKS_COOLDOWN_SECONDS',
+    description: 'Least time between two JWKS fetches caused by an unknown key id (AUTH_MODE=jwt).',
+    default: '30',
+    example: '60',
+  },
   // Webhooks
   {
     name: 'WEBHOOK_SECRET',
@@ -285,6 +292,7 @@ const schema = z
     ),
     AUTH_USER_CLAIM: z.preprocess(empty, z.string().default('sub')),
     AUTH_CLOCK_SKEW_SECONDS: int(0, 600).default(60),
+    AUTH_JWKS_COOLDOWN_SECONDS: int(0, 3600).default(30),
     WEBHOOK_SECRET: z.preprocess(
       empty,
       z
@@ -356,6 +364,7 @@ export interface Config {
     algorithms: string[];
     userClaim: string;
     clockSkewSeconds: number;
+    jwksCooldownSeconds: number;
   };
   webhooks: { standardSecrets: string[]; githubSecret?: string };
   limits: {
@@ -419,6 +428,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       algorithms: e.AUTH_ALGORITHMS,
       userClaim: e.AUTH_USER_CLAIM,
       clockSkewSeconds: e.AUTH_CLOCK_SKEW_SECONDS,
+      jwksCooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS,
     },
     webhooks: { standardSecrets: e.WEBHOOK_SECRET, githubSecret: e.GITHUB_WEBHOOK_SECRET },
     limits: {

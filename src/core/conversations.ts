@@ -46,15 +46,26 @@ export interface ConversationWithMessages extends ConversationView {
   nextCursor?: string;
 }
 
+/** System message + examples as JSON, in UTF-16 units: 2 bytes each keeps the header entity under 1 MiB. */
+export const MAX_PROLOGUE_JSON_CHARS = 450_000;
+
 export class Conversations {
   constructor(private readonly deps: ChatDependencies) {}
 
-  async create(caller: Caller, input: NewConversationInput): Promise<ConversationView> {
+  /** `id` is chosen by the system, never by a client: see getOrCreate. */
+  async create(caller: Caller, input: NewConversationInput, id?: string): Promise<ConversationView> {
     const { store, tokenizer, clock, ids, settings } = this.deps;
     const prologueMessages: ChatMessage[] = [
       { role: 'system', content: input.system ?? settings.defaultSystemMessage },
       ...(input.examples ?? []),
     ];
+    // The prologue is stored in the conversation's header entity (1 MiB, counted as UTF-16): refuse what cannot fit.
+    if (JSON.stringify(prologueMessages).length > MAX_PROLOGUE_JSON_CHARS) {
+      throw new InvalidRequestError(
+        `The system message and examples together are too large to store (over ${MAX_PROLOGUE_JSON_CHARS} characters as JSON). Shorten them.`,
+        [{ field: 'examples', message: 'system message and examples too large together' }],
+      );
+    }
     const markers = prologueMessages.flatMap((message) => findSpecialTokenMarkup(message.content, tokenizer));
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
 
@@ -86,13 +97,34 @@ export class Conversations {
 
     const createdAt = clock.now().toISOString();
     const conversation = await store.create(caller, {
-      id: ids.newConversationId(),
+      id: id ?? ids.newConversationId(),
       title: input.title ?? null,
       metadata: input.metadata ?? {},
       prologue,
       createdAt,
     });
     return toView(conversation);
+  }
+
+  /**
+   * The caller's conversation with this id, created from `input` on first use: for integrations whose own key (a
+   * thread id) maps to a deterministic conversation id. When two first deliveries race, the one that loses the
+   * create finds the winner's conversation and uses it.
+   */
+  async getOrCreate(
+    caller: Caller,
+    id: string,
+    input: NewConversationInput,
+  ): Promise<{ conversation: ConversationView; created: boolean }> {
+    const existing = await this.deps.store.get(caller, id);
+    if (existing) return { conversation: toView(existing), created: false };
+    try {
+      return { conversation: await this.create(caller, input, id), created: true };
+    } catch (error) {
+      const raced = await this.deps.store.get(caller, id);
+      if (raced) return { conversation: toView(raced), created: false };
+      throw error;
+    }
   }
 
   async get(caller: Caller, id: string, page: { limit: number; cursor?: string }): Promise<ConversationWithMessages> {

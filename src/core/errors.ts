@@ -239,6 +239,19 @@ export class UpstreamError extends ChatError {
   }
 }
 
+/** The identity provider's signing keys (JWKS) could not be fetched: the token may be fine, so not a 401. */
+export class AuthUnavailableError extends ChatError {
+  readonly code = 'auth_unavailable';
+  readonly status = 503;
+  readonly title = 'Sign-in cannot be checked right now';
+  constructor(
+    detail = "The identity provider's signing keys could not be fetched, so the token cannot be checked. Retry shortly.",
+    cause?: unknown,
+  ) {
+    super({ detail, headers: { 'Retry-After': '5' }, cause });
+  }
+}
+
 export class StorageUnavailableError extends ChatError {
   readonly code = 'storage_unavailable';
   readonly status = 503;
@@ -275,5 +288,6 @@ export const PROBLEM_CODES = [
   'upstream_unavailable',
   'upstream_timeout',
   'storage_unavailable',
+  'auth_unavailable',
   'internal_error',
 ] as const;

@@ -119,11 +119,19 @@ describe('TableUsageLimiter', () => {
     const table = new MemoryUsageTable();
     table.replace = async () => false;
     table.insert = async () => false;
-    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, maxAttempts: 3, backoffMs: 1 });
+    const limiter = new TableUsageLimiter(table, {
+      limits: { requestsPerMinute: 10, tokensPerDay: 0 },
+      maxAttempts: 3,
+      backoffMs: 1,
+    });
     const error = await refusal(limiter.admit(ann, now));
     assert.equal(error.code, 'rate_limited');
     await assert.rejects(
-      new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 10 }, maxAttempts: 2, backoffMs: 1 }).record(ann, 5, now),
+      new TableUsageLimiter(table, {
+        limits: { requestsPerMinute: 0, tokensPerDay: 10 },
+        maxAttempts: 2,
+        backoffMs: 1,
+      }).record(ann, 5, now),
       /kept changing/,
     );
   });

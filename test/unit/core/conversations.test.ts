@@ -50,6 +50,15 @@ describe('Conversations', () => {
     await assert.rejects(conversations.create(alice, { system: 'ok <|endoftext|>' }), SpecialTokenRejectedError);
   });
 
+  it('refuses a system message and examples too large to store together', async () => {
+    const { deps } = fakeDependencies({ settings: { tokenLimit: 10_000_000 } });
+    const example = { role: 'user' as const, content: 'word '.repeat(20_000) };
+    await assert.rejects(
+      new Conversations(deps).create(alice, { examples: Array.from({ length: 5 }, () => example) }),
+      InvalidRequestError,
+    );
+  });
+
   it('pages messages with an opaque cursor and refuses a forged one', async () => {
     const { deps } = fakeDependencies();
     const conversations = new Conversations(deps);

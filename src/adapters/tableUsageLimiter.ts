@@ -1,0 +1,296 @@
+/**
+ * UsageLimiter on Azure Table Storage, so the limits hold across every instance of the app. Table
+ * `${prefix}limits` keeps ONE entity per caller per UTC day (PartitionKey: the caller key, RowKey: the day) with
+ * both the current minute window's request count and the day's token total. Every change is a read followed by
+ * a write guarded by the entity's ETag; a writer that loses the race (412, or 409 on the first insert) reads
+ * again and retries, a bounded number of times with jittered backoff. The arithmetic lives in core/limits.ts.
+ */
+import { RestError, TableClient, type TableEntityResult, type TableServiceClientOptions } from '@azure/data-tables';
+import type { TokenCredential } from '@azure/identity';
+import { RateLimitedError, StorageUnavailableError } from '../core/errors';
+import { addTokens, admitRequest, utcDay, type UsageCounters, type UsageLimits } from '../core/limits';
+import type { Config } from '../config';
+import { unlimited, type Caller, type UsageLimiter } from '../core/ports';
+import { isUnavailable } from './tableConversationStore';
+import { callerKey } from './tableKeys';
+
+export const LIMITS_TABLE = 'limits';
+
+/** One caller's counters for one day as stored, with who they belong to (for operators reading the table). */
+export interface UsageRow extends UsageCounters {
+  partitionKey: string;
+  rowKey: string;
+  callerId: string;
+  callerKind: Caller['kind'];
+}
+
+/** The three operations the limiter needs; `false` means another writer got there first. */
+export interface UsageTable {
+  read(partitionKey: string, rowKey: string): Promise<{ row: UsageRow; etag: string } | undefined>;
+  insert(row: UsageRow): Promise<boolean>;
+  replace(row: UsageRow, etag: string): Promise<boolean>;
+}
+
+export interface TableUsageLimiterOptions {
+  limits: UsageLimits;
+  /** Attempts of one update that keeps losing the ETag race; default 6. */
+  maxAttempts?: number;
+  /** Upper bound of the first backoff in ms, doubled per attempt; default 20. */
+  backoffMs?: number;
+}
+
+export class TableUsageLimiter implements UsageLimiter {
+  private readonly maxAttempts: number;
+  private readonly backoffMs: number;
+
+  constructor(
+    private readonly table: UsageTable,
+    private readonly options: TableUsageLimiterOptions,
+  ) {
+    this.maxAttempts = options.maxAttempts ?? 6;
+    this.backoffMs = options.backoffMs ?? 20;
+  }
+
+  async admit(caller: Caller, now: Date): Promise<void> {
+    const { limits } = this.options;
+    if (limits.requestsPerMinute === 0 && limits.tokensPerDay === 0) return;
+    const outcome = await this.update(caller, now, (stored) => {
+      const admission = admitRequest(stored, now, limits);
+      if (!admission.admitted) throw admission.error;
+      return admission.changed ? admission.counters : undefined;
+    });
+    if (outcome === 'contended') {
+      // Only a flood of simultaneous requests from one caller keeps losing the race: that is what the limit is for.
+      throw new RateLimitedError(
+        'Too many simultaneous messages from this caller. Retry in a moment.',
+        1,
+        'rate_limited',
+      );
+    }
+  }
+
+  async record(caller: Caller, tokens: number, now: Date): Promise<void> {
+    if (this.options.limits.tokensPerDay === 0 || !(tokens > 0)) return;
+    const outcome = await this.update(caller, now, (stored) => addTokens(stored, tokens, now));
+    // The turn already answered; the caller of record() logs this and the tokens go uncounted.
+    if (outcome === 'contended') throw new Error(`Could not record ${tokens} tokens: the usage record kept changing.`);
+  }
+
+  /**
+   * Read, compute, write with the ETag; `compute` returns undefined when nothing needs writing, or throws to refuse.
+   * Storage that does not answer becomes StorageUnavailableError (503), like the conversation store's.
+   */
+  private async update(
+    caller: Caller,
+    now: Date,
+    compute: (stored: UsageCounters | undefined) => UsageCounters | undefined,
+  ): Promise<'done' | 'contended'> {
+    const partitionKey = callerKey(caller);
+    const rowKey = utcDay(now);
+    try {
+      for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
+        const current = await this.table.read(partitionKey, rowKey);
+        const next = compute(current?.row);
+        if (!next) return 'done';
+        const row: UsageRow = { ...next, partitionKey, rowKey, callerId: caller.id, callerKind: caller.kind };
+        const written = current ? await this.table.replace(row, current.etag) : await this.table.insert(row);
+        if (written) return 'done';
+        if (attempt < this.maxAttempts) await sleep(jitter(this.backoffMs * 2 ** (attempt - 1)));
+      }
+      return 'contended';
+    } catch (error) {
+      if (error instanceof RateLimitedError || !isUnavailable(error)) throw error;
+      throw new StorageUnavailableError(
+        'The usage limits could not be checked: storage did not answer. Retry shortly.',
+        error,
+      );
+    }
+  }
+}
+
+/** Full jitter: spreads the retries of writers that collided so they do not collide again. */
+function jitter(maxMs: number): number {
+  return Math.random() * maxMs;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---- The Table Storage binding ----------------------------------------------------------------------------
+
+type UsageProperties = {
+  day: string;
+  windowMinute: number;
+  windowRequests: number;
+  dayTokens: number;
+  callerId: string;
+  callerKind: string;
+};
+
+/** UsageTable over a TableClient: the table is created on first use (an existing table is fine). */
+export function tableClientUsageTable(client: TableClient): UsageTable {
+  let ready: Promise<void> | undefined;
+  const ensureTable = (): Promise<void> => {
+    ready ??= client.createTable().catch((error: unknown) => {
+      ready = undefined; // try again on the next call
+      throw error;
+    });
+    return ready;
+  };
+  return {
+    async read(partitionKey, rowKey) {
+      await ensureTable();
+      let entity: TableEntityResult<Record<string, unknown>>;
+      try {
+        entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey);
+      } catch (error) {
+        if (hasStatus(error, 404)) return undefined;
+        throw error;
+      }
+      if (!entity.etag) throw new Error('Table Storage returned a usage record without an ETag.');
+      return { row: toRow(partitionKey, rowKey, entity), etag: entity.etag };
+    },
+    async insert(row) {
+      await ensureTable();
+      try {
+        await client.createEntity(toEntity(row));
+        return true;
+      } catch (error) {
+        if (hasStatus(error, 409)) return false;
+        throw error;
+      }
+    },
+    async replace(row, etag) {
+      await ensureTable();
+      try {
+        await client.updateEntity(toEntity(row), 'Replace', { etag });
+        return true;
+      } catch (error) {
+        if (hasStatus(error, 412)) return false;
+        throw error;
+      }
+    },
+  };
+}
+
+function toEntity(row: UsageRow) {
+  const properties: UsageProperties & { partitionKey: string; rowKey: string } = {
+    partitionKey: row.partitionKey,
+    rowKey: row.rowKey,
+    day: row.day,
+    windowMinute: row.windowMinute,
+    windowRequests: row.windowRequests,
+    dayTokens: row.dayTokens,
+    callerId: row.callerId,
+    callerKind: row.callerKind,
+  };
+  // Untyped JSON integers are Edm.Int32 on the service; these outgrow it (minutes since 1970, a day's tokens).
+  return {
+    ...properties,
+    windowMinute: { value: String(row.windowMinute), type: 'Int64' as const },
+    dayTokens: { value: String(row.dayTokens), type: 'Int64' as const },
+  };
+}
+
+function toRow(partitionKey: string, rowKey: string, entity: Record<string, unknown>): UsageRow {
+  const kind = entity['callerKind'];
+  return {
+    partitionKey,
+    rowKey,
+    day: typeof entity['day'] === 'string' ? entity['day'] : rowKey,
+    windowMinute: toNumber(entity['windowMinute']),
+    windowRequests: toNumber(entity['windowRequests']),
+    dayTokens: toNumber(entity['dayTokens']),
+    callerId: typeof entity['callerId'] === 'string' ? entity['callerId'] : '',
+    callerKind: kind === 'user' || kind === 'integration' || kind === 'local' ? kind : 'user',
+  };
+}
+
+/** Int64 properties come back as bigint; a damaged value counts as 0 rather than blocking the caller for the day. */
+function toNumber(value: unknown): number {
+  const number = typeof value === 'bigint' ? Number(value) : typeof value === 'number' ? value : Number.NaN;
+  return Number.isFinite(number) && number >= 0 ? number : 0;
+}
+
+function hasStatus(error: unknown, status: number): boolean {
+  return error instanceof RestError && error.statusCode === status;
+}
+
+// ---- Building one from settings ---------------------------------------------------------------------------
+
+export interface TableUsageLimiterConnection {
+  tablePrefix: string;
+  connectionString?: string;
+  endpoint?: string;
+  credential?: TokenCredential;
+  /** Each HTTP attempt is abandoned after this long; default 5 s (the limiter sits in front of every turn). */
+  tryTimeoutMs?: number;
+}
+
+/** Builds the limiter without touching the network: its table is created by the first request that needs it. */
+export function createTableUsageLimiter(
+  connection: TableUsageLimiterConnection,
+  options: TableUsageLimiterOptions,
+): TableUsageLimiter {
+  const tableName = `${connection.tablePrefix}${LIMITS_TABLE}`;
+  const tryTimeoutMs = connection.tryTimeoutMs ?? 5_000;
+  const clientOptions: TableServiceClientOptions = {
+    retryOptions: { maxRetries: 2, retryDelayInMs: 100, maxRetryDelayInMs: 1_000 },
+    // Bounds every attempt: a storage account that accepts connections but never answers must not hang a turn.
+    additionalPolicies: [
+      {
+        position: 'perRetry',
+        policy: {
+          name: 'usageTryTimeout',
+          sendRequest: (request, next) => {
+            if (!request.timeout) request.timeout = tryTimeoutMs;
+            return next(request);
+          },
+        },
+      },
+    ],
+  };
+  let client: TableClient;
+  if (connection.connectionString) {
+    const probe = TableClient.fromConnectionString(connection.connectionString, tableName, clientOptions);
+    client = isLoopbackHttp(probe.url)
+      ? TableClient.fromConnectionString(connection.connectionString, tableName, {
+          ...clientOptions,
+          allowInsecureConnection: true,
+        })
+      : probe;
+  } else if (connection.endpoint && connection.credential) {
+    client = new TableClient(connection.endpoint, tableName, connection.credential, {
+      ...clientOptions,
+      allowInsecureConnection: isLoopbackHttp(connection.endpoint),
+    });
+  } else {
+    throw new Error('The usage limiter needs a connectionString, or an endpoint and a credential.');
+  }
+  return new TableUsageLimiter(tableClientUsageTable(client), options);
+}
+
+/** Plain http only to this machine (Azurite); anything remote must use https. */
+function isLoopbackHttp(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+  } catch {
+    return false;
+  }
+}
+
+/** The app's limiter from its settings: none at all when both limits are 0, so no table is touched. */
+export function createUsageLimiter(
+  config: Readonly<Pick<Config, 'storage' | 'limits'>>,
+  getCredential: () => TokenCredential,
+): UsageLimiter {
+  const { requestsPerMinute, tokensPerDay } = config.limits;
+  if (requestsPerMinute === 0 && tokensPerDay === 0) return unlimited;
+  const { tablePrefix, connectionString, endpoint } = config.storage;
+  return createTableUsageLimiter(
+    { tablePrefix, ...(connectionString ? { connectionString } : { endpoint, credential: getCredential() }) },
+    { limits: { requestsPerMinute, tokensPerDay } },
+  );
+}

@@ -1,0 +1,78 @@
+/**
+ * What both webhook routes do once a delivery is verified: map the integration's own thread key to a conversation
+ * owned by the integration's principal (created on first use), and run the turn with the delivery id as its
+ * Idempotency-Key, so a redelivery answers the stored reply without calling the model again.
+ */
+import { createHash } from 'node:crypto';
+import type { AppServices } from '../../composition';
+import type { Caller, Usage } from '../../core/ports';
+import { MAX_TITLE_CHARS, NAME_PATTERN } from '../schemas';
+
+/** The principal that owns every conversation of POST /api/webhooks/messages. */
+export const WEBHOOK_CALLER: Caller = Object.freeze({ id: 'webhook', kind: 'integration' });
+/** The principal that owns every conversation of POST /api/webhooks/github. */
+export const GITHUB_CALLER: Caller = Object.freeze({ id: 'github', kind: 'integration' });
+
+export const MAX_THREAD_ID_CHARS = 256;
+
+/**
+ * The conversation id of a thread: base64url of sha256, 32 characters (192 bits). Deterministic, so every delivery
+ * of one thread finds the same conversation without a lookup table, and shaped like any other conversation id.
+ */
+export function threadConversationId(threadId: string): string {
+  return createHash('sha256').update(threadId, 'utf8').digest('base64url').slice(0, 32);
+}
+
+/** A participant name the model accepts (letters, digits, _ and -, at most 64), made from a free-form user id. */
+export function participantName(user: string | undefined): string | undefined {
+  if (user === undefined) return undefined;
+  const name = user
+    .replace(/[^A-Za-z0-9_-]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 64);
+  return NAME_PATTERN.test(name) ? name : undefined;
+}
+
+export interface ThreadTurnInput {
+  principal: Caller;
+  source: 'webhook' | 'github';
+  threadId: string;
+  content: string;
+  name?: string;
+  /** webhook-id or X-GitHub-Delivery: the same on every redelivery. */
+  deliveryId: string;
+}
+
+export interface ThreadTurnResponse {
+  conversationId: string;
+  message: { id: string; role: 'assistant'; content: string; createdAt: string };
+  finishReason: string;
+  usage: Usage;
+}
+
+export async function runThreadTurn(
+  services: AppServices,
+  input: ThreadTurnInput,
+): Promise<{ body: ThreadTurnResponse; replayed: boolean }> {
+  const conversationId = threadConversationId(input.threadId);
+  await services.conversations.getOrCreate(input.principal, conversationId, {
+    title: input.threadId.slice(0, MAX_TITLE_CHARS),
+    metadata: { source: input.source, threadId: input.threadId },
+  });
+  const result = await services.turns.send({
+    caller: input.principal,
+    conversationId,
+    content: input.content,
+    ...(input.name ? { name: input.name } : {}),
+    idempotencyKey: input.deliveryId,
+  });
+  return {
+    body: {
+      conversationId: result.conversationId,
+      message: result.message,
+      finishReason: result.finishReason,
+      usage: result.usage,
+    },
+    replayed: result.replayed,
+  };
+}

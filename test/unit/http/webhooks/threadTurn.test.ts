@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AppServices } from '../../../../src/composition';
+import { Conversations } from '../../../../src/core/conversations';
+import type { Caller, NewConversation } from '../../../../src/core/ports';
+import { TurnRunner } from '../../../../src/core/turn';
+import {
+  participantName,
+  runThreadTurn,
+  threadConversationId,
+  WEBHOOK_CALLER,
+} from '../../../../src/http/webhooks/threadTurn';
+import { fakeDependencies, MemoryStore } from '../../../support/fakes';
+
+/** Refuses to create over an existing conversation, as Table Storage does (409). */
+class CreateOnceStore extends MemoryStore {
+  creates = 0;
+  override async create(owner: Caller, input: NewConversation) {
+    this.creates++;
+    if (await this.get(owner, input.id)) throw new Error(`Conversation ${input.id} already exists.`);
+    return super.create(owner, input);
+  }
+}
+
+function services() {
+  const store = new CreateOnceStore();
+  const fakes = fakeDependencies({ store });
+  const app = {
+    conversations: new Conversations(fakes.deps),
+    turns: new TurnRunner(fakes.deps),
+  } as unknown as AppServices;
+  return { ...fakes, store, app };
+}
+
+describe('thread ids', () => {
+  it('maps a thread to a fixed 32-character conversation id', () => {
+    const id = threadConversationId('slack:C123/1700000000.1234');
+    assert.match(id, /^[A-Za-z0-9_-]{32}$/);
+    assert.equal(threadConversationId('slack:C123/1700000000.1234'), id);
+    assert.notEqual(threadConversationId('slack:C123/1700000000.1235'), id);
+  });
+
+  it('turns a free-form user id into a participant name the model accepts', () => {
+    assert.equal(participantName('ann.lee@example.com'), 'ann_lee_example_com');
+    assert.equal(participantName('U024BE7LH'), 'U024BE7LH');
+    assert.equal(participantName('!!!'), undefined);
+    assert.equal(participantName('x'.repeat(100))?.length, 64);
+    assert.equal(participantName(undefined), undefined);
+  });
+});
+
+describe('runThreadTurn', () => {
+  it('creates the conversation on first use and reuses it for the next message', async () => {
+    const { app, store, model } = services();
+    const first = await runThreadTurn(app, {
+      principal: WEBHOOK_CALLER,
+      source: 'webhook',
+      threadId: 't1',
+      content: 'one',
+      deliveryId: 'd1',
+    });
+    const second = await runThreadTurn(app, {
+      principal: WEBHOOK_CALLER,
+      source: 'webhook',
+      threadId: 't1',
+      content: 'two',
+      deliveryId: 'd2',
+    });
+    assert.equal(first.body.conversationId, threadConversationId('t1'));
+    assert.equal(second.body.conversationId, first.body.conversationId);
+    assert.equal(store.creates, 1);
+    assert.equal(model.requests.length, 2);
+    assert.deepEqual(
+      model.requests[1]?.messages.map((message) => message.content),
+      ['You are a helpful assistant.', 'one', 'echo: one', 'two'],
+    );
+    const conversation = await store.get(WEBHOOK_CALLER, first.body.conversationId);
+    assert.deepEqual(conversation?.metadata, { source: 'webhook', threadId: 't1' });
+  });
+
+  it('lets two first deliveries of one thread race: both land in the one conversation', async () => {
+    const { app, store } = services();
+    const [a, b] = await Promise.all([
+      runThreadTurn(app, {
+        principal: WEBHOOK_CALLER,
+        source: 'webhook',
+        threadId: 'race',
+        content: 'a',
+        deliveryId: 'da',
+      }),
+      runThreadTurn(app, {
+        principal: WEBHOOK_CALLER,
+        source: 'webhook',
+        threadId: 'race',
+        content: 'b',
+        deliveryId: 'db',
+      }),
+    ]);
+    assert.equal(a.body.conversationId, b.body.conversationId);
+    assert.equal(store.creates, 2, 'both tried to create: the race really happened');
+    const stored = await store.loadForTurn(WEBHOOK_CALLER, a.body.conversationId);
+    assert.equal(stored?.messages.length, 4);
+  });
+
+  it('answers a redelivery from the stored turn without calling the model again', async () => {
+    const { app, model } = services();
+    const input = {
+      principal: WEBHOOK_CALLER,
+      source: 'webhook' as const,
+      threadId: 't',
+      content: 'hi',
+      deliveryId: 'msg_1',
+    };
+    const first = await runThreadTurn(app, input);
+    const again = await runThreadTurn(app, input);
+    assert.equal(model.requests.length, 1);
+    assert.equal(again.replayed, true);
+    assert.deepEqual(again.body, first.body);
+  });
+
+  it('keeps threads of different integrations apart', async () => {
+    const { app, store } = services();
+    const github: Caller = { id: 'github', kind: 'integration' };
+    await runThreadTurn(app, {
+      principal: WEBHOOK_CALLER,
+      source: 'webhook',
+      threadId: 'same',
+      content: 'x',
+      deliveryId: '1',
+    });
+    await runThreadTurn(app, { principal: github, source: 'github', threadId: 'same', content: 'y', deliveryId: '1' });
+    assert.equal((await store.loadForTurn(WEBHOOK_CALLER, threadConversationId('same')))?.messages[0]?.content, 'x');
+    assert.equal((await store.loadForTurn(github, threadConversationId('same')))?.messages[0]?.content, 'y');
+  });
+});
