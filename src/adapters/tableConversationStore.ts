@@ -10,7 +10,6 @@ import {
   odata,
   type TableEntity,
   type TableEntityResult,
-  type TableServiceClientOptions,
   type TransactionAction,
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
@@ -35,6 +34,7 @@ import {
 } from '../core/ports';
 import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
 import { readLongText, writeLongText } from './splitText';
+import { createTableClient } from './tableClient';
 import {
   callerIndexPartition,
   callerIndexRow,
@@ -85,70 +85,14 @@ const IDEMPOTENCY_ATTEMPTS = 3;
 export async function createTableConversationStore(
   options: TableConversationStoreOptions,
 ): Promise<TableConversationStore> {
-  const store = new TableConversationStore(buildTableClient(`${options.tablePrefix}${CONVERSATIONS_TABLE}`, options));
+  const store = new TableConversationStore(
+    createTableClient(`${options.tablePrefix}${CONVERSATIONS_TABLE}`, options, {
+      tryTimeoutMs: options.tryTimeoutMs ?? DEFAULT_TRY_TIMEOUT_MS,
+      retry: { ...DEFAULT_RETRY, ...options.retry },
+    }),
+  );
   await store.ensureTable();
   return store;
-}
-
-function buildTableClient(tableName: string, options: TableConversationStoreOptions): TableClient {
-  const tryTimeoutMs = options.tryTimeoutMs ?? DEFAULT_TRY_TIMEOUT_MS;
-  const clientOptions: TableServiceClientOptions = {
-    retryOptions: { ...DEFAULT_RETRY, ...options.retry },
-    // Bounds every attempt: without it a storage account that accepts connections but never answers hangs the
-    // request. Not the SDK's `request.timeout`, whose timer outlives a refused connection and holds the process open.
-    additionalPolicies: [{ position: 'perRetry', policy: tryTimeoutPolicy(tryTimeoutMs) }],
-  };
-  if (options.connectionString) {
-    const probe = TableClient.fromConnectionString(options.connectionString, tableName, clientOptions);
-    // Plain http only to this machine (Azurite); anything remote must use https.
-    return isLoopbackHttp(probe.url)
-      ? TableClient.fromConnectionString(options.connectionString, tableName, {
-          ...clientOptions,
-          allowInsecureConnection: true,
-        })
-      : probe;
-  }
-  if (options.endpoint && options.credential) {
-    return new TableClient(options.endpoint, tableName, options.credential, {
-      ...clientOptions,
-      allowInsecureConnection: isLoopbackHttp(options.endpoint),
-    });
-  }
-  throw new Error('Table Storage needs a connectionString, or an endpoint and a credential.');
-}
-
-type PipelinePolicy = NonNullable<TableServiceClientOptions['additionalPolicies']>[number]['policy'];
-
-/** Aborts one HTTP attempt (response body included) after `timeoutMs`; the abort surfaces as an AbortError. */
-function tryTimeoutPolicy(timeoutMs: number): PipelinePolicy {
-  return {
-    name: 'tryTimeout',
-    sendRequest: async (request, next) => {
-      const outer = request.abortSignal;
-      const controller = new AbortController();
-      const abort = (): void => controller.abort();
-      const timer = setTimeout(abort, timeoutMs);
-      if (outer?.aborted) abort();
-      outer?.addEventListener('abort', abort);
-      request.abortSignal = controller.signal;
-      try {
-        return await next(request);
-      } finally {
-        clearTimeout(timer);
-        outer?.removeEventListener('abort', abort);
-        request.abortSignal = outer;
-      }
-    },
-  };
-}
-
-function isLoopbackHttp(url: string): boolean {
-  try {
-    const parsed = new URL(url);
-    return parsed.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
-  } catch {
-    return false;
-  }
 }
 
 export class TableConversationStore implements ConversationStore {

@@ -5,13 +5,14 @@
  * a write guarded by the entity's ETag; a writer that loses the race (412, or 409 on the first insert) reads
  * again and retries, a bounded number of times with jittered backoff. The arithmetic lives in core/limits.ts.
  */
-import { RestError, TableClient, type TableEntityResult, type TableServiceClientOptions } from '@azure/data-tables';
+import { RestError, TableClient, type TableEntityResult } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { RateLimitedError, StorageUnavailableError } from '../core/errors';
 import { addTokens, admitRequest, utcDay, type UsageCounters, type UsageLimits } from '../core/limits';
 import type { Config } from '../config';
 import { unlimited, type Caller, type UsageLimiter } from '../core/ports';
 import { isUnavailable } from './tableConversationStore';
+import { createTableClient } from './tableClient';
 import { callerKey } from './tableKeys';
 
 export const LIMITS_TABLE = 'limits';
@@ -234,51 +235,11 @@ export function createTableUsageLimiter(
   options: TableUsageLimiterOptions,
 ): TableUsageLimiter {
   const tableName = `${connection.tablePrefix}${LIMITS_TABLE}`;
-  const tryTimeoutMs = connection.tryTimeoutMs ?? 5_000;
-  const clientOptions: TableServiceClientOptions = {
-    retryOptions: { maxRetries: 2, retryDelayInMs: 100, maxRetryDelayInMs: 1_000 },
-    // Bounds every attempt: a storage account that accepts connections but never answers must not hang a turn.
-    additionalPolicies: [
-      {
-        position: 'perRetry',
-        policy: {
-          name: 'usageTryTimeout',
-          sendRequest: (request, next) => {
-            if (!request.timeout) request.timeout = tryTimeoutMs;
-            return next(request);
-          },
-        },
-      },
-    ],
-  };
-  let client: TableClient;
-  if (connection.connectionString) {
-    const probe = TableClient.fromConnectionString(connection.connectionString, tableName, clientOptions);
-    client = isLoopbackHttp(probe.url)
-      ? TableClient.fromConnectionString(connection.connectionString, tableName, {
-          ...clientOptions,
-          allowInsecureConnection: true,
-        })
-      : probe;
-  } else if (connection.endpoint && connection.credential) {
-    client = new TableClient(connection.endpoint, tableName, connection.credential, {
-      ...clientOptions,
-      allowInsecureConnection: isLoopbackHttp(connection.endpoint),
-    });
-  } else {
-    throw new Error('The usage limiter needs a connectionString, or an endpoint and a credential.');
-  }
+  const client = createTableClient(tableName, connection, {
+    tryTimeoutMs: connection.tryTimeoutMs ?? 5_000,
+    retry: { maxRetries: 2, retryDelayInMs: 100, maxRetryDelayInMs: 1_000 },
+  });
   return new TableUsageLimiter(tableClientUsageTable(client), options);
-}
-
-/** Plain http only to this machine (Azurite); anything remote must use https. */
-function isLoopbackHttp(url: string): boolean {
-  try {
-    const parsed = new URL(url);
-    return parsed.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
-  } catch {
-    return false;
-  }
 }
 
 /** The app's limiter from its settings: none at all when both limits are 0, so no table is touched. */
