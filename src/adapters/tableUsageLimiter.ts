@@ -25,12 +25,15 @@ export interface UsageRow extends UsageCounters {
   callerKind: Caller['kind'];
 }
 
-/** The three operations the limiter needs; `false` means another writer got there first. */
+/** The three operations the limiter needs; a write answers the new ETag, or undefined when another writer got there first. */
 export interface UsageTable {
   read(partitionKey: string, rowKey: string): Promise<{ row: UsageRow; etag: string } | undefined>;
-  insert(row: UsageRow): Promise<boolean>;
-  replace(row: UsageRow, etag: string): Promise<boolean>;
+  insert(row: UsageRow): Promise<string | undefined>;
+  replace(row: UsageRow, etag: string): Promise<string | undefined>;
 }
+
+/** Rows this instance wrote last, with their ETags; bounded so a flood of callers cannot grow it without end. */
+const KNOWN_ROWS_MAX = 10_000;
 
 export interface TableUsageLimiterOptions {
   limits: UsageLimits;
@@ -43,6 +46,13 @@ export interface TableUsageLimiterOptions {
 export class TableUsageLimiter implements UsageLimiter {
   private readonly maxAttempts: number;
   private readonly backoffMs: number;
+  /**
+   * The row and ETag this instance last wrote, per caller and day. The next update writes on top of it without
+   * reading first (one round trip instead of two); if another instance wrote meanwhile the ETag no longer matches,
+   * the write fails and the update falls back to reading. Counters only grow within a day and a minute window, so
+   * a stale row can only under-count: a refusal computed from it is right, an admission is confirmed by its write.
+   */
+  private readonly known = new Map<string, { row: UsageCounters; etag: string }>();
 
   constructor(
     private readonly table: UsageTable,
@@ -88,14 +98,41 @@ export class TableUsageLimiter implements UsageLimiter {
   ): Promise<'done' | 'contended'> {
     const partitionKey = callerKey(caller);
     const rowKey = utcDay(now);
+    const knownKey = `${partitionKey}/${rowKey}`;
+    const toRow = (counters: UsageCounters): UsageRow => ({
+      ...counters,
+      partitionKey,
+      rowKey,
+      callerId: caller.id,
+      callerKind: caller.kind,
+    });
+    const remember = (counters: UsageCounters, etag: string) => {
+      if (this.known.size >= KNOWN_ROWS_MAX) this.known.clear();
+      this.known.set(knownKey, { row: counters, etag });
+    };
     try {
+      const known = this.known.get(knownKey);
+      if (known) {
+        const next = compute(known.row);
+        const etag = next ? await this.table.replace(toRow(next), known.etag) : undefined;
+        if (next && etag) {
+          remember(next, etag);
+          return 'done';
+        }
+        // Nothing to write (confirm on the stored row) or someone else wrote: read and go the long way.
+        this.known.delete(knownKey);
+      }
       for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
         const current = await this.table.read(partitionKey, rowKey);
         const next = compute(current?.row);
         if (!next) return 'done';
-        const row: UsageRow = { ...next, partitionKey, rowKey, callerId: caller.id, callerKind: caller.kind };
-        const written = current ? await this.table.replace(row, current.etag) : await this.table.insert(row);
-        if (written) return 'done';
+        const etag = current
+          ? await this.table.replace(toRow(next), current.etag)
+          : await this.table.insert(toRow(next));
+        if (etag) {
+          remember(next, etag);
+          return 'done';
+        }
         if (attempt < this.maxAttempts) await sleep(jitter(this.backoffMs * 2 ** (attempt - 1)));
       }
       return 'contended';
@@ -155,20 +192,18 @@ export function tableClientUsageTable(client: TableClient): UsageTable {
     async insert(row) {
       await ensureTable();
       try {
-        await client.createEntity(toEntity(row));
-        return true;
+        return requireEtag((await client.createEntity(toEntity(row))).etag);
       } catch (error) {
-        if (hasStatus(error, 409)) return false;
+        if (hasStatus(error, 409)) return undefined;
         throw error;
       }
     },
     async replace(row, etag) {
       await ensureTable();
       try {
-        await client.updateEntity(toEntity(row), 'Replace', { etag });
-        return true;
+        return requireEtag((await client.updateEntity(toEntity(row), 'Replace', { etag })).etag);
       } catch (error) {
-        if (hasStatus(error, 412)) return false;
+        if (hasStatus(error, 412)) return undefined;
         throw error;
       }
     },
@@ -212,6 +247,11 @@ function toRow(partitionKey: string, rowKey: string, entity: Record<string, unkn
 function toNumber(value: unknown): number {
   const number = typeof value === 'bigint' ? Number(value) : typeof value === 'number' ? value : Number.NaN;
   return Number.isFinite(number) && number >= 0 ? number : 0;
+}
+
+function requireEtag(etag: string | undefined): string {
+  if (!etag) throw new Error('Table Storage answered a usage write without an ETag.');
+  return etag;
 }
 
 function hasStatus(error: unknown, status: number): boolean {

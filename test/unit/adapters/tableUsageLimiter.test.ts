@@ -23,21 +23,23 @@ class MemoryUsageTable implements UsageTable {
     const key = `${row.partitionKey}/${row.rowKey}`;
     if (this.rows.has(key)) {
       this.conflicts++;
-      return false;
+      return undefined;
     }
-    this.rows.set(key, { row: structuredClone(row), etag: `e${++this.version}` });
+    const etag = `e${++this.version}`;
+    this.rows.set(key, { row: structuredClone(row), etag });
     this.writes++;
-    return true;
+    return etag;
   }
   async replace(row: UsageRow, etag: string) {
     const key = `${row.partitionKey}/${row.rowKey}`;
     if (this.rows.get(key)?.etag !== etag) {
       this.conflicts++;
-      return false;
+      return undefined;
     }
-    this.rows.set(key, { row: structuredClone(row), etag: `e${++this.version}` });
+    const next = `e${++this.version}`;
+    this.rows.set(key, { row: structuredClone(row), etag: next });
     this.writes++;
-    return true;
+    return next;
   }
   only(): UsageRow {
     assert.equal(this.rows.size, 1);
@@ -103,7 +105,8 @@ describe('TableUsageLimiter', () => {
     const table = new MemoryUsageTable();
     const first = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, backoffMs: 1 });
     const second = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 }, backoffMs: 1 });
-    await first.admit(ann, now);
+    // The row exists, written by a third instance: `first` knows no ETag yet and must read.
+    await new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 0 } }).admit(ann, now);
     let raced = false;
     table.betweenReadAndWrite = async () => {
       if (raced) return;
@@ -117,8 +120,8 @@ describe('TableUsageLimiter', () => {
 
   it('gives up after the bounded attempts with a 429 when every write loses', async () => {
     const table = new MemoryUsageTable();
-    table.replace = async () => false;
-    table.insert = async () => false;
+    table.replace = async () => undefined;
+    table.insert = async () => undefined;
     const limiter = new TableUsageLimiter(table, {
       limits: { requestsPerMinute: 10, tokensPerDay: 0 },
       maxAttempts: 3,
@@ -134,6 +137,47 @@ describe('TableUsageLimiter', () => {
       }).record(ann, 5, now),
       /kept changing/,
     );
+  });
+
+  it('writes on top of the row it wrote last without reading it again', async () => {
+    const table = new MemoryUsageTable();
+    let reads = 0;
+    const read = table.read.bind(table);
+    table.read = async (partitionKey, rowKey) => {
+      reads++;
+      return read(partitionKey, rowKey);
+    };
+    const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 10, tokensPerDay: 1000 } });
+    await limiter.admit(ann, now);
+    assert.equal(reads, 1, 'the first update reads');
+    await limiter.record(ann, 30, now);
+    await limiter.admit(ann, now);
+    await limiter.record(ann, 5, now);
+    assert.equal(reads, 1, 'later updates write on the ETag they know');
+    assert.equal(table.only().windowRequests, 2);
+    assert.equal(table.only().dayTokens, 35);
+  });
+
+  it('falls back to reading when another instance wrote since, and counts both', async () => {
+    const table = new MemoryUsageTable();
+    const first = new TableUsageLimiter(table, { limits: { requestsPerMinute: 3, tokensPerDay: 0 }, backoffMs: 1 });
+    const second = new TableUsageLimiter(table, { limits: { requestsPerMinute: 3, tokensPerDay: 0 }, backoffMs: 1 });
+    await first.admit(ann, now);
+    await second.admit(ann, now);
+    await first.admit(ann, now); // its known ETag is stale: the write fails, it reads and writes again
+    assert.equal(table.only().windowRequests, 3);
+    await refusal(second.admit(ann, now));
+    await refusal(first.admit(ann, now));
+  });
+
+  it('confirms an admission that needs no write on the stored row, not on what it remembers', async () => {
+    const table = new MemoryUsageTable();
+    const first = new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 100 } });
+    const second = new TableUsageLimiter(table, { limits: { requestsPerMinute: 0, tokensPerDay: 100 } });
+    await first.record(ann, 10, now);
+    await second.record(ann, 90, now); // another instance spends the rest of the quota
+    const error = await refusal(first.admit(ann, now));
+    assert.equal(error.code, 'quota_exceeded');
   });
 
   it('touches nothing when both limits are off, or when no tokens were spent', async () => {
