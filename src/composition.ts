@@ -3,7 +3,7 @@
  * `getServices()`; tests and the benchmarks build their own with `buildServices(config, overrides)`.
  */
 import { randomUUID } from 'node:crypto';
-import { DefaultAzureCredential, getBearerTokenProvider, type TokenCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import { loadConfig, ConfigError, type Config } from './config';
 import { Conversations } from './core/conversations';
 import type { ChatDependencies, ChatSettings, Logger } from './core/dependencies';
@@ -100,12 +100,19 @@ export function resolveChatSettings(
 export async function buildServices(config: Readonly<Config>, overrides: ServiceOverrides = {}): Promise<AppServices> {
   const log = overrides.log ?? consoleLogger;
   const { settings, encoding, reasoning } = resolveChatSettings(config, log);
-  // Created only when something authenticates with Entra ID, so key-based local runs never touch identity endpoints.
+  // Loaded and created only when something authenticates with Entra ID: key-based local runs never touch identity
+  // endpoints, and skip loading @azure/identity at cold start.
+  const needsIdentity = !config.storage.connectionString || !config.model.apiKey;
+  const identity = needsIdentity ? await import('@azure/identity') : undefined;
   let credential = overrides.credential;
-  const getCredential = () =>
-    (credential ??= new DefaultAzureCredential(
+  const getCredential = (): TokenCredential => {
+    if (credential) return credential;
+    if (!identity) throw new Error('A credential was needed although every client has a key.');
+    credential = new identity.DefaultAzureCredential(
       config.model.clientId ? { managedIdentityClientId: config.model.clientId } : {},
-    ));
+    );
+    return credential;
+  };
 
   const store =
     overrides.store ??
@@ -121,7 +128,12 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
       endpoint: config.model.endpoint,
       deployment: config.model.deployment,
       reasoning,
-      apiKey: config.model.apiKey ?? getBearerTokenProvider(getCredential(), COGNITIVE_SERVICES_SCOPE),
+      apiKey:
+        config.model.apiKey ??
+        (identity ?? (await import('@azure/identity'))).getBearerTokenProvider(
+          getCredential(),
+          COGNITIVE_SERVICES_SCOPE,
+        ),
       timeoutMs: config.model.timeoutMs,
       maxRetries: config.model.maxRetries,
     });
