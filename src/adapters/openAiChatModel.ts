@@ -69,7 +69,7 @@ export class OpenAiChatModel implements ChatModel {
         { ...this.params(request), stream: true, stream_options: { include_usage: true } },
         { signal: deadline.signal },
       );
-      let finishReason: FinishReason = 'unknown';
+      let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
       for await (const chunk of stream) {
         for (const choice of chunk.choices) {
@@ -79,6 +79,9 @@ export class OpenAiChatModel implements ChatModel {
         }
         if (chunk.usage) usage = toUsage(chunk.usage);
       }
+      // An aborted request ends the SDK's iteration quietly: half a reply must never pass for a whole one.
+      if (deadline.signal.aborted) throw deadline.signal.reason;
+      if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
       yield { type: 'done', finishReason, usage: usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } };
     } catch (error) {
       throw this.translate(error, deadline);
