@@ -46,6 +46,14 @@ param authAudience string = ''
 @description('AUTH_MODE=jwt: JWKS URL. Empty means the deploying tenant\'s Microsoft Entra ID v2.0 keys.')
 param authJwksUrl string = ''
 
+@secure()
+@description('Standard Webhooks secret(s) for /api/webhooks/messages (whsec_..., space-separated for rotation). Empty leaves the route off.')
+param webhookSecret string = ''
+
+@secure()
+@description('Secret of the GitHub webhook for /api/webhooks/github. Empty leaves the route off.')
+param githubWebhookSecret string = ''
+
 @description('AUTH_MODE=easyauth: client id of the Microsoft Entra app registration that callers get tokens for.')
 param easyAuthClientId string = ''
 
@@ -194,6 +202,8 @@ module api 'app/api.bicep' = {
     easyAuthClientId: easyAuthClientId
     easyAuthTenantId: empty(easyAuthTenantId) ? tenant().tenantId : easyAuthTenantId
     easyAuthExcludedPaths: easyAuthExcludedPaths
+    webhookSecret: webhookSecret
+    githubWebhookSecret: githubWebhookSecret
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }

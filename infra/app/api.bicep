@@ -33,6 +33,11 @@ param easyAuthClientId string = ''
 param easyAuthTenantId string = ''
 param easyAuthExcludedPaths array = []
 
+@secure()
+param webhookSecret string = ''
+@secure()
+param githubWebhookSecret string = ''
+
 param maximumInstanceCount int = 100
 param instanceMemoryMB int = 2048
 
@@ -122,6 +127,12 @@ var jwtSettings = authMode == 'jwt' ? {
   AUTH_JWKS_URL: authJwksUrl
 } : {}
 
+// Webhook routes answer 404 until their secret is set; an empty secret is left out rather than set empty.
+var webhookSettings = union(
+  empty(webhookSecret) ? {} : { WEBHOOK_SECRET: webhookSecret },
+  empty(githubWebhookSecret) ? {} : { GITHUB_WEBHOOK_SECRET: githubWebhookSecret }
+)
+
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
@@ -145,7 +156,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
       AZURE_OPENAI_MODEL: openAiModelName
       AUTH_MODE: authMode
     },
-    jwtSettings
+    jwtSettings,
+    webhookSettings
   )
 }
 
