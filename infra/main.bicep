@@ -95,7 +95,6 @@ param tablesPrefix string = ''
 @description('Tables created up front (the app also creates missing tables); TABLES_PREFIX is prepended.')
 param tableNames array = [
   'conversations'
-  'callers'
   'limits'
 ]
 

@@ -54,7 +54,7 @@ resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Conversations, callers and limits.
+// Conversations and limits.
 resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageTableDataContributor)
   scope: storage
