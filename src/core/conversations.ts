@@ -84,7 +84,9 @@ export class Conversations {
       );
     }
 
-    if (settings.maxConversationsPerCaller > 0) {
+    // Integrations open a conversation per thread of theirs and are authenticated by a shared secret: the per-caller
+    // count is for end users. Their turns still count against the rate limit and the token quota.
+    if (settings.maxConversationsPerCaller > 0 && caller.kind !== 'integration') {
       const count = await store.countConversations(caller, settings.maxConversationsPerCaller);
       if (count >= settings.maxConversationsPerCaller) {
         throw new RateLimitedError(
