@@ -64,11 +64,13 @@ export class OpenAiChatModel implements ChatModel {
 
   async *stream(request: CompletionRequest, signal?: AbortSignal): AsyncIterable<CompletionChunk> {
     const deadline = this.deadline(signal);
+    let replying = false;
     try {
       const stream = await this.client.chat.completions.create(
         { ...this.params(request), stream: true, stream_options: { include_usage: true } },
         { signal: deadline.signal },
       );
+      replying = true;
       let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
       for await (const chunk of stream) {
@@ -80,11 +82,12 @@ export class OpenAiChatModel implements ChatModel {
         if (chunk.usage) usage = toUsage(chunk.usage);
       }
       // An aborted request ends the SDK's iteration quietly: half a reply must never pass for a whole one.
-      if (deadline.signal.aborted) throw deadline.signal.reason;
+      // The same error as complete() gives: translate() makes it upstream_timeout when the deadline did it.
+      if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
       yield { type: 'done', finishReason, usage: usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } };
     } catch (error) {
-      throw this.translate(error, deadline);
+      throw this.translate(error, deadline, replying);
     } finally {
       deadline.dispose();
     }
@@ -109,7 +112,9 @@ export class OpenAiChatModel implements ChatModel {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), this.options.timeoutMs);
     const onAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // An already-aborted signal never fires 'abort' again.
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     return {
       signal: controller.signal,
       timedOut: () => controller.signal.reason instanceof DeadlineExceeded,
@@ -120,7 +125,8 @@ export class OpenAiChatModel implements ChatModel {
     };
   }
 
-  private translate(error: unknown, deadline: { timedOut(): boolean }): unknown {
+  /** `midStream`: the reply had started, so whatever breaks it now is the upstream's failure. */
+  private translate(error: unknown, deadline: { timedOut(): boolean }, midStream = false): unknown {
     if (error instanceof ChatError) return error;
     if (deadline.timedOut() || error instanceof OpenAI.APIConnectionTimeoutError) {
       return new UpstreamError('upstream_timeout', `The model did not answer within ${this.options.timeoutMs} ms.`, {
@@ -190,7 +196,7 @@ export class OpenAiChatModel implements ChatModel {
         cause: error,
       });
     }
-    if (error instanceof Error && /stream|terminated|socket|ECONNRESET/i.test(error.message)) {
+    if (midStream || (error instanceof Error && /stream|terminated|socket|ECONNRESET/i.test(error.message))) {
       return new UpstreamError('upstream_error', 'The model’s reply stream broke off.', { cause: error });
     }
     return error;
@@ -236,11 +242,13 @@ function retryAfterSeconds(headers: Headers | undefined): number | undefined {
   return Number.isFinite(date) ? Math.max(1, (date - Date.now()) / 1000) : undefined;
 }
 
+/** The SDK wraps what the token function throws in an OpenAIError, keeping it as the cause. */
 function isCredentialError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error instanceof OpenAI.OpenAIError && !(error instanceof OpenAI.APIError)) return isCredentialError(error.cause);
   return (
-    error instanceof Error &&
-    (error.name === 'CredentialUnavailableError' ||
-      error.name === 'AuthenticationError' ||
-      error.name === 'AggregateAuthenticationError')
+    error.name === 'CredentialUnavailableError' ||
+    error.name === 'AuthenticationError' ||
+    error.name === 'AggregateAuthenticationError'
   );
 }

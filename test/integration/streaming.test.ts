@@ -137,7 +137,7 @@ describe('streamed turns', () => {
     assert.equal(invalid.headers.get('content-type'), 'application/problem+json');
     const missing = await stream('0123456789abcdef', 'hello');
     assert.equal(missing.status, 404);
-    assert.equal((await missing.json()).code, 'not_found');
+    assert.equal(((await missing.json()) as { code: string }).code, 'not_found');
   });
 
   it('replays a completed streamed turn as a stream without calling the model again', async () => {
