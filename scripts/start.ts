@@ -3,12 +3,16 @@
  * Settings come from the environment, then local.settings.json `Values`, then local defaults. Starts Azurite's Table
  * service (data kept in .azurite/), the local model when no AZURE_OPENAI_ENDPOINT is set, then serves the functions
  * with Functions Core Tools (`func start`) when it is on the PATH, else with the local host. Ctrl-C stops everything.
+ *
+ * Run from the TypeScript sources (`node --import tsx scripts/start.ts`) it serves the sources with the local host,
+ * with no build: `func start` only serves the compiled app. Ports and the data folder can be moved (see below), so
+ * a second instance, such as the end-to-end test, does not collide with a developer's running one.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { functionModules, REPO_ROOT } from '../test/support/app';
-import { startAzurite, type RunningAzurite } from '../test/support/azurite';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../test/support/azurite';
 import {
   describeStandIn,
   startModelStandIn,
@@ -18,8 +22,10 @@ import {
 import { applyLocalSettings, DEFAULT_PORT, formatRouteTable, startLocalHost, type LocalHost } from './localHost';
 
 const ROOT = REPO_ROOT;
-const AZURITE_TABLE_PORT = 10002;
+/** The port `UseDevelopmentStorage=true` points at. */
+const DEVELOPMENT_STORAGE_TABLE_PORT = 10002;
 const LOCAL_MODEL_KEY = 'local-model-key';
+const FROM_SOURCES = __filename.endsWith('.ts');
 
 function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolvePort) => {
@@ -36,12 +42,18 @@ function hasFunctionsCoreTools(): boolean {
   return spawnSync(process.platform === 'win32' ? 'where' : 'which', ['func'], { stdio: 'ignore' }).status === 0;
 }
 
+/** A port from the environment; 0 (any free port) only where nothing else needs to know the port in advance. */
+function portSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, lowest = 0): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < lowest || port > 65535)
+    throw new Error(`${name} must be a port number, not "${text}".`);
+  return port;
+}
+
 async function main(): Promise<void> {
   const env = process.env;
-  const applied = applyLocalSettings(join(ROOT, 'local.settings.json'), env);
-  if (applied.length > 0) console.log(`Settings from local.settings.json: ${applied.join(', ')}`);
-  const port = Number(env.PORT ?? DEFAULT_PORT);
-
   const stops: (() => Promise<void>)[] = [];
   let stopping = false;
   const stopAll = async (code: number) => {
@@ -50,30 +62,48 @@ async function main(): Promise<void> {
     for (const stop of stops.reverse()) await stop().catch((error: unknown) => console.error(String(error)));
     process.exit(code);
   };
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  const onSignal = (signal: NodeJS.Signals) => {
+    // A second Ctrl-C does not wait; Azurite is still killed, by its own exit hook.
+    if (stopping) process.exit(1);
+    console.log(`${signal}: stopping`);
+    void stopAll(0);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   try {
+    const settingsPath = env.LOCAL_SETTINGS_PATH || join(ROOT, 'local.settings.json');
+    const applied = applyLocalSettings(settingsPath, env);
+    if (applied.length > 0) console.log(`Settings from ${settingsPath}: ${applied.join(', ')}`);
+    const port = portSetting(env, 'PORT', DEFAULT_PORT);
+    const azuritePort = portSetting(env, 'AZURITE_TABLE_PORT', DEVELOPMENT_STORAGE_TABLE_PORT, 1);
+    const modelPort = portSetting(env, 'LOCAL_MODEL_PORT', DEFAULT_MODEL_STAND_IN_PORT);
+    const azuriteLocation = env.AZURITE_LOCATION || join(ROOT, '.azurite');
+
     // Storage: Azurite unless a real account (or another connection string) is configured.
     const connection = env.TABLES_CONNECTION_STRING ?? '';
     if (!env.TABLES_ENDPOINT && (connection === '' || connection === 'UseDevelopmentStorage=true')) {
-      env.TABLES_CONNECTION_STRING = 'UseDevelopmentStorage=true';
-      if (await portAnswers(AZURITE_TABLE_PORT)) {
-        console.log(`Azurite already answers on 127.0.0.1:${AZURITE_TABLE_PORT}; using it.`);
+      env.TABLES_CONNECTION_STRING =
+        azuritePort === DEVELOPMENT_STORAGE_TABLE_PORT
+          ? 'UseDevelopmentStorage=true'
+          : azuriteConnectionString(azuritePort);
+      if (await portAnswers(azuritePort)) {
+        console.log(`Azurite already answers on 127.0.0.1:${azuritePort}; using it.`);
       } else {
-        const azurite: RunningAzurite = await startAzurite({
-          location: join(ROOT, '.azurite'),
-          port: AZURITE_TABLE_PORT,
-        });
+        const azurite: RunningAzurite = await startAzurite({ location: azuriteLocation, port: azuritePort });
         stops.push(() => azurite.stop());
-        console.log(`Azurite Table service on 127.0.0.1:${azurite.port} (pid ${azurite.pid}), data in .azurite/`);
+        console.log(
+          `Azurite Table service on 127.0.0.1:${azurite.port} (pid ${azurite.pid}), data in ${azuriteLocation}`,
+        );
       }
     }
 
     // Model: the local stand-in unless an endpoint is configured.
     if (!env.AZURE_OPENAI_ENDPOINT) {
-      const modelPort = (await portAnswers(DEFAULT_MODEL_STAND_IN_PORT)) ? 0 : DEFAULT_MODEL_STAND_IN_PORT;
-      const model: ModelStandIn = await startModelStandIn({ port: modelPort, expectedApiKey: LOCAL_MODEL_KEY });
+      const model: ModelStandIn = await startModelStandIn({
+        port: (await portAnswers(modelPort)) ? 0 : modelPort,
+        expectedApiKey: LOCAL_MODEL_KEY,
+      });
       stops.push(() => model.close());
       env.AZURE_OPENAI_ENDPOINT = model.url;
       env.AZURE_OPENAI_API_KEY = LOCAL_MODEL_KEY;
@@ -82,29 +112,40 @@ async function main(): Promise<void> {
       console.log(describeStandIn(model));
     }
 
-    if (hasFunctionsCoreTools()) {
+    if (!FROM_SOURCES && hasFunctionsCoreTools()) {
       console.log('Functions Core Tools found: running `func start`.');
       const func: ChildProcess = spawn('func', ['start', '--port', String(port)], { cwd: ROOT, env, stdio: 'inherit' });
+      const exited = new Promise<void>((resolve) => func.once('exit', () => resolve()));
       stops.push(async () => {
-        if (func.exitCode === null && func.pid) process.kill(func.pid, 'SIGTERM');
+        if (func.pid === undefined || func.exitCode !== null || func.signalCode !== null) return;
+        func.kill('SIGTERM');
+        await exited;
       });
-      func.once('exit', (code) => void stopAll(code ?? 0));
+      func.once('error', (error) => {
+        console.error(`func start failed: ${error.message}`);
+        void stopAll(1);
+      });
+      func.once('exit', (code) => {
+        if (code) console.error(`func start exited with code ${code}.`);
+        void stopAll(code ?? 0);
+      });
       return;
     }
 
     const host: LocalHost = await startLocalHost({
-      ...functionModules(true),
+      ...functionModules(!FROM_SOURCES),
       port,
       hostJsonPath: join(ROOT, 'host.json'),
     });
     stops.push(() => host.close());
-    console.log(`\nFunctions Core Tools not found: serving with the local host.`);
+    const served = FROM_SOURCES ? 'the TypeScript sources' : 'the compiled app';
+    console.log(`\nServing ${served} with the local host${FROM_SOURCES ? '' : ' (Functions Core Tools not found)'}.`);
     console.log(formatRouteTable(host));
     console.log(
       `\nAPI ready on ${host.url}/${host.routePrefix}  (try: curl ${host.url}/${host.routePrefix}/health). Ctrl-C stops.`,
     );
   } catch (error) {
-    console.error(error instanceof Error ? error.message : String(error));
+    console.error(`npm start failed: ${error instanceof Error ? error.message : String(error)}`);
     await stopAll(1);
   }
 }
