@@ -160,6 +160,14 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   };
 }
 
+/**
+ * Everything about the settings that can be checked without touching the network: the schema, and the reply
+ * reserve against the model's context window. Run as the worker loads the app, so a bad setting fails at start.
+ */
+export function validateStartupSettings(): void {
+  resolveChatSettings(getConfig(), { info: () => {}, warn: () => {}, error: () => {} });
+}
+
 let services: Promise<AppServices> | undefined;
 
 /** The process-wide services, built on first use; a failed build (storage down at cold start) is retried next call. */

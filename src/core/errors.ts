@@ -137,15 +137,6 @@ export class MethodNotAllowedError extends ChatError {
   }
 }
 
-export class NotAcceptableError extends ChatError {
-  readonly code = 'not_acceptable';
-  readonly status = 406;
-  readonly title = 'Not acceptable';
-  constructor(detail: string) {
-    super({ detail });
-  }
-}
-
 export class ConversationBusyError extends ChatError {
   readonly code = 'conversation_busy';
   readonly status = 409;
@@ -273,7 +264,6 @@ export const PROBLEM_CODES = [
   'invalid_signature',
   'not_found',
   'method_not_allowed',
-  'not_acceptable',
   'conversation_busy',
   'idempotency_key_in_use',
   'payload_too_large',

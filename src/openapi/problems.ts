@@ -44,10 +44,6 @@ export const PROBLEM_CATALOG: Readonly<Record<ProblemCode, ProblemInfo>> = {
     meaning: 'No such conversation for this caller (another caller’s conversation looks the same), or no such route.',
   },
   method_not_allowed: { status: 405, meaning: 'The route exists but not with this method; see `Allow`.' },
-  not_acceptable: {
-    status: 406,
-    meaning: 'The `Accept` header allows no media type the route can answer with (reserved: no route sends it yet).',
-  },
   conversation_busy: {
     status: 409,
     meaning: 'Another message to the same conversation was stored at the same time; nothing was stored. Send again.',

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, REQUIRED_ON_AZURE, SETTINGS } from '../../src/config';
 import { resolveChatSettings } from '../../src/composition';
@@ -90,5 +92,26 @@ describe('loadConfig', () => {
       'AZURE_OPENAI_MODEL',
       'TABLES_ENDPOINT',
     ]);
+  });
+});
+
+describe('the app entry point', () => {
+  it('fails at load with the name of a bad setting', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', '-e', "require('./src/index.ts')"], {
+      cwd: join(__dirname, '..', '..'),
+      env: { PATH: process.env.PATH ?? '', ...minimal, CHAT_TOKEN_LIMIT: '1000', CHAT_MAX_RESPONSE_TOKENS: '1000' },
+      encoding: 'utf8',
+    });
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /CHAT_MAX_RESPONSE_TOKENS: 1000 leaves no room/);
+  });
+
+  it('loads with good settings', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', '-e', "require('./src/index.ts')"], {
+      cwd: join(__dirname, '..', '..'),
+      env: { PATH: process.env.PATH ?? '', ...minimal },
+      encoding: 'utf8',
+    });
+    assert.equal(result.status, 0, result.stderr);
   });
 });
