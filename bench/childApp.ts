@@ -5,10 +5,10 @@
  * needs settings of its own. Every child is stopped by its PID.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { REPO_ROOT } from '../test/support/app';
+import { freePort, minimalChildEnv } from '../test/support/processes';
 
 export type Preload = 'memoryAgent' | 'requireTimer';
 
@@ -35,34 +35,8 @@ export interface ChildApp {
   stop(): Promise<void>;
 }
 
-/** Only what Node needs from the parent: no app settings (or NODE_OPTIONS) leak into the child by accident. */
-const INHERITED = [
-  'PATH',
-  'HOME',
-  'TMPDIR',
-  'TMP',
-  'TEMP',
-  'LANG',
-  'SystemRoot',
-  'USERPROFILE',
-  'APPDATA',
-  'LOCALAPPDATA',
-];
 const OUTPUT_TAIL_CHARS = 8_000;
 const LISTENING = /listening on http:\/\/\S+?, route prefix/;
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
 
 /** The command line of an app process: compiled, the real local host; under tsx, bench/hostEntry.ts. */
 export function childAppArgs(options: Pick<ChildAppOptions, 'compiled' | 'nodeFlags' | 'preloads'>): string[] {
@@ -80,12 +54,7 @@ export function childAppArgs(options: Pick<ChildAppOptions, 'compiled' | 'nodeFl
 
 export async function startChildApp(options: ChildAppOptions): Promise<ChildApp> {
   const port = await freePort();
-  const env: Record<string, string> = {};
-  for (const name of INHERITED) {
-    const value = process.env[name];
-    if (value !== undefined) env[name] = value;
-  }
-  Object.assign(env, options.env, { PORT: String(port) });
+  const env = minimalChildEnv({ ...options.env, PORT: String(port) });
   const ipc = (options.preloads ?? []).length > 0;
   const args = childAppArgs(options);
   const spawnedAt = performance.now();

@@ -9,7 +9,15 @@ import {
   RateLimitedError,
   SpecialTokenRejectedError,
 } from './errors';
-import type { Caller, ChatMessage, ConversationSummary, Page, PrologueMessage, StoredMessage } from './ports';
+import type {
+  Caller,
+  ChatMessage,
+  Conversation,
+  ConversationSummary,
+  Page,
+  PrologueMessage,
+  StoredMessage,
+} from './ports';
 import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import type { ChatDependencies } from './dependencies';
@@ -152,15 +160,7 @@ export class Conversations {
   }
 }
 
-function toView(conversation: {
-  id: string;
-  title: string | null;
-  metadata: Record<string, string>;
-  prologue: PrologueMessage[];
-  createdAt: string;
-  updatedAt: string;
-  messageCount: number;
-}): ConversationView {
+function toView(conversation: Conversation): ConversationView {
   const [system, ...examples] = conversation.prologue;
   return {
     id: conversation.id,

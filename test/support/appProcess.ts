@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { startLocalHost } from '../../scripts/localHost';
 import { functionModules, REPO_ROOT } from './app';
+import { minimalChildEnv } from './processes';
 
 export interface AppProcess {
   /** Base URL of the API, e.g. http://127.0.0.1:40123/api */
@@ -19,30 +20,12 @@ export interface AppProcess {
 
 const READY = 'LOCAL_HOST_LISTENING ';
 const OUTPUT_TAIL_CHARS = 8_000;
-/** Only what Node and tsx need from the parent: no Azure or app settings leak into the child by accident. */
-const INHERITED = [
-  'PATH',
-  'HOME',
-  'TMPDIR',
-  'TMP',
-  'TEMP',
-  'LANG',
-  'SystemRoot',
-  'USERPROFILE',
-  'APPDATA',
-  'LOCALAPPDATA',
-];
 
 export async function startAppProcess(
   env: Record<string, string>,
   options: { startTimeoutMs?: number } = {},
 ): Promise<AppProcess> {
-  const childEnv: Record<string, string> = {};
-  for (const name of INHERITED) {
-    const value = process.env[name];
-    if (value !== undefined) childEnv[name] = value;
-  }
-  Object.assign(childEnv, env);
+  const childEnv = minimalChildEnv(env);
   const child = spawn(process.execPath, ['--import', 'tsx', __filename], {
     cwd: REPO_ROOT,
     env: childEnv,
