@@ -45,7 +45,7 @@ describe('managed identity stand-in with the real @azure/identity', () => {
     restoreEnvironment();
     connections.stop();
     await Promise.all([identity.close(), model.close()]);
-    // Nothing may have tried the instance metadata service (169.254.169.254) or any other host.
+    // The instance metadata service (169.254.169.254) must never be tried, nor any host but loopback.
     assert.ok(connections.addresses.length > 0, 'the trace saw the loopback connections');
     assert.deepEqual(
       connections.addresses.filter((address) => address !== '127.0.0.1'),
