@@ -54,11 +54,6 @@ export interface PreparedTurn {
   commit(completion: Completion): Promise<TurnResult>;
 }
 
-/** The answer of a request whose Idempotency-Key was already completed. */
-export interface ReplayedTurn {
-  replay: TurnResult;
-}
-
 export class TurnRunner {
   constructor(private readonly deps: ChatDependencies) {}
 
@@ -167,8 +162,8 @@ export class TurnRunner {
     if (key === undefined) return run(undefined);
 
     const { store, clock, settings } = this.deps;
-    // The conversation must exist before a key is recorded in it.
-    if (!(await store.get(input.caller, input.conversationId))) throw conversationNotFound();
+    // No existence check first: a key claimed for a missing conversation (or another caller's, which is a different
+    // partition) is released when the turn finds nothing to load, and the answer is the same 404.
     const requestHash = hashTurnRequest(input);
     const begun = await store.beginIdempotent(input.caller, input.conversationId, key, requestHash, {
       now: clock.now(),

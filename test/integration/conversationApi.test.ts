@@ -327,6 +327,23 @@ describe('turn safety', () => {
     assert.equal(stored[1].finishReason, 'length');
   });
 
+  it('answers 404 to a keyed send to a missing conversation and leaves nothing behind', async () => {
+    const missing = 'missing-conversation-0001';
+    const sent = await call(
+      'POST',
+      `${app.api}/conversations/${missing}/messages`,
+      { content: 'hello' },
+      { 'idempotency-key': 'orphan-key' },
+    );
+    assert.equal(sent.status, 404);
+    assert.equal(sent.body.code, 'not_found');
+    const left: unknown[] = [];
+    for await (const entity of tableClient().listEntities()) {
+      if (String(entity.partitionKey).endsWith(`|${missing}`)) left.push(entity);
+    }
+    assert.deepEqual(left, []);
+  });
+
   it('deletes every entity of a conversation', async () => {
     const id = await createConversation();
     await call('POST', `${app.api}/conversations/${id}/messages`, { content: 'a' }, { 'idempotency-key': 'del-1' });

@@ -153,8 +153,8 @@ export class MemoryStore implements ConversationStore {
     requestHash: string,
     options: { now: Date; leaseMs: number },
   ): Promise<IdempotencyBegin> {
-    const found = this.find(owner, id);
-    if (!found) throw new Error('no conversation');
+    // Like Table Storage, a record can be written in a partition that holds no conversation.
+    const found = this.find(owner, id) ?? this.orphanRecords(owner, id);
     const existing = found.idempotency.get(key);
     if (existing?.state === 'completed' && existing.record) {
       return { state: 'completed', requestHash: existing.requestHash, record: existing.record };
@@ -171,8 +171,20 @@ export class MemoryStore implements ConversationStore {
     return { state: 'claimed', claim: { token } };
   }
 
+  /** Idempotency records written for conversations that do not exist, per owner and id. */
+  readonly orphans = new Map<string, StoredConversation>();
+  private orphanRecords(owner: Caller, id: string): StoredConversation {
+    const key = this.key(owner, id);
+    let entry = this.orphans.get(key);
+    if (!entry) {
+      entry = { owner: key, conversation: {} as Conversation, messages: [], idempotency: new Map() };
+      this.orphans.set(key, entry);
+    }
+    return entry;
+  }
+
   async releaseIdempotent(owner: Caller, id: string, key: string, claim: IdempotencyClaim): Promise<void> {
-    const found = this.find(owner, id);
+    const found = this.find(owner, id) ?? this.orphans.get(this.key(owner, id));
     if (found?.idempotency.get(key)?.token === claim.token) found.idempotency.delete(key);
   }
 

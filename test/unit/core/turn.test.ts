@@ -123,11 +123,16 @@ describe('TurnRunner.send', () => {
   });
 
   it('answers 404 for a missing conversation and for another caller’s conversation', async () => {
-    const { turns, model, conversationId } = await setup();
+    const { turns, model, store, conversationId } = await setup();
     await assert.rejects(turns.send({ caller: alice, conversationId: 'nope', content: 'x' }), NotFoundError);
     await assert.rejects(turns.send({ caller: bob, conversationId, content: 'x' }), NotFoundError);
     await assert.rejects(turns.send({ caller: bob, conversationId, content: 'x', idempotencyKey: 'k' }), NotFoundError);
     assert.equal(model.requests.length, 0);
+    // The key claimed on the way to the 404 is released: nothing is left behind.
+    assert.deepEqual(
+      [...store.orphans.values()].map((entry) => entry.idempotency.size),
+      [0],
+    );
   });
 
   it('stores nothing when the model call fails', async () => {
