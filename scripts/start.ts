@@ -114,6 +114,8 @@ async function main(): Promise<void> {
 
     if (!FROM_SOURCES && hasFunctionsCoreTools()) {
       console.log('Functions Core Tools found: running `func start`.');
+      // Without local.settings.json, func would ask which worker runtime to use.
+      env.FUNCTIONS_WORKER_RUNTIME ||= 'node';
       const func: ChildProcess = spawn('func', ['start', '--port', String(port)], { cwd: ROOT, env, stdio: 'inherit' });
       const exited = new Promise<void>((resolve) => func.once('exit', () => resolve()));
       stops.push(async () => {
