@@ -594,6 +594,12 @@ const UNREACHABLE_CODES = new Set([
   'ENETUNREACH',
   'EPIPE',
   'REQUEST_SEND_ERROR',
+  // TLS failures: storage cannot be reached securely.
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
 /** Errors that mean storage did not answer (as opposed to answering "no"): worth a 503 and a retry later. */
@@ -603,7 +609,15 @@ export function isUnavailable(error: unknown): boolean {
   if (['AbortError', 'CredentialUnavailableError', 'AuthenticationError'].includes(error.name)) return true;
   if (error instanceof RestError) {
     if (error.statusCode === undefined) return error.code !== undefined && UNREACHABLE_CODES.has(error.code);
-    return error.statusCode === 408 || error.statusCode === 429 || error.statusCode >= 500;
+    // 401/403: storage refuses the app's identity (a role assignment missing or still propagating, minutes after a
+    // deploy). The client can do nothing about it but retry later: 503 with Retry-After, the cause in the log.
+    return (
+      error.statusCode === 401 ||
+      error.statusCode === 403 ||
+      error.statusCode === 408 ||
+      error.statusCode === 429 ||
+      error.statusCode >= 500
+    );
   }
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && UNREACHABLE_CODES.has(code);

@@ -20,10 +20,19 @@ export interface AzuriteOptions {
   port?: number;
   /** How long to wait for the port to accept connections. */
   startTimeoutMs?: number;
+  /** Serve HTTPS with this PEM certificate and key (Azurite's `--cert`/`--key`), e.g. from `./tls`. */
+  https?: { certificatePath: string; keyPath: string };
+  /**
+   * Accept Entra ID bearer tokens (`--oauth basic`): Azurite checks their issuer, audience and lifetime, not their
+   * signature. Needs `https`. The account key (connection string) keeps working alongside.
+   */
+  oauth?: 'basic';
 }
 
 export interface RunningAzurite {
   connectionString: string;
+  /** The account's table endpoint, e.g. `https://127.0.0.1:40123/devstoreaccount1` (for TABLES_ENDPOINT). */
+  tableEndpoint: string;
   port: number;
   pid: number;
   stop(): Promise<void>;
@@ -32,14 +41,20 @@ export interface RunningAzurite {
 const HOST = '127.0.0.1';
 const OUTPUT_TAIL_CHARS = 4_000;
 
-export function azuriteConnectionString(port: number): string {
+export function azuriteTableEndpoint(port: number, protocol: 'http' | 'https' = 'http'): string {
+  return `${protocol}://${HOST}:${port}/${AZURITE_ACCOUNT_NAME}`;
+}
+
+export function azuriteConnectionString(port: number, protocol: 'http' | 'https' = 'http'): string {
   return (
-    `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
-    `TableEndpoint=http://${HOST}:${port}/${AZURITE_ACCOUNT_NAME};`
+    `DefaultEndpointsProtocol=${protocol};AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
+    `TableEndpoint=${azuriteTableEndpoint(port, protocol)};`
   );
 }
 
 export async function startAzurite(options: AzuriteOptions = {}): Promise<RunningAzurite> {
+  // Azurite refuses bearer tokens over plain HTTP, so OAuth without a certificate could never authenticate anyone.
+  if (options.oauth && !options.https) throw new Error('Azurite with oauth needs https (a certificate and key).');
   if (options.port !== undefined) {
     // Otherwise the readiness probe would mistake whatever holds the port for Azurite.
     if (await canConnect(options.port)) throw new Error(`Port ${HOST}:${options.port} is already in use.`);
@@ -78,6 +93,8 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
     '--disableTelemetry',
     '--silent',
     ...(options.location ? ['--location', options.location] : ['--inMemoryPersistence']),
+    ...(options.https ? ['--cert', options.https.certificatePath, '--key', options.https.keyPath] : []),
+    ...(options.oauth ? ['--oauth', options.oauth] : []),
   ];
   // Run the bin script with this Node (not whatever `node` is on PATH); the PID is Azurite's own process.
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
@@ -116,8 +133,10 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
   }
 
   let stopped: Promise<void> | undefined;
+  const protocol = options.https ? 'https' : 'http';
   return {
-    connectionString: azuriteConnectionString(port),
+    connectionString: azuriteConnectionString(port, protocol),
+    tableEndpoint: azuriteTableEndpoint(port, protocol),
     port,
     pid,
     stop: () => {

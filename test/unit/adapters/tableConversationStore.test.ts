@@ -14,11 +14,17 @@ describe('isUnavailable', () => {
     assert.equal(isUnavailable(Object.assign(new Error('no token'), { name: 'CredentialUnavailableError' })), true);
   });
 
+  test('storage refusing the app identity, or a certificate it cannot verify, is unavailability (503), not a bug (500)', () => {
+    assert.equal(isUnavailable(new RestError('forbidden', { statusCode: 403 })), true);
+    assert.equal(isUnavailable(new RestError('no token', { statusCode: 401 })), true);
+    assert.equal(isUnavailable(new RestError('self-signed', { code: 'SELF_SIGNED_CERT_IN_CHAIN' })), true);
+    assert.equal(isUnavailable(Object.assign(new Error('self-signed'), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' })), true);
+  });
+
   test('answers from storage and programming errors are not unavailability', () => {
     assert.equal(isUnavailable(new RestError('not found', { statusCode: 404 })), false);
     assert.equal(isUnavailable(new RestError('conflict', { statusCode: 409 })), false);
     assert.equal(isUnavailable(new RestError('precondition', { statusCode: 412 })), false);
-    assert.equal(isUnavailable(new RestError('forbidden', { statusCode: 403 })), false);
     assert.equal(isUnavailable(new RestError('bad body', { code: 'PARSE_ERROR' })), false);
     assert.equal(isUnavailable(new TypeError('x is undefined')), false);
     assert.equal(isUnavailable('a string'), false);
