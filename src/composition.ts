@@ -118,6 +118,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     overrides.store ??
     (await createTableConversationStore({
       tablePrefix: config.storage.tablePrefix,
+      historyCacheBytes: config.storage.historyCacheBytes,
       ...(config.storage.connectionString
         ? { connectionString: config.storage.connectionString }
         : { endpoint: config.storage.endpoint, credential: getCredential() }),

@@ -34,6 +34,13 @@ export const SETTINGS: readonly SettingInfo[] = [
     requiredOnAzure: true,
   },
   { name: 'TABLES_PREFIX', description: 'Prefix for table names (letters and digits).', default: '', example: 'dev' },
+  {
+    name: 'CHAT_HISTORY_CACHE_MB',
+    description:
+      'Memory per instance for the messages of recent conversations, so a turn reads only the header and new messages; 0 turns it off.',
+    default: '64',
+    example: '256',
+  },
   // Model
   {
     name: 'AZURE_OPENAI_ENDPOINT',
@@ -271,6 +278,7 @@ const schema = z
     CHAT_MAX_MESSAGE_CHARS: int(1, 400_000).default(100_000),
     CHAT_MAX_EXAMPLES: int(0, 50).default(20),
     CHAT_TURN_ATTEMPTS: int(1, 20).default(3),
+    CHAT_HISTORY_CACHE_MB: int(0, 16_384).default(64),
     CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
     IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400).default(300),
     AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
@@ -332,7 +340,7 @@ const schema = z
   });
 
 export interface Config {
-  storage: { connectionString?: string; endpoint?: string; tablePrefix: string };
+  storage: { connectionString?: string; endpoint?: string; tablePrefix: string; historyCacheBytes: number };
   model: {
     endpoint: string;
     deployment: string;
@@ -397,6 +405,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       connectionString: e.TABLES_CONNECTION_STRING,
       endpoint: e.TABLES_ENDPOINT,
       tablePrefix: e.TABLES_PREFIX ?? '',
+      historyCacheBytes: e.CHAT_HISTORY_CACHE_MB * 1024 * 1024,
     },
     model: {
       endpoint: e.AZURE_OPENAI_ENDPOINT.replace(/\/+$/, ''),

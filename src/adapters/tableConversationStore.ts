@@ -34,6 +34,7 @@ import {
 } from '../core/ports';
 import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
 import { readLongText, writeLongText } from './splitText';
+import { HistoryCache } from './historyCache';
 import { createTableClient } from './tableClient';
 import {
   callerIndexPartition,
@@ -64,6 +65,8 @@ export interface TableConversationStoreOptions {
   tryTimeoutMs?: number;
   /** SDK retries of transient failures (connection errors, 408, 429, 5xx); defaults suit an HTTP request. */
   retry?: { maxRetries?: number; retryDelayInMs?: number; maxRetryDelayInMs?: number };
+  /** Memory for the messages of recent conversations (see ./historyCache.ts); 0 turns the cache off. */
+  historyCacheBytes?: number;
 }
 
 export const CONVERSATIONS_TABLE = 'conversations';
@@ -90,13 +93,18 @@ export async function createTableConversationStore(
       tryTimeoutMs: options.tryTimeoutMs ?? DEFAULT_TRY_TIMEOUT_MS,
       retry: { ...DEFAULT_RETRY, ...options.retry },
     }),
+    new HistoryCache(options.historyCacheBytes ?? 0),
   );
   await store.ensureTable();
   return store;
 }
 
 export class TableConversationStore implements ConversationStore {
-  constructor(private readonly table: TableClient) {}
+  constructor(
+    private readonly table: TableClient,
+    /** Messages of conversations this instance served lately: a turn then reads only the header and what is new. */
+    readonly historyCache: HistoryCache = new HistoryCache(0),
+  ) {}
 
   /** Creates the table if it is missing (an existing table is fine). */
   async ensureTable(): Promise<void> {
@@ -176,18 +184,63 @@ export class TableConversationStore implements ConversationStore {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId)) return undefined;
       const partitionKey = conversationPartition(owner, conversationId);
-      // Header and messages in one partition query; idempotency rows ('i...') sort between them and are skipped.
-      const filter = odata`PartitionKey eq ${partitionKey} and (RowKey eq ${HEADER_ROW} or (RowKey ge ${MESSAGE_ROW_PREFIX} and RowKey lt ${MESSAGE_ROWS_END}))`;
-      let header: StoredEntity | undefined;
-      const messages: StoredMessage[] = [];
-      // The SDK follows continuation tokens, including those of empty pages.
-      for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
-        if (entity.rowKey === HEADER_ROW) header = entity;
-        else messages.push(toStoredMessage(entity));
+      const cached = this.historyCache.get(partitionKey);
+      if (!cached) return this.loadWhole(partitionKey, conversationId);
+
+      // The header always comes from storage (count, ETag); only the messages can come from memory.
+      const header = await this.readEntity(partitionKey, HEADER_ROW);
+      if (!header) {
+        this.historyCache.delete(partitionKey);
+        return undefined;
       }
-      if (!header) return undefined;
-      return { conversation: toConversation(conversationId, header), messages };
+      const conversation = toConversation(conversationId, header);
+      const held = cached.messages.length;
+      if (conversation.createdAt !== cached.createdAt || conversation.messageCount < held) {
+        // Deleted and created again under the same id since it was cached.
+        this.historyCache.delete(partitionKey);
+        return this.loadWhole(partitionKey, conversationId);
+      }
+      let messages = cached.messages;
+      if (conversation.messageCount > held) {
+        // Turns another instance stored since: read just those. A turn committed after the header was read may
+        // add more rows; they are left for the next read (this turn's commit would fail on the ETag anyway).
+        const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(held + 1)} and RowKey le ${messageRow(conversation.messageCount)}`;
+        const added: StoredMessage[] = [];
+        for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
+          added.push(toStoredMessage(entity));
+        }
+        if (added.length !== conversation.messageCount - held) {
+          this.historyCache.delete(partitionKey);
+          return this.loadWhole(partitionKey, conversationId);
+        }
+        messages = [...messages, ...added];
+        this.historyCache.set(partitionKey, conversation.createdAt, messages);
+      }
+      return { conversation, messages: [...messages] };
     });
+  }
+
+  /** Header and every message in one partition query (and remembered for the next turn). */
+  private async loadWhole(
+    partitionKey: string,
+    conversationId: string,
+  ): Promise<{ conversation: Conversation; messages: StoredMessage[] } | undefined> {
+    // Idempotency rows ('i...') sort between the header and the messages and are skipped by the filter.
+    const filter = odata`PartitionKey eq ${partitionKey} and (RowKey eq ${HEADER_ROW} or (RowKey ge ${MESSAGE_ROW_PREFIX} and RowKey lt ${MESSAGE_ROWS_END}))`;
+    let header: StoredEntity | undefined;
+    const messages: StoredMessage[] = [];
+    // The SDK follows continuation tokens, including those of empty pages.
+    for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
+      if (entity.rowKey === HEADER_ROW) header = entity;
+      else messages.push(toStoredMessage(entity));
+    }
+    if (!header) return undefined;
+    const conversation = toConversation(conversationId, header);
+    // Read in one query, but not as of one instant: a turn committed during a multi-page read may show up in the
+    // messages and not in the header. What the header counts is the history this turn commits on.
+    const history = messages.slice(0, conversation.messageCount);
+    this.historyCache.set(partitionKey, conversation.createdAt, history);
+    return { conversation, messages: history };
   }
 
   listMessages(
@@ -278,6 +331,7 @@ export class TableConversationStore implements ConversationStore {
       const partitionKey = conversationPartition(owner, conversationId);
       // Messages and idempotency records first, then the header, then the index entry: a crash at any point leaves
       // a state the next delete finishes (while the header exists the conversation is found and can be deleted).
+      this.historyCache.delete(partitionKey);
       for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
         const header = await this.readEntity(partitionKey, HEADER_ROW);
         if (!header) return false;
@@ -366,9 +420,10 @@ export class TableConversationStore implements ConversationStore {
         // The SDK retries a batch whose response was lost; the retry then fails although the first attempt stored
         // the turn. Our commit id on the last message tells the two apart.
         const stored = await this.readEntity(partitionKey, messageRow(last.seq), ['commitId']);
-        if (stored?.['commitId'] === commitId) return;
-        throw new ConcurrencyConflict();
+        if (stored?.['commitId'] !== commitId) throw new ConcurrencyConflict();
       }
+      // Stored: the ETag guard proves these follow the history the turn read.
+      this.historyCache.append(partitionKey, commit.messages);
     });
   }
 
