@@ -2,10 +2,13 @@
  * Figures 1 and 3: a full turn through the HTTP path against the storage floor of the same turn, and the tokens the
  * app encodes during one turn, at each history size.
  *
- * Every repetition runs on fresh copies of the same seeded conversation (one for the turn, one for the floor,
- * written before the clock starts and deleted after), so the history read is exactly N messages every time and
- * the table does not grow. Turn and floor alternate which goes first. The stand-in's share is measured by sending
- * it the very request the app sent, so the ratio can also be read without the model's part.
+ * Every repetition runs on fresh copies of the same seeded conversation (written before the clock starts and
+ * deleted after), so the history read is exactly N messages every time and the table does not grow. Three turns are
+ * measured against one floor, each on its own copy (see TurnKind): the app keeps the messages of conversations it
+ * served (CHAT_HISTORY_CACHE_MB), so what a turn reads depends on whether this instance served the conversation's
+ * last turn, another instance did, or it never saw the conversation. The floor takes its place among them by turns.
+ * The stand-in's share is measured by sending it the very request the app sent, so the ratio can also be read
+ * without the model's part.
  */
 import { performance } from 'node:perf_hooks';
 import type { StoredMessage } from '../src/core/ports';
@@ -13,6 +16,13 @@ import { LOCAL_CALLER } from '../src/http/caller';
 import { callStandIn, postTurn } from './turnClient';
 import { STAND_IN_API_KEY, type BenchSetup } from './setup';
 import { median, timeMs, type Figure } from './stats';
+
+/**
+ * Which history the measured turn reads: `served` a conversation this instance served the turn before (header read,
+ * messages from its history cache), `toppedUp` one whose last turn another instance stored (header + the two new
+ * messages), `first` one this instance has never seen (the whole partition, like the floor).
+ */
+type TurnKind = 'served' | 'toppedUp' | 'first';
 
 export interface OverheadOptions {
   sizes: readonly number[];
@@ -35,15 +45,16 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
     });
     if (index >= options.warmup) hopTimes.push(elapsed);
   }
+  const hopMs = median(hopTimes);
   figures.push({
     name: 'http_hop_ms',
-    value: median(hopTimes),
+    value: hopMs,
     unit: 'ms',
     note: 'one bare HTTP exchange with the local host (404)',
   });
   for (const size of options.sizes) {
-    const template = bench.template(size);
-    const turnTimes: number[] = [];
+    if (size < 4 || size % 2 !== 0) throw new Error(`History sizes must be even and at least 4, not ${size}.`);
+    const turnTimes: Record<TurnKind, number[]> = { served: [], toppedUp: [], first: [] };
     const floorTimes: number[] = [];
     const storeTimes: number[] = [];
     const encoded: number[] = [];
@@ -53,23 +64,35 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
     const repetitions = options.repetitions(size);
     for (let index = 0; index < options.warmup + repetitions; index++) {
       const measured = index >= options.warmup;
-      const forTurn = bench.newId(`t${size}`);
+      // Every copy reaches exactly `size` messages before its measured turn (see TurnKind).
+      const copies = {
+        served: bench.newId(`t${size}`),
+        toppedUp: bench.newId(`u${size}`),
+        first: bench.newId(`n${size}`),
+      };
       const forFloor = bench.newId(`f${size}`);
       const forStore = bench.newId(`s${size}`);
-      await tables.write(forTurn, template);
-      await tables.write(forFloor, template);
-      await tables.write(forStore, template);
+      await tables.write(copies.served, bench.template(size - 2));
+      await postTurn(app.api, copies.served, turn.user.content);
+      await tables.write(copies.toppedUp, bench.template(size - 4));
+      await postTurn(app.api, copies.toppedUp, turn.user.content);
+      await tables.floorTurn(copies.toppedUp, turn, encoding); // another instance's turn
+      await tables.write(copies.first, bench.template(size));
+      await tables.write(forFloor, bench.template(size));
+      await tables.write(forStore, bench.template(size));
 
-      const runTurn = async () => {
+      const runTurn = async (kind: TurnKind) => {
         const before = tokenizer.stats.tokensEncoded;
         const start = performance.now();
-        const reply = await postTurn(app.api, forTurn, turn.user.content);
+        const reply = await postTurn(app.api, copies[kind], turn.user.content);
         const elapsed = performance.now() - start;
         if (measured) {
-          turnTimes.push(elapsed);
+          turnTimes[kind].push(elapsed);
           encoded.push(tokenizer.stats.tokensEncoded - before);
-          promptTokens = reply.context.promptTokens;
-          droppedTurns = reply.context.droppedTurns;
+          if (kind === 'first') {
+            promptTokens = reply.context.promptTokens;
+            droppedTurns = reply.context.droppedTurns;
+          }
         }
       };
       const runFloor = async () => {
@@ -78,19 +101,19 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
         });
         if (measured) floorTimes.push(elapsed);
       };
-      if (index % 2 === 0) {
-        await runTurn();
-        await runFloor();
-      } else {
-        await runFloor();
-        await runTurn();
+      // Each kind and the floor take every place in the order by turns (the first step after the writes above
+      // tends to pay for their garbage).
+      const kinds: TurnKind[] = ['served', 'toppedUp', 'first'];
+      const order: (TurnKind | 'floor')[] = [...kinds.slice(index % 3), ...kinds.slice(0, index % 3)];
+      order.splice(Math.floor(index / 3) % 4, 0, 'floor');
+      for (const step of order) {
+        if (step === 'floor') await runFloor();
+        else await runTurn(step);
       }
-      // The app's store adapter alone (no HTTP, no model, no trimming), last: a diagnostic, not part of the ratio.
+      // The app's store adapter alone (no HTTP, no model, no trimming, no history cache), last: a diagnostic.
       const storeMs = await timeMs(() => storeTurn(bench, forStore));
       if (measured) storeTimes.push(storeMs);
-      await tables.remove(forTurn);
-      await tables.remove(forFloor);
-      await tables.remove(forStore);
+      for (const id of [...Object.values(copies), forFloor, forStore]) await tables.remove(id);
     }
     if (readEntities !== size + 1) throw new Error(`The floor read ${readEntities} entities, not ${size + 1}.`);
 
@@ -104,11 +127,14 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
     }
     app.model.clear();
 
-    const turnMs = median(turnTimes);
     const floorMs = median(floorTimes);
     const modelMs = median(modelTimes);
+    const turnMs = median(turnTimes.served);
+    const toppedUpMs = median(turnTimes.toppedUp);
+    const firstMs = median(turnTimes.first);
     bench.log(
-      `  history ${size}: turn ${turnMs.toFixed(2)} ms, floor ${floorMs.toFixed(2)} ms, stand-in ${modelMs.toFixed(2)} ms` +
+      `  history ${size}: turn ${turnMs.toFixed(2)} ms (after another instance's turn ${toppedUpMs.toFixed(2)}, ` +
+        `first on this instance ${firstMs.toFixed(2)}), floor ${floorMs.toFixed(2)} ms, stand-in ${modelMs.toFixed(2)} ms` +
         ` (${repetitions} repetitions; ${promptTokens} prompt tokens, ${droppedTurns} turns trimmed)`,
     );
     figures.push(
@@ -117,22 +143,49 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
         value: turnMs / floorMs,
         unit: 'x',
         target: '<= 1.5',
-        note: `turn / floor, history ${size}`,
+        note: `turn / floor, history ${size}, conversation this instance served`,
+      },
+      {
+        name: `overhead_ratio_topped_up_${size}`,
+        value: toppedUpMs / floorMs,
+        unit: 'x',
+        target: '<= 1.5',
+        note: 'the same after another instance stored a turn',
+      },
+      {
+        name: `overhead_ratio_first_${size}`,
+        value: firstMs / floorMs,
+        unit: 'x',
+        target: '<= 1.5',
+        note: 'the same, first turn this instance sees (whole read)',
       },
       { name: `turn_ms_${size}`, value: turnMs, unit: 'ms', note: `POST a turn through HTTP, history ${size}` },
+      { name: `turn_topped_up_ms_${size}`, value: toppedUpMs, unit: 'ms', note: 'header + 2 new messages read' },
+      {
+        name: `turn_first_ms_${size}`,
+        value: firstMs,
+        unit: 'ms',
+        note: `whole partition read (${size + 1} entities)`,
+      },
       { name: `floor_ms_${size}`, value: floorMs, unit: 'ms', note: `query ${size + 1} entities + 3-op transaction` },
       {
         name: `store_ms_${size}`,
         value: median(storeTimes),
         unit: 'ms',
-        note: 'the store adapter alone: loadForTurn + commitTurn',
+        note: 'the store adapter alone, no cache: loadForTurn + commitTurn',
       },
       { name: `model_ms_${size}`, value: modelMs, unit: 'ms', note: 'the same chat request sent to the stand-in' },
+      {
+        name: `added_ms_${size}`,
+        value: turnMs - floorMs - modelMs - hopMs,
+        unit: 'ms',
+        note: 'turn - floor - stand-in - bare HTTP hop: what the app itself adds (signed)',
+      },
       {
         name: `overhead_ratio_ex_model_${size}`,
         value: (turnMs - modelMs) / floorMs,
         unit: 'x',
-        note: '(turn - stand-in) / floor',
+        note: '(turn - stand-in) / floor, served conversation',
       },
       {
         name: `prompt_tokens_${size}`,

@@ -53,7 +53,7 @@ export const FULL_OPTIONS: BenchOptions = {
 };
 
 export const SMOKE_OPTIONS: BenchOptions = {
-  sizes: [2, 6],
+  sizes: [4, 6],
   globalWarmup: 1,
   warmup: 1,
   overheadRepetitions: () => 2,
@@ -66,7 +66,13 @@ export const SMOKE_OPTIONS: BenchOptions = {
 };
 
 /** Figures that are differences and may be negative (everything else is a positive number). */
-export const SIGNED_FIGURES = [/^rss_growth_/, /^heap_growth_/, /^limiter_added_ms$/];
+export const SIGNED_FIGURES = [
+  /^rss_growth_/,
+  /^heap_growth_/,
+  /^limiter_added_ms$/,
+  /^added_ms_/,
+  /^overhead_ratio_ex_model_/,
+];
 
 export interface BenchResult {
   figures: Figure[];

@@ -19,9 +19,11 @@ describe('npm run bench, smoke version', () => {
       result.figures.map((figure) => figure.name),
     );
     for (const name of [
-      'overhead_ratio_2',
+      'overhead_ratio_4',
+      'overhead_ratio_topped_up_4',
+      'overhead_ratio_first_4',
       'overhead_ratio_6',
-      'encoded_tokens_per_turn_2',
+      'encoded_tokens_per_turn_4',
       'encoded_tokens_per_turn_6',
       'trim_speedup_6',
       'throughput_ratio',
@@ -33,7 +35,7 @@ describe('npm run bench, smoke version', () => {
       'memory_peak_rss_mb',
       'rss_growth_10_20_mb',
       'stream_ttfb_added_ms',
-      'overhead_ratio_limits_on_2',
+      'overhead_ratio_limits_on_4',
     ]) {
       assert.ok(name in parsed, `${name} is reported`);
     }
