@@ -7,10 +7,11 @@
  * (route, methods, authLevel) the real host would receive.
  *
  * What it is not: no function keys are checked (as with `func start`), no CORS, no non-HTTP triggers.
- * Run it on the compiled app with `node dist/scripts/localHost.js` (see docs/local-host.md).
+ * Run it on the built app with `node dist/scripts/localHost.js`: it loads the files package.json `main` names, the
+ * esbuild bundle dist/app/main.js (see docs/local-host.md).
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as http from 'node:http';
 import Module, { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
@@ -1125,24 +1126,72 @@ function parsePort(text: string | undefined): number {
   return port;
 }
 
-/** Serves the compiled app in the current directory: dist/src/index.js, then every dist/src/functions/*.js. */
+/** Expands `{a,b}` alternatives, left to right (no nesting, as in the `main` globs the worker documents). */
+function expandBraces(pattern: string): string[] {
+  const found = /\{([^{}]*)\}/.exec(pattern);
+  if (!found) return [pattern];
+  const before = pattern.slice(0, found.index);
+  const after = pattern.slice(found.index + found[0].length);
+  return (found[1] ?? '').split(',').flatMap((choice) => expandBraces(`${before}${choice}${after}`));
+}
+
+function globSegment(segment: string): RegExp {
+  const source = segment
+    .replace(/[.+^$()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '[^/]*')
+    .replace(/\?/g, '[^/]');
+  return new RegExp(`^${source}$`);
+}
+
+/**
+ * The files package.json `main` names, as the Functions worker loads them: a path, or a glob with `*`, `?` and
+ * `{a,b}` (not `**`), relative to the app root. Brace alternatives keep their order; wildcard matches are sorted.
+ */
+export function appEntryFiles(appRoot: string): string[] {
+  const packagePath = path.join(appRoot, 'package.json');
+  if (!existsSync(packagePath)) throw new Error(`No package.json in ${appRoot}: the app's entry is its "main".`);
+  const { main: pattern } = JSON.parse(readFileSync(packagePath, 'utf8')) as { main?: unknown };
+  if (typeof pattern !== 'string' || pattern.trim() === '') {
+    throw new Error(`${packagePath} has no "main": it names the files that register the functions.`);
+  }
+  if (pattern.includes('**')) throw new Error(`"main" ${pattern}: "**" is not supported by the local host.`);
+
+  const files: string[] = [];
+  for (const expanded of expandBraces(pattern)) {
+    let candidates = [appRoot];
+    for (const segment of expanded.split('/').filter((part) => part !== '' && part !== '.')) {
+      if (!/[*?]/.test(segment)) {
+        candidates = candidates.map((directory) => path.join(directory, segment));
+        continue;
+      }
+      const matcher = globSegment(segment);
+      candidates = candidates.flatMap((directory) =>
+        existsSync(directory) && statSync(directory).isDirectory()
+          ? readdirSync(directory)
+              .filter((name) => matcher.test(name))
+              .sort()
+              .map((name) => path.join(directory, name))
+          : [],
+      );
+    }
+    for (const file of candidates) {
+      if (existsSync(file) && statSync(file).isFile() && !files.includes(file)) files.push(file);
+    }
+  }
+  if (files.length === 0) {
+    throw new Error(`No file matches "main" (${pattern}) in ${appRoot}: run "npm run build" first.`);
+  }
+  return files;
+}
+
+/** Serves the app in the current directory: the files package.json `main` names, as the worker would load them. */
 export async function main(): Promise<void> {
   const appRoot = process.cwd();
   const applied = applyLocalSettings(path.join(appRoot, 'local.settings.json'));
   if (applied.length > 0) console.log(`Settings from local.settings.json: ${applied.join(', ')}`);
 
-  const functionsDir = path.join(appRoot, 'dist', 'src', 'functions');
-  if (!existsSync(functionsDir))
-    throw new Error(`No compiled functions in ${functionsDir}: run "npm run build" first.`);
-  const functionModules = readdirSync(functionsDir)
-    .filter((file) => file.endsWith('.js'))
-    .sort()
-    .map((file) => path.join(functionsDir, file));
-  const setupModule = path.join(appRoot, 'dist', 'src', 'index.js');
-
   const host = await startLocalHost({
-    functionModules,
-    setupModule: existsSync(setupModule) ? setupModule : undefined,
+    functionModules: appEntryFiles(appRoot),
     port: parsePort(process.env.PORT),
     hostJsonPath: path.join(appRoot, 'host.json'),
   });

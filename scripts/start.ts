@@ -10,7 +10,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { functionModules, REPO_ROOT } from '../test/support/app';
 import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../test/support/azurite';
 import {
@@ -19,7 +19,14 @@ import {
   DEFAULT_MODEL_STAND_IN_PORT,
   type ModelStandIn,
 } from '../test/support/modelStandIn';
-import { applyLocalSettings, DEFAULT_PORT, formatRouteTable, startLocalHost, type LocalHost } from './localHost';
+import {
+  appEntryFiles,
+  applyLocalSettings,
+  DEFAULT_PORT,
+  formatRouteTable,
+  startLocalHost,
+  type LocalHost,
+} from './localHost';
 
 const ROOT = REPO_ROOT;
 /** The port `UseDevelopmentStorage=true` points at. */
@@ -134,13 +141,17 @@ async function main(): Promise<void> {
       return;
     }
 
+    // Built, the same files `func start` and Azure load: what package.json `main` names (the bundle).
+    const appModules = FROM_SOURCES ? functionModules() : { functionModules: appEntryFiles(ROOT) };
     const host: LocalHost = await startLocalHost({
-      ...functionModules(!FROM_SOURCES),
+      ...appModules,
       port,
       hostJsonPath: join(ROOT, 'host.json'),
     });
     stops.push(() => host.close());
-    const served = FROM_SOURCES ? 'the TypeScript sources' : 'the compiled app';
+    const served = FROM_SOURCES
+      ? 'the TypeScript sources'
+      : `the built app (${appModules.functionModules.map((file) => relative(ROOT, file)).join(', ')})`;
     console.log(`\nServing ${served} with the local host${FROM_SOURCES ? '' : ' (Functions Core Tools not found)'}.`);
     console.log(formatRouteTable(host));
     console.log(

@@ -21,8 +21,9 @@ describe('local.settings.sample.json', () => {
     for (const setting of SETTINGS) assert.match(readme, new RegExp(`^\\| \`${setting.name}\``, 'm'), setting.name);
   });
 
-  it('points package.json main at the compiled entry and functions, as func start expects', () => {
+  it('points package.json main at the bundle npm run build writes, which func start, Azure and npm start load', () => {
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-    assert.equal(pkg.main, 'dist/src/{index.js,functions/*.js}');
+    assert.equal(pkg.main, 'dist/app/main.js');
+    assert.match(pkg.scripts.build, /node dist\/scripts\/bundle\.js/);
   });
 });

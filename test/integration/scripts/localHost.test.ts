@@ -414,12 +414,14 @@ describe('local Functions host as a process', () => {
   });
 
   it(
-    'main() serves dist/ of the current directory with host.json and local.settings.json, and stops on SIGTERM',
+    'main() serves what package.json main names in the current directory, with host.json and local.settings.json, and stops on SIGTERM',
     { timeout: 30_000 },
     async () => {
       const functionsDir = path.join(scratch, 'dist/src/functions');
       mkdirSync(functionsDir, { recursive: true });
       symlinkSync(path.join(repoRoot, 'node_modules'), path.join(scratch, 'node_modules'), 'dir');
+      // A glob, as the worker accepts: brace alternatives load in their order, wildcard matches by name.
+      writeFileSync(path.join(scratch, 'package.json'), JSON.stringify({ main: 'dist/src/{index.js,functions/*.js}' }));
       writeFileSync(
         path.join(scratch, 'host.json'),
         JSON.stringify({ version: '2.0', extensions: { http: { routePrefix: 'v1' } } }),

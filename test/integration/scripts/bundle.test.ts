@@ -1,0 +1,104 @@
+/**
+ * The esbuild bundle (scripts/bundle.ts) serving real turns: built here into a temporary folder and loaded by the
+ * local host alone, the way the worker loads package.json `main`. Everything it loads lazily is exercised from inside
+ * the bundle: jose (AUTH_MODE=jwt against a loopback key set), @azure/identity (the model's token from a loopback
+ * managed-identity endpoint, no API key) and the o200k_base rank table, read from the copy beside the bundle on the
+ * first turn and not before.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { bundleApp, type BundleResult } from '../../../scripts/bundle';
+import { startLocalHost, type LocalHost } from '../../../scripts/localHost';
+import { call } from '../../support/app';
+import { startAzurite, type RunningAzurite } from '../../support/azurite';
+import { startIdentityStandIn, type IdentityStandIn } from '../../support/identityStandIn';
+import { startJwksServer, type JwksServer } from '../../support/jwks';
+import { startModelStandIn, type ModelStandIn } from '../../support/modelStandIn';
+
+const outDir = mkdtempSync(path.join(tmpdir(), 'app-bundle-e2e-'));
+let bundle: BundleResult;
+let azurite: RunningAzurite;
+let identity: IdentityStandIn;
+let model: ModelStandIn;
+let jwks: JwksServer;
+let host: LocalHost;
+let api: string;
+/** The bundle's own rank files in require.cache once the host listens, before any request. */
+let ranksLoadedAtStart: string[];
+
+const bundledRanks = () => Object.keys(require.cache).filter((file) => file.startsWith(path.join(outDir, 'ranks')));
+
+before(async () => {
+  bundle = await bundleApp({ outDir, log: false });
+  azurite = await startAzurite();
+  identity = await startIdentityStandIn();
+  model = await startModelStandIn({ expectedBearerToken: identity.token });
+  jwks = await startJwksServer();
+  Object.assign(process.env, {
+    TABLES_CONNECTION_STRING: azurite.connectionString,
+    TABLES_PREFIX: `bundle${Date.now().toString(36)}`,
+    AZURE_OPENAI_ENDPOINT: model.url,
+    AZURE_OPENAI_DEPLOYMENT: 'chat',
+    AZURE_OPENAI_MODEL: 'gpt-4o-mini',
+    AZURE_OPENAI_TIMEOUT_MS: '20000',
+    IDENTITY_ENDPOINT: identity.endpoint,
+    IDENTITY_HEADER: identity.header,
+    AUTH_MODE: 'jwt',
+    AUTH_JWKS_URL: jwks.url,
+    AUTH_ISSUER: jwks.issuer,
+    AUTH_AUDIENCE: jwks.audience,
+    LIMIT_REQUESTS_PER_MINUTE: '0',
+    LIMIT_TOKENS_PER_DAY: '0',
+  });
+  delete process.env.AZURE_OPENAI_API_KEY;
+  host = await startLocalHost({ functionModules: [bundle.mainFile], port: 0, log: () => {} });
+  api = `${host.url}/api`;
+  ranksLoadedAtStart = bundledRanks();
+});
+
+after(async () => {
+  await host?.close();
+  await jwks?.close();
+  await model?.close();
+  await identity?.close();
+  await azurite?.stop();
+  rmSync(outDir, { recursive: true, force: true });
+});
+
+describe('the bundle under the local host', () => {
+  it('serves every route from main.js alone', () => {
+    assert.ok(host.routes.length >= 9, `${host.routes.length} routes`);
+    assert.ok(host.routes.some((route) => route.path === '/api/conversations/{id}/messages'));
+  });
+
+  it('answers a turn for a JWT caller with the model token from the managed identity', async () => {
+    const authorization = { authorization: `Bearer ${await jwks.sign({}, { subject: 'bundle-user' })}` };
+    assert.equal((await call('POST', `${api}/conversations`, {})).status, 401, 'no token, no conversation');
+
+    const created = await call('POST', `${api}/conversations`, { title: 'Bundled' }, authorization);
+    assert.equal(created.status, 201, created.text);
+    const sent = await call(
+      'POST',
+      `${api}/conversations/${created.body.id}/messages`,
+      { content: 'Hello from the bundle' },
+      authorization,
+    );
+    assert.equal(sent.status, 200, sent.text);
+    assert.equal(sent.body.message.role, 'assistant');
+    assert.match(sent.body.message.content, /Hello from the bundle/, 'the stand-in echoes the last message');
+    // The app's own count (js-tiktoken from the bundle) is what the model reports for the same prompt.
+    assert.equal(sent.body.context.promptTokens, sent.body.usage.promptTokens);
+
+    assert.ok(jwks.fetchCount >= 1, 'jose fetched the key set');
+    assert.ok(identity.requests.length >= 1, '@azure/identity asked the managed-identity endpoint');
+    assert.equal(model.callCount, 1);
+  });
+
+  it('reads the rank table from beside the bundle on the first turn, not at load', () => {
+    assert.deepEqual(ranksLoadedAtStart, []);
+    assert.deepEqual(bundledRanks(), [path.join(outDir, 'ranks', 'o200k_base.cjs')]);
+  });
+});

@@ -1,0 +1,259 @@
+/**
+ * The esbuild bundle of the app (scripts/bundle.ts), built here into a temporary folder: what it requires at run
+ * time, that it registers exactly the functions the sources register, that loading it evaluates neither a rank table
+ * nor @azure/identity nor jose, and that .funcignore turns the repository into a package of the bundle alone.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  APP_BUNDLE_DIR,
+  APP_BUNDLE_FILE,
+  appEntryModules,
+  bundleApp,
+  FUNCTIONS_CORE_MODULE,
+  type BundleResult,
+} from '../../../scripts/bundle';
+import { collectRegistrations, type FunctionRegistration } from '../../../scripts/localHost';
+import { functionModules, REPO_ROOT } from '../../support/app';
+
+const RANK_FILE = /[\\/]ranks[\\/][\w-]+\.c?js$/;
+
+/** What the host learns about a function: its name and HTTP trigger. */
+function describeRegistrations(registrations: FunctionRegistration[]) {
+  return registrations
+    .map(({ metadata }) => {
+      const trigger = Object.values(metadata.bindings).find((binding) => binding.type === 'httpTrigger');
+      return {
+        name: metadata.name,
+        route: trigger?.route,
+        methods: trigger?.methods,
+        authLevel: trigger?.authLevel,
+        bindings: Object.keys(metadata.bindings).sort(),
+      };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+describe('bundleApp', () => {
+  const outDir = mkdtempSync(path.join(tmpdir(), 'app-bundle-'));
+  let bundle: BundleResult;
+
+  before(async () => {
+    // Valid settings: the app checks them as it loads (src/index.ts). Nothing is contacted at load.
+    Object.assign(process.env, {
+      TABLES_CONNECTION_STRING: 'UseDevelopmentStorage=true',
+      AZURE_OPENAI_ENDPOINT: 'http://127.0.0.1:9',
+      AZURE_OPENAI_API_KEY: 'unused',
+      AZURE_OPENAI_DEPLOYMENT: 'chat',
+      AZURE_OPENAI_MODEL: 'gpt-4o-mini',
+      AUTH_MODE: 'none',
+    });
+    bundle = await bundleApp({ outDir, log: false });
+  });
+
+  after(() => rmSync(outDir, { recursive: true, force: true }));
+
+  it('writes main.js, its source map and the rank tables, with no esbuild warning', () => {
+    assert.deepEqual(bundle.warnings, []);
+    assert.equal(bundle.mainFile, path.join(outDir, APP_BUNDLE_FILE));
+    assert.ok(existsSync(bundle.mainFile));
+    assert.match(readFileSync(bundle.mainFile, 'utf8'), /\/\/# sourceMappingURL=main\.js\.map\s*$/);
+    const map = JSON.parse(readFileSync(`${bundle.mainFile}.map`, 'utf8')) as { sources: string[] };
+    assert.ok(map.sources.some((source) => source.endsWith('src/functions/sendMessage.ts')));
+    assert.deepEqual(Object.keys(bundle.ranks), ['js-tiktoken/ranks/cl100k_base', 'js-tiktoken/ranks/o200k_base']);
+    for (const [moduleName, file] of Object.entries(bundle.ranks)) {
+      const original = require.resolve(moduleName);
+      assert.equal(readFileSync(file, 'utf8'), readFileSync(original, 'utf8'), `${file} is a copy of ${original}`);
+    }
+  });
+
+  it('is what package.json main names when npm run build writes it', () => {
+    const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { main: string };
+    assert.equal(path.normalize(pkg.main), path.join(APP_BUNDLE_DIR, APP_BUNDLE_FILE));
+  });
+
+  it('imports src/index.ts first, then every function module in name order', () => {
+    const entries = appEntryModules(REPO_ROOT);
+    assert.equal(entries[0], 'src/index.ts');
+    const functions = functionModules().functionModules.map((file) => path.relative(REPO_ROOT, file).split(path.sep));
+    assert.deepEqual(
+      entries.slice(1),
+      functions.map((parts) => parts.join('/')),
+    );
+    assert.deepEqual(bundle.entryModules, entries);
+  });
+
+  it('requires nothing at run time but Node built-ins, the worker module and its own rank files', () => {
+    const builtins = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
+    const externals = Object.values(bundle.metafile.outputs)
+      .flatMap((output) => output.imports)
+      .filter((entry) => entry.external && !builtins.has(entry.path));
+    assert.deepEqual([...new Set(externals.map((entry) => `${entry.kind} ${entry.path}`))].sort(), [
+      'require-call ./ranks/cl100k_base.cjs',
+      'require-call ./ranks/o200k_base.cjs',
+      `require-call ${FUNCTIONS_CORE_MODULE}`,
+    ]);
+    assert.deepEqual(bundle.externals, ['./ranks/cl100k_base.cjs', './ranks/o200k_base.cjs', FUNCTIONS_CORE_MODULE]);
+    for (const external of bundle.externals.filter((name) => name.startsWith('./'))) {
+      assert.ok(existsSync(path.join(outDir, external)), `${external} is beside the bundle`);
+    }
+  });
+
+  it('reaches @azure/identity and jose only through import(), so loading the app does not evaluate them', () => {
+    const inputs = bundle.metafile.inputs;
+    const lazyPackages = ['node_modules/@azure/identity/', 'node_modules/@azure/msal-node/', 'node_modules/jose/'];
+    for (const prefix of lazyPackages) {
+      assert.ok(
+        Object.keys(inputs).some((file) => file.startsWith(prefix)),
+        `${prefix} is in the bundle`,
+      );
+    }
+    // Everything the entry reaches without crossing an import(): what runs when the bundle loads.
+    const entry = Object.values(bundle.metafile.outputs).find((output) => output.entryPoint)?.entryPoint;
+    assert.ok(entry && inputs[entry], 'the metafile names the entry');
+    const loadedAtStart = new Set<string>();
+    const pending = [entry];
+    for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
+      if (loadedAtStart.has(file)) continue;
+      loadedAtStart.add(file);
+      for (const edge of inputs[file]?.imports ?? []) {
+        if (!edge.external && edge.kind !== 'dynamic-import') pending.push(edge.path);
+      }
+    }
+    assert.ok(loadedAtStart.has('src/functions/sendMessage.ts') && loadedAtStart.has('src/composition.ts'));
+    const eager = [...loadedAtStart].filter((file) => lazyPackages.some((prefix) => file.startsWith(prefix)));
+    assert.deepEqual(eager, []);
+  });
+
+  it("loads under the local host's functions-core stand-in, registers the same functions as the sources, and evaluates no rank table", () => {
+    const fromSources = collectRegistrations(functionModules());
+    const fromBundle = collectRegistrations({ functionModules: [bundle.mainFile] });
+    assert.ok(fromBundle.length >= 9, `the bundle registered ${fromBundle.length} functions`);
+    assert.deepEqual(describeRegistrations(fromBundle), describeRegistrations(fromSources));
+    assert.ok(fromBundle.every((registration) => registration.moduleFile === bundle.mainFile));
+
+    const loaded = Object.keys(require.cache);
+    assert.ok(loaded.includes(bundle.mainFile));
+    assert.deepEqual(
+      loaded.filter((file) => RANK_FILE.test(file)),
+      [],
+    );
+  });
+});
+
+// ---- .funcignore ----------------------------------------------------------------------------------------------
+
+/** The files a build and a local run leave in the tree beside the tracked ones. */
+const UNTRACKED_FILES = [
+  'dist/app/main.js',
+  'dist/app/main.js.map',
+  'dist/app/ranks/cl100k_base.cjs',
+  'dist/app/ranks/o200k_base.cjs',
+  'dist/src/index.js',
+  'dist/src/index.js.map',
+  'dist/src/functions/health.js',
+  'dist/scripts/localHost.js',
+  'dist/scripts/bundle.js',
+  'dist/test/unit/config.test.js',
+  'dist/bench/run.js',
+  'node_modules/.package-lock.json',
+  'node_modules/.bin/tsc',
+  'node_modules/@azure/functions/package.json',
+  'node_modules/openai/index.js',
+  'local.settings.json',
+  '.azurite/__azurite_db_table__.json',
+  '.bench/last.json',
+  '.azure/dev/.env',
+  '.vscode/settings.json',
+  'coverage/lcov.info',
+  'npm-debug.log',
+];
+
+const PACKAGE = [
+  'dist/app/main.js',
+  'dist/app/main.js.map',
+  'dist/app/ranks/cl100k_base.cjs',
+  'dist/app/ranks/o200k_base.cjs',
+  'host.json',
+  'package.json',
+];
+
+/** Tracked files and untracked ones that are not git-ignored: what a clone holds before it is built. */
+function repositoryFiles(): string[] {
+  const listed = spawnSync('git', ['ls-files', '--cached', '--others', '--exclude-standard', '-z'], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+  });
+  assert.equal(listed.status, 0, `git ls-files failed: ${listed.stderr || listed.error?.message}`);
+  return listed.stdout.split('\0').filter((file) => file !== '');
+}
+
+/**
+ * The files Core Tools would publish: its GitIgnoreParser (a port of the npm package gitignore-parser) accepts a
+ * file when any `!` rule matches it or no other rule does, each rule a regular expression on the path's start.
+ */
+function coreToolsPackage(rules: string, files: string[]): string[] {
+  const escape = (pattern: string) =>
+    pattern
+      .replace(/[-[\]/{}()+?.\\^$|]/g, '\\$&')
+      .replace(/\*\*/g, '(.+)')
+      .replace(/\*/g, '([^\\/]+)');
+  const positive: string[] = [];
+  const negative: string[] = [];
+  for (let line of rules.split('\n').map((text) => text.trim())) {
+    if (line === '' || line.startsWith('#')) continue;
+    const negated = line.startsWith('!');
+    if (negated) line = line.slice(1);
+    if (line.startsWith('/')) line = line.slice(1);
+    (negated ? negative : positive).push(line);
+  }
+  const compile = (patterns: string[]) =>
+    patterns.length > 0 ? new RegExp(`^((${patterns.sort().map(escape).join(')|(')}))\\b`) : /$^/;
+  const [denied, accepted] = [compile(positive), compile(negative)];
+  return files.filter((file) => accepted.test(file) || !denied.test(file));
+}
+
+/** The files git keeps when the rules are its exclude file: gitignore semantics, which azd follows. */
+function gitignorePackage(rules: string, files: string[]): string[] {
+  const tree = mkdtempSync(path.join(tmpdir(), 'funcignore-'));
+  try {
+    for (const file of files) {
+      mkdirSync(path.dirname(path.join(tree, file)), { recursive: true });
+      writeFileSync(path.join(tree, file), '');
+    }
+    const git = (...args: string[]) => spawnSync('git', args, { cwd: tree, encoding: 'utf8' });
+    assert.equal(git('init', '--quiet').status, 0);
+    writeFileSync(path.join(tree, '.git', 'info', 'exclude'), rules);
+    const listed = git('ls-files', '--others', '--exclude-standard', '-z');
+    assert.equal(listed.status, 0, listed.stderr);
+    // azd decides on a remote build by whether node_modules itself is excluded: it must not be.
+    assert.equal(git('check-ignore', '--quiet', 'node_modules').status, 1, 'node_modules itself is not excluded');
+    return listed.stdout.split('\0').filter((file) => file !== '');
+  } finally {
+    rmSync(tree, { recursive: true, force: true });
+  }
+}
+
+describe('.funcignore', () => {
+  const rules = readFileSync(path.join(REPO_ROOT, '.funcignore'), 'utf8');
+  const files = [...new Set([...repositoryFiles(), ...UNTRACKED_FILES])].sort();
+
+  it('leaves host.json, package.json and dist/app/ in the package under gitignore rules (azd)', () => {
+    assert.deepEqual(gitignorePackage(rules, files).sort(), PACKAGE);
+  });
+
+  it("leaves the same files under Core Tools' matching, where a ! rule always wins", () => {
+    assert.deepEqual(coreToolsPackage(rules, files).sort(), PACKAGE);
+  });
+
+  it('ships a new top-level folder under both until it is listed, which is why this test lists the repository', () => {
+    const withNewFolder = [...files, 'tools/release.sh'];
+    assert.ok(gitignorePackage(rules, withNewFolder).includes('tools/release.sh'));
+    assert.ok(coreToolsPackage(rules, withNewFolder).includes('tools/release.sh'));
+  });
+});
