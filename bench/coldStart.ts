@@ -8,6 +8,7 @@
  * wrapping the loader costs time itself.
  */
 import { execFile, spawn } from 'node:child_process';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -71,14 +72,18 @@ async function nodeEmptyMs(): Promise<number> {
   return performance.now() - start;
 }
 
-/** Loads js-tiktoken and one encoding's ranks in a fresh Node, builds the encoder and encodes once, timing each. */
+/**
+ * Loads js-tiktoken and one encoding's ranks in a fresh Node, builds the encoder the way the app does (the fast build
+ * of src/adapters/tiktokenRanks.ts) or with the library's own constructor, and encodes once, timing each.
+ */
 const TOKENIZER_PROBE = `
 const { performance } = require('node:perf_hooks');
+const [encoding, builder, ranksModule] = process.argv.slice(1);
 const start = performance.now();
 const { Tiktoken } = require('js-tiktoken/lite');
-const ranks = require('js-tiktoken/ranks/' + process.argv[1]);
+const ranks = require('js-tiktoken/ranks/' + encoding);
 const loaded = performance.now();
-const encoder = new Tiktoken(ranks);
+const encoder = builder === 'library' ? new Tiktoken(ranks) : require(ranksModule).buildTiktoken(Tiktoken, ranks);
 const built = performance.now();
 encoder.encode('Hello, world', [], []);
 const encoded = performance.now();
@@ -91,11 +96,19 @@ interface TokenizerProbe {
   encodeMs: number;
 }
 
-async function probeTokenizer(encoding: string): Promise<TokenizerProbe> {
-  const { stdout } = await promisify(execFile)(process.execPath, ['-e', TOKENIZER_PROBE, `${encoding}_base`], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '' },
-  });
+async function probeTokenizer(
+  encoding: string,
+  builder: 'app' | 'library',
+  compiled: boolean,
+): Promise<TokenizerProbe> {
+  const ranksModule = compiled
+    ? path.join(REPO_ROOT, 'dist', 'src', 'adapters', 'tiktokenRanks.js')
+    : path.join(REPO_ROOT, 'src', 'adapters', 'tiktokenRanks.ts');
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [...(compiled ? [] : ['--import', 'tsx']), '-e', TOKENIZER_PROBE, `${encoding}_base`, builder, ranksModule],
+    { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '' } },
+  );
   return JSON.parse(stdout) as TokenizerProbe;
 }
 
@@ -162,17 +175,29 @@ export async function measureColdStart(
   }
 
   for (const encoding of ['o200k', 'cl100k']) {
-    const probes: TokenizerProbe[] = [];
-    for (let run = 0; run < options.repetitions; run++) probes.push(await probeTokenizer(encoding));
-    const total = median(probes.map((probe) => probe.requireMs + probe.buildMs + probe.encodeMs));
-    figures.push({
-      name: `tokenizer_init_${encoding}_ms`,
-      value: total,
-      unit: 'ms',
-      note:
-        `require ${median(probes.map((probe) => probe.requireMs)).toFixed(0)} + build ` +
-        `${median(probes.map((probe) => probe.buildMs)).toFixed(0)} + first encode, fresh node`,
-    });
+    const ours: TokenizerProbe[] = [];
+    const library: TokenizerProbe[] = [];
+    for (let run = 0; run < options.repetitions; run++) {
+      ours.push(await probeTokenizer(encoding, 'app', bench.compiled));
+      library.push(await probeTokenizer(encoding, 'library', bench.compiled));
+    }
+    const total = median(ours.map((probe) => probe.requireMs + probe.buildMs + probe.encodeMs));
+    figures.push(
+      {
+        name: `tokenizer_init_${encoding}_ms`,
+        value: total,
+        unit: 'ms',
+        note:
+          `require ${median(ours.map((probe) => probe.requireMs)).toFixed(0)} + build ` +
+          `${median(ours.map((probe) => probe.buildMs)).toFixed(0)} + first encode, fresh node`,
+      },
+      {
+        name: `tokenizer_library_build_${encoding}_ms`,
+        value: median(library.map((probe) => probe.buildMs)),
+        unit: 'ms',
+        note: "js-tiktoken's own constructor on the same ranks, for comparison",
+      },
+    );
   }
 
   if (options.diagnose) notes.push(...(await diagnose(bench, template)));
