@@ -176,6 +176,12 @@ export async function measureOverhead(bench: BenchSetup, options: OverheadOption
       },
       { name: `model_ms_${size}`, value: modelMs, unit: 'ms', note: 'the same chat request sent to the stand-in' },
       {
+        name: `overhead_ratio_bound_${size}`,
+        value: (floorMs + hopMs + modelMs) / floorMs,
+        unit: 'x',
+        note: 'floor + bare HTTP hop + stand-in, over floor: a backend adding nothing else',
+      },
+      {
         name: `added_ms_${size}`,
         value: turnMs - floorMs - modelMs - hopMs,
         unit: 'ms',
