@@ -263,4 +263,50 @@ describe('loadForTurn with the history cache', () => {
       conversationPartition({ id: 'mallory', kind: 'user' }, created.id),
     );
   });
+
+  test('a whole read that spans pages returns the history its header counts, not a turn committed meanwhile', async () => {
+    const created = await other.create(owner, newConversation());
+    // 1,001 messages + the header: the query's second page is fetched after the first has been handed out.
+    for (let from = 0; from < 1_001; from += 99) {
+      const conversation = await other.get(owner, created.id);
+      assert.ok(conversation);
+      const size = Math.min(99, 1_001 - from);
+      await other.commitTurn(owner, {
+        conversationId: created.id,
+        expectedVersion: conversation.version,
+        messages: Array.from({ length: size }, (_, index) => message(from + index + 1)),
+        updatedAt: nextTime(),
+      });
+    }
+    const client = newClient();
+    const listEntities = client.listEntities.bind(client);
+    let committedMeanwhile = false;
+    Object.assign(client, {
+      listEntities: ((options?: Parameters<TableClient['listEntities']>[0]) => {
+        const pages = listEntities(options);
+        // Another instance commits a turn while this read is between its pages.
+        return (async function* () {
+          let seen = 0;
+          for await (const entity of pages) {
+            yield entity;
+            if (++seen === 500 && !committedMeanwhile) {
+              committedMeanwhile = true;
+              await commitTurn(other, created.id, ['during', 'the read']);
+            }
+          }
+        })();
+        // loadForTurn only iterates entities (no byPage), so a plain async generator stands in for the pager.
+      }) as unknown as TableClient['listEntities'],
+    });
+    const store = new TableConversationStore(client, new HistoryCache(CACHE_BYTES));
+    const loaded = await store.loadForTurn(owner, created.id);
+    assert.ok(committedMeanwhile);
+    assert.ok(loaded);
+    assert.equal(loaded.conversation.messageCount, 1_001);
+    assert.equal(loaded.messages.length, 1_001, 'the history the header (and so the commit) is guarded by');
+    // The next read tops up with the turn committed meanwhile.
+    const next = await store.loadForTurn(owner, created.id);
+    assert.equal(next?.messages.length, 1_003);
+    assert.deepEqual(next, await truth(created.id));
+  });
 });
