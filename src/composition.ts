@@ -15,6 +15,7 @@ import {
   type Tokenizer,
   type UsageLimiter,
 } from './core/ports';
+import { ConfigurationInvalidError } from './core/errors';
 import { resolveModel } from './core/tokens/modelInfo';
 import { TurnRunner } from './core/turn';
 import { OpenAiChatModel } from './adapters/openAiChatModel';
@@ -61,10 +62,21 @@ const consoleLogger: Logger = {
 
 let config: Readonly<Config> | undefined;
 
-/** The validated configuration; throws ConfigError naming every bad setting. */
+/**
+ * The validated configuration, for serving a request. Bad settings throw ConfigurationInvalidError, which answers
+ * 503 configuration_invalid naming the settings (never their values); the full message is in the start-up error.
+ */
 export function getConfig(): Readonly<Config> {
-  config ??= loadConfig(process.env);
-  return config;
+  try {
+    config ??= loadConfig(process.env);
+    return config;
+  } catch (error) {
+    throw asServingError(error);
+  }
+}
+
+function asServingError(error: unknown): unknown {
+  return error instanceof ConfigError ? new ConfigurationInvalidError(error.settings, error) : error;
 }
 
 /** Resolves the model family's encoding and context window once, and checks the budget leaves room for a turn. */
@@ -166,16 +178,18 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
  * reserve against the model's context window. Run as the worker loads the app, so a bad setting fails at start.
  */
 export function validateStartupSettings(): void {
-  resolveChatSettings(getConfig(), { info: () => {}, warn: () => {}, error: () => {} });
+  resolveChatSettings(loadConfig(process.env), { info: () => {}, warn: () => {}, error: () => {} });
 }
 
 let services: Promise<AppServices> | undefined;
 
 /** The process-wide services, built on first use; a failed build (storage down at cold start) is retried next call. */
 export function getServices(): Promise<AppServices> {
-  services ??= buildServices(getConfig()).catch((error: unknown) => {
-    services = undefined;
-    throw error;
-  });
+  services ??= Promise.resolve()
+    .then(() => buildServices(getConfig()))
+    .catch((error: unknown) => {
+      services = undefined;
+      throw asServingError(error);
+    });
   return services;
 }

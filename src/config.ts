@@ -385,9 +385,12 @@ export interface Config {
 }
 
 export class ConfigError extends Error {
+  /** The names of the bad settings, each once (every problem starts with the name it is about). */
+  readonly settings: string[];
   constructor(readonly problems: string[]) {
     super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
     this.name = 'ConfigError';
+    this.settings = [...new Set(problems.map((problem) => problem.split(':', 1)[0] ?? problem))];
   }
 }
 

@@ -252,6 +252,23 @@ export class StorageUnavailableError extends ChatError {
   }
 }
 
+/**
+ * The app's own settings are invalid, so it cannot serve. On Azure the function index fails first (src/index.ts);
+ * this is what a route still answering says. Only the settings' names leave the app, never their values.
+ */
+export class ConfigurationInvalidError extends ChatError {
+  readonly code = 'configuration_invalid';
+  readonly status = 503;
+  readonly title = 'The service is misconfigured';
+  constructor(settings: string[], cause?: unknown) {
+    super({
+      detail: `The app's settings are invalid (${settings.join(', ')}); an operator must fix them. The app's log says why.`,
+      extensions: { settings },
+      cause,
+    });
+  }
+}
+
 /** Every problem code the API can answer with, for the OpenAPI document and its test. */
 export const PROBLEM_CODES = [
   'invalid_request',
@@ -279,5 +296,6 @@ export const PROBLEM_CODES = [
   'upstream_timeout',
   'storage_unavailable',
   'auth_unavailable',
+  'configuration_invalid',
   'internal_error',
 ] as const;

@@ -268,7 +268,11 @@ function buildOperation(spec: OperationSpec, options: OpenApiOptions): JsonObjec
       : options.authMode === 'jwt'
         ? ['unauthorized', 'auth_unavailable']
         : ['unauthorized'];
-  const responses = { ...spec.responses, ...problemResponses([...authProblems, ...spec.problems, 'internal_error']) };
+  // Any route may find the app's settings invalid (configuration_invalid) or fail unexpectedly (internal_error).
+  const responses = {
+    ...spec.responses,
+    ...problemResponses([...authProblems, ...spec.problems, 'configuration_invalid', 'internal_error']),
+  };
   if (spec.access === 'caller') {
     // On Azure the Functions host itself refuses a missing or wrong function key, before the app runs.
     const hostRefusal =
@@ -470,7 +474,8 @@ function paths(options: OpenApiOptions): JsonObject {
       get: op({
         operationId: 'health',
         summary: 'Health check',
-        description: '200 when Table Storage answers, 503 otherwise. No credentials needed.',
+        description:
+          '200 when Table Storage answers and the settings are valid; 503 storage_unavailable or configuration_invalid otherwise. No credentials needed.',
         tags: ['service'],
         access: 'anonymous',
         responses: { '200': { description: 'Healthy.', content: jsonContent(ref('Health')) } },

@@ -89,6 +89,11 @@ export const PROBLEM_CATALOG: Readonly<Record<ProblemCode, ProblemInfo>> = {
     status: 503,
     meaning: 'AUTH_MODE=jwt: the signing keys (JWKS) could not be fetched, so the token cannot be checked yet.',
   },
+  configuration_invalid: {
+    status: 503,
+    meaning:
+      'The app’s settings are invalid (`settings` names them); nothing works until an operator fixes them. On Azure the function index fails instead.',
+  },
   internal_error: {
     status: 500,
     meaning: 'A bug on our side; the body carries only the `requestId` to report, never details.',
