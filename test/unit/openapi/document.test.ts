@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
   AuthUnavailableError,
+  ConfigurationInvalidError,
   ContentFilteredError,
   ContextLengthExceededError,
   ConversationBusyError,
@@ -198,6 +199,7 @@ describe('problem codes in the document', () => {
       new UpstreamError('upstream_timeout', 'x'),
       new StorageUnavailableError(),
       new AuthUnavailableError(),
+      new ConfigurationInvalidError(['CHAT_TRIM_POLICY']),
       new Error('a bug'),
     ];
     const answered = new Map(errors.map((error) => [toProblem(error).body.code, toProblem(error).body.status]));
@@ -266,7 +268,11 @@ describe('auth mode', () => {
       'unauthorized',
     ]);
     const unavailable = create.responses['503'].content['application/problem+json'].schema.allOf[1];
-    assert.deepEqual(unavailable.properties.code.enum, ['storage_unavailable', 'auth_unavailable']);
+    assert.deepEqual(unavailable.properties.code.enum, [
+      'storage_unavailable',
+      'auth_unavailable',
+      'configuration_invalid',
+    ]);
   });
 
   it('health, the document and the webhooks need no caller credentials', () => {
