@@ -1,5 +1,5 @@
 /**
- * Starts the app in a child process, the way it runs for real: compiled, `node dist/scripts/localHost.js` in the
+ * Starts the app in a child process, the way it runs for real: compiled, `node dist/local/localHost.js` in the
  * repository root (under tsx, bench/hostEntry.ts on the sources). Used for the cold start, for the memory figures
  * (the app's RSS alone, with `--expose-gc` and the memory agent) and for the app with its default limits on, which
  * needs settings of its own. Every child is stopped by its PID.
@@ -7,8 +7,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { REPO_ROOT } from '../test/support/app';
-import { freePort, minimalChildEnv } from '../test/support/processes';
+import { REPO_ROOT } from '../local/app';
+import { freePort, minimalChildEnv } from '../local/processes';
 
 export type Preload = 'memoryAgent' | 'requireTimer';
 
@@ -45,7 +45,7 @@ export function childAppArgs(options: Pick<ChildAppOptions, 'compiled' | 'nodeFl
     for (const preload of options.preloads ?? []) {
       flags.push('--require', path.join(REPO_ROOT, 'dist', 'bench', `${preload}.js`));
     }
-    return [...flags, path.join(REPO_ROOT, 'dist', 'scripts', 'localHost.js')];
+    return [...flags, path.join(REPO_ROOT, 'dist', 'local', 'localHost.js')];
   }
   flags.push('--require', 'tsx/cjs');
   for (const preload of options.preloads ?? []) flags.push('--require', path.join(REPO_ROOT, 'bench', `${preload}.ts`));

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
-import { REPO_ROOT } from '../test/support/app';
+import { REPO_ROOT } from '../local/app';
 import { startChildApp, waitListening, type ChildApp } from './childApp';
 import type { RequireTimings } from './requireTimer';
 import type { BenchSetup } from './setup';

@@ -1,11 +1,11 @@
 /**
  * The app in a process of its own when the benchmarks run from the TypeScript sources (tsx): what
- * `node dist/scripts/localHost.js` does for the compiled app, on src/ instead (compiled, it serves dist/src). It prints the same "listening on"
+ * `node dist/local/localHost.js` does for the compiled app, on src/ instead (compiled, it serves dist/src). It prints the same "listening on"
  * line. Deliberately imports nothing from test/support, so the process loads only the host and the app.
  */
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { startLocalHost } from '../scripts/localHost';
+import { startLocalHost } from '../local/localHost';
 
 async function main(): Promise<void> {
   // Compiled, this file is dist/bench/hostEntry.js and serves dist/src; under tsx it serves src/.

@@ -9,7 +9,7 @@ import { getTokenizer, type TiktokenTokenizer } from '../src/adapters/tiktokenTo
 import { countMessageTokens } from '../src/core/tokens/countTokens';
 import type { EncodingName, PrologueMessage } from '../src/core/ports';
 import { LOCAL_CALLER } from '../src/http/caller';
-import { startTestApp, type TestApp } from '../test/support/app';
+import { LOCAL_APP_MODEL_KEY, startLocalApp, type LocalApp } from '../local/app';
 import { ConversationTables, type ConversationTemplate, type TurnMessages } from './conversationTables';
 import { generateHistory, MODEL_REPLY, NEW_USER_MESSAGE, promptTokensOf, type HistoryMessage } from './history';
 import { createConversation } from './turnClient';
@@ -17,8 +17,8 @@ import { createConversation } from './turnClient';
 /** gpt-4o: o200k_base, the encoding of every current model. */
 export const BENCH_MODEL = 'gpt-4o';
 export const BENCH_ENCODING: EncodingName = 'o200k_base';
-/** The API key startTestApp gives the app and the stand-in. */
-export const STAND_IN_API_KEY = 'test-key';
+/** The API key startLocalApp gives the app and the stand-in. */
+export const STAND_IN_API_KEY = LOCAL_APP_MODEL_KEY;
 export const SYSTEM_MESSAGE = 'You are a helpful assistant.';
 const MAX_RESPONSE_TOKENS = 1024;
 /** The largest history is trimmed to about this share of its tokens: a long conversation, where trimming works. */
@@ -47,7 +47,7 @@ export interface Budget {
 }
 
 export interface BenchSetup {
-  app: TestApp;
+  app: LocalApp;
   /** True when running from dist/ (npm run bench); false under tsx. */
   compiled: boolean;
   tables: ConversationTables;
@@ -99,7 +99,7 @@ export async function startBench(options: {
     tokenLimit: MAX_RESPONSE_TOKENS + Math.round(wholePrompt * KEPT_SHARE_OF_LARGEST),
   };
 
-  const app = await startTestApp({
+  const app = await startLocalApp({
     compiled,
     env: {
       AZURE_OPENAI_MODEL: BENCH_MODEL,

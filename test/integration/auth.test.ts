@@ -9,9 +9,9 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { call } from '../support/app';
 import { startAppProcess, type AppProcess } from '../support/appProcess';
-import { startAzurite, type RunningAzurite } from '../support/azurite';
+import { startAzurite, type RunningAzurite } from '../../local/azurite';
 import { startJwksServer, tamperPayload, unsecuredToken, type JwksServer } from '../support/jwks';
-import { startModelStandIn, type ModelStandIn } from '../support/modelStandIn';
+import { startModelStandIn, type ModelStandIn } from '../../local/modelStandIn';
 
 let azurite: RunningAzurite;
 let model: ModelStandIn;

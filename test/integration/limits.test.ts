@@ -10,8 +10,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { TableClient } from '@azure/data-tables';
 import { call } from '../support/app';
 import { startAppProcess, type AppProcess } from '../support/appProcess';
-import { startAzurite, type RunningAzurite } from '../support/azurite';
-import { startModelStandIn, type ModelStandIn } from '../support/modelStandIn';
+import { startAzurite, type RunningAzurite } from '../../local/azurite';
+import { startModelStandIn, type ModelStandIn } from '../../local/modelStandIn';
 
 const REQUESTS_PER_MINUTE = 3;
 const TOKENS_PER_DAY = 500;

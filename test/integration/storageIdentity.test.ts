@@ -13,9 +13,9 @@ import { RestError, TableClient, type TableEntityResult } from '@azure/data-tabl
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { call } from '../support/app';
 import { startAppProcess, type AppProcess } from '../support/appProcess';
-import { startAzurite, type RunningAzurite } from '../support/azurite';
+import { startAzurite, type RunningAzurite } from '../../local/azurite';
 import { startIdentityStandIn, type IdentityStandIn } from '../support/identityStandIn';
-import { startModelStandIn, type ModelStandIn } from '../support/modelStandIn';
+import { startModelStandIn, type ModelStandIn } from '../../local/modelStandIn';
 import { storageAccessToken, STORAGE_AUDIENCE } from '../support/storageToken';
 import { createLoopbackCertificate, type LoopbackCertificate } from '../support/tls';
 

@@ -5,9 +5,9 @@
  * The child runs this same file (see the bottom) under tsx; it is stopped by its PID.
  */
 import { spawn } from 'node:child_process';
-import { startLocalHost } from '../../scripts/localHost';
+import { startLocalHost } from '../../local/localHost';
 import { functionModules, REPO_ROOT } from './app';
-import { minimalChildEnv } from './processes';
+import { minimalChildEnv } from '../../local/processes';
 
 export interface AppProcess {
   /** Base URL of the API, e.g. http://127.0.0.1:40123/api */

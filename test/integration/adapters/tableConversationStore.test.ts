@@ -16,7 +16,7 @@ import {
   type StoredMessage,
   type TurnRecord,
 } from '../../../src/core/ports';
-import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../../support/azurite';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../../../local/azurite';
 
 const PREFIX = 'storetest';
 const alice: Caller = { id: 'alice@example.com', kind: 'user' };

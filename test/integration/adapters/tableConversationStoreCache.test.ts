@@ -13,7 +13,7 @@ import {
 } from '../../../src/adapters/tableConversationStore';
 import { conversationPartition, messageRow } from '../../../src/adapters/tableKeys';
 import { ConcurrencyConflict, type Caller, type NewConversation, type StoredMessage } from '../../../src/core/ports';
-import { startAzurite, type RunningAzurite } from '../../support/azurite';
+import { startAzurite, type RunningAzurite } from '../../../local/azurite';
 
 const PREFIX = 'cachetest';
 const owner: Caller = { id: 'carol@example.com', kind: 'user' };

@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { bundleApp, type BundleResult } from '../../../scripts/bundle';
-import { startLocalHost, type LocalHost } from '../../../scripts/localHost';
+import { startLocalHost, type LocalHost } from '../../../local/localHost';
 import { call } from '../../support/app';
-import { startAzurite, type RunningAzurite } from '../../support/azurite';
+import { startAzurite, type RunningAzurite } from '../../../local/azurite';
 import { startIdentityStandIn, type IdentityStandIn } from '../../support/identityStandIn';
 import { startJwksServer, type JwksServer } from '../../support/jwks';
-import { startModelStandIn, type ModelStandIn } from '../../support/modelStandIn';
+import { startModelStandIn, type ModelStandIn } from '../../../local/modelStandIn';
 
 const outDir = mkdtempSync(path.join(tmpdir(), 'app-bundle-e2e-'));
 let bundle: BundleResult;

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { getBearerTokenProvider, ManagedIdentityCredential } from '@azure/identity';
 import OpenAI from 'openai';
 import { startIdentityStandIn, useIdentityStandIn, type IdentityStandIn } from '../../support/identityStandIn';
-import { startModelStandIn, type ModelStandIn } from '../../support/modelStandIn';
+import { startModelStandIn, type ModelStandIn } from '../../../local/modelStandIn';
 
 const SCOPE = 'https://cognitiveservices.azure.com/.default';
 const TOKEN = 'mi-token-for-tests';

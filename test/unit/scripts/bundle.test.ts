@@ -18,7 +18,7 @@ import {
   FUNCTIONS_CORE_MODULE,
   type BundleResult,
 } from '../../../scripts/bundle';
-import { collectRegistrations, type FunctionRegistration } from '../../../scripts/localHost';
+import { collectRegistrations, type FunctionRegistration } from '../../../local/localHost';
 import { functionModules, REPO_ROOT } from '../../support/app';
 
 const RANK_FILE = /[\\/]ranks[\\/][\w-]+\.c?js$/;
@@ -157,7 +157,7 @@ const UNTRACKED_FILES = [
   'dist/src/index.js',
   'dist/src/index.js.map',
   'dist/src/functions/health.js',
-  'dist/scripts/localHost.js',
+  'dist/local/localHost.js',
   'dist/scripts/bundle.js',
   'dist/test/unit/config.test.js',
   'dist/bench/run.js',

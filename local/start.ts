@@ -4,21 +4,16 @@
  * service (data kept in .azurite/), the local model when no AZURE_OPENAI_ENDPOINT is set, then serves the functions
  * with Functions Core Tools (`func start`) when it is on the PATH, else with the local host. Ctrl-C stops everything.
  *
- * Run from the TypeScript sources (`node --import tsx scripts/start.ts`) it serves the sources with the local host,
+ * Run from the TypeScript sources (`node --import tsx local/start.ts`) it serves the sources with the local host,
  * with no build: `func start` only serves the compiled app. Ports and the data folder can be moved (see below), so
  * a second instance, such as the end-to-end test, does not collide with a developer's running one.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
-import { functionModules, REPO_ROOT } from '../test/support/app';
-import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../test/support/azurite';
-import {
-  describeStandIn,
-  startModelStandIn,
-  DEFAULT_MODEL_STAND_IN_PORT,
-  type ModelStandIn,
-} from '../test/support/modelStandIn';
+import { functionModules, REPO_ROOT } from './app';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from './azurite';
+import { describeStandIn, startModelStandIn, DEFAULT_MODEL_STAND_IN_PORT, type ModelStandIn } from './modelStandIn';
 import {
   appEntryFiles,
   applyLocalSettings,

@@ -1,5 +1,5 @@
 /**
- * `npm start` as a developer runs it on a fresh clone (issue 4's must-show): scripts/start.ts as a child process,
+ * `npm start` as a developer runs it on a fresh clone (issue 4's must-show): local/start.ts as a child process,
  * from the TypeScript sources (no build needed), with no Azure or storage settings and no local.settings.json. It
  * runs on free ports with a temporary data folder, so it cannot collide with a developer's running instance or
  * with other tests, and every process it starts is killed by its PID in after().
@@ -80,7 +80,7 @@ function freshCloneEnv(ports: Ports, dataFolder: string): Record<string, string>
 }
 
 function runStart(env: Record<string, string>): StartRun {
-  const child = spawn(process.execPath, ['--import', 'tsx', join('scripts', 'start.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join('local', 'start.ts')], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -139,7 +139,7 @@ function isAlive(pid: number): boolean {
   }
 }
 
-describe('npm start (scripts/start.ts) on a fresh clone', () => {
+describe('npm start (local/start.ts) on a fresh clone', () => {
   it('serves the API with Azurite and the local model, stops on SIGTERM, and keeps conversations across a restart', async () => {
     const ports = await freePorts();
     const env = freshCloneEnv(ports, join(tempFolder, 'azurite'));

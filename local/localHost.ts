@@ -7,7 +7,7 @@
  * (route, methods, authLevel) the real host would receive.
  *
  * What it is not: no function keys are checked (as with `func start`), no CORS, no non-HTTP triggers.
- * Run it on the built app with `node dist/scripts/localHost.js`: it loads the files package.json `main` names, the
+ * Run it on the built app with `node dist/local/localHost.js`: it loads the files package.json `main` names, the
  * esbuild bundle dist/app/main.js (see docs/local-host.md).
  */
 import { randomUUID } from 'node:crypto';

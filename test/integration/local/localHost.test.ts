@@ -11,7 +11,7 @@ import {
   readRoutePrefix,
   serializeCookie,
   startLocalHost,
-} from '../../../scripts/localHost';
+} from '../../../local/localHost';
 import { createStreamProbe, hookLog } from '../../support/fixtures/functions/signals';
 
 const repoRoot = path.resolve(__dirname, '../../..');
@@ -404,7 +404,7 @@ describe('local Functions host as a process', () => {
     const script = [
       "const { app } = require('@azure/functions');",
       "app.http('early', { handler: () => ({}) });",
-      `require(${JSON.stringify(path.join(repoRoot, 'scripts/localHost.ts'))})`,
+      `require(${JSON.stringify(path.join(repoRoot, 'local/localHost.ts'))})`,
       `  .startLocalHost({ port: 0, functionModules: [${JSON.stringify(path.join(fixtures, 'hello.ts'))}] })`,
       "  .then(() => { console.log('STARTED'); process.exit(0); }, (e) => { console.log('REFUSED: ' + e.message); process.exit(3); });",
     ].join('\n');
@@ -445,7 +445,7 @@ describe('local Functions host as a process', () => {
       );
 
       const env = { PORT: '0', LOCAL_HOST_PROBE: undefined };
-      const child = run([path.join(repoRoot, 'scripts/localHost.ts')], { cwd: scratch, env });
+      const child = run([path.join(repoRoot, 'local/localHost.ts')], { cwd: scratch, env });
       // Ready once the route table is out: it is printed after the server listens.
       const routeRow = /GET\s+(http:\/\/127\.0\.0\.1:\d+)\/v1\/ping\/\{who\?\}\s+ping/;
       const url = await new Promise<string>((resolve, reject) => {

@@ -7,7 +7,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import { startModelStandIn, type ModelStandIn } from '../../support/modelStandIn';
+import { startModelStandIn, type ModelStandIn } from '../../../local/modelStandIn';
 
 const API_KEY = 'local-test-key';
 

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { appEntryFiles } from '../../../scripts/localHost';
+import { appEntryFiles } from '../../../local/localHost';
 
 describe('appEntryFiles: the files package.json main names', () => {
   const root = mkdtempSync(path.join(tmpdir(), 'app-entry-'));
