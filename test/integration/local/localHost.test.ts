@@ -4,14 +4,9 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import {
-  compileRouteTemplate,
-  formatRouteTable,
-  type LocalHost,
-  readRoutePrefix,
-  serializeCookie,
-  startLocalHost,
-} from '../../../local/localHost';
+import { formatRouteTable, type LocalHost, startLocalHost } from '../../../local/localHost';
+import { compileRouteTemplate, readRoutePrefix } from '../../../local/host/routing';
+import { serializeCookie } from '../../../local/host/serving';
 import { createStreamProbe, hookLog } from '../../support/fixtures/functions/signals';
 
 const repoRoot = path.resolve(__dirname, '../../..');

@@ -18,7 +18,7 @@ import {
   FUNCTIONS_CORE_MODULE,
   type BundleResult,
 } from '../../../scripts/bundle';
-import { collectRegistrations, type FunctionRegistration } from '../../../local/localHost';
+import { collectRegistrations, type FunctionRegistration } from '../../../local/host/functionsCore';
 import { functionModules, REPO_ROOT } from '../../support/app';
 
 const RANK_FILE = /[\\/]ranks[\\/][\w-]+\.c?js$/;
