@@ -13,9 +13,10 @@
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { installFunctionsCoreStandIn, appEntryFiles } from '../../scripts/localHost';
+import { appEntryFiles } from '../../local/host/appFiles';
+import { installFunctionsCoreStandIn } from '../../local/host/functionsCore';
+import { minimalChildEnv } from '../../local/processes';
 import { REPO_ROOT } from './app';
-import { minimalChildEnv } from './processes';
 
 export type WorkerIndexResult =
   | { useDefaultMetadataIndexing: true; functions: []; stderr: string }
