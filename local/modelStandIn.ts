@@ -10,8 +10,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-// js-tiktoken is an ES-module package with a CommonJS build: its types are ESM, its code is required (below).
-import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
+import { getEncoder } from '../src/adapters/tiktokenTokenizer';
 import { SSE_DONE, startEventStream, writeEvent } from './sse';
 
 // ---- Public types ------------------------------------------------------------------------------
@@ -135,41 +134,20 @@ export function encodingForModel(model: string): StandInEncoding {
   return /gpt-?3\.?5|gpt-?4(?![o.\d])/i.test(model) ? 'cl100k_base' : 'o200k_base';
 }
 
-const encoders = new Map<StandInEncoding, Tiktoken>();
-
 /*
- * Required on first use rather than imported: `npm start` should not pay for the ranks (a few hundred ms each)
- * before the first request, nor for an encoding nobody asks for. The CommonJS rank builds export the object itself.
+ * Counted with the app's own tokenizer adapter (js-tiktoken's ranks, the O(n log n) merge): the library's merge is
+ * quadratic in a piece's length, and a 90,000-character word would stall the stand-in for minutes. Its ranks load on
+ * first use, so `npm start` does not pay for an encoding nobody asks for.
  */
-/* eslint-disable @typescript-eslint/no-require-imports -- lazy loading is the point here */
-function loadEncoder(encoding: StandInEncoding): Tiktoken {
-  const { Tiktoken: TiktokenClass } = require('js-tiktoken/lite') as { Tiktoken: typeof Tiktoken };
-  const ranks =
-    encoding === 'o200k_base'
-      ? (require('js-tiktoken/ranks/o200k_base') as TiktokenBPE)
-      : (require('js-tiktoken/ranks/cl100k_base') as TiktokenBPE);
-  return new TiktokenClass(ranks);
-}
-/* eslint-enable @typescript-eslint/no-require-imports */
-
-function encoderFor(encoding: StandInEncoding): Tiktoken {
-  let encoder = encoders.get(encoding);
-  if (!encoder) {
-    encoder = loadEncoder(encoding);
-    encoders.set(encoding, encoder);
-  }
-  return encoder;
-}
-
 function encode(text: string, encoding: StandInEncoding): number[] {
   // Special-token text such as `<|endoftext|>` is ordinary text here, as the service treats message content.
-  return encoderFor(encoding).encode(text, [], []);
+  return getEncoder(encoding).encode(text);
 }
 
 function decodePrefix(tokens: number[], count: number, encoding: StandInEncoding): string {
   if (count <= 0) return '';
   // A cut inside a multi-byte character decodes to U+FFFD: drop that partial character.
-  return encoderFor(encoding)
+  return getEncoder(encoding)
     .decode(tokens.slice(0, count))
     .replace(/\uFFFD+$/, '');
 }

@@ -25,7 +25,7 @@ import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution
 export type TiktokenConstructor = new (ranks: TiktokenBPE, extendedSpecialTokens?: Record<string, number>) => Tiktoken;
 
 /** The encoder's internal lookups (js-tiktoken 1.0.21): what `encode` and `decode` read. */
-interface RankMaps {
+export interface RankMaps {
   rankMap: Map<string, number>;
   textMap: Map<number, Uint8Array>;
 }
@@ -114,7 +114,8 @@ function construct(
   }
 }
 
-function rankMapsOf(encoder: Tiktoken): RankMaps | undefined {
+/** The encoder's `rankMap` and `textMap` (js-tiktoken internals), or undefined if it has not got both. */
+export function rankMapsOf(encoder: Tiktoken): RankMaps | undefined {
   const { rankMap, textMap } = encoder as unknown as Partial<Record<keyof RankMaps, unknown>>;
   return rankMap instanceof Map && textMap instanceof Map ? ({ rankMap, textMap } as RankMaps) : undefined;
 }

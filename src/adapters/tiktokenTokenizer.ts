@@ -1,22 +1,26 @@
 /**
- * The Tokenizer port on js-tiktoken. One instance per encoding per process; the ranks (several MB, ~0.08 s for
+ * The Tokenizer port on js-tiktoken's ranks and split pattern, encoded by bytePairEncoder.ts (the library's rule, the
+ * same ids, in O(n log n) per piece instead of O(n^2): see there why). One instance per encoding per process; the ranks (several MB, ~0.08 s for
  * cl100k_base and ~0.2 s for o200k_base to load and build, see tiktokenRanks.ts) are required on first use, not at
  * import, so a cold start pays only for the encoding the configured model needs, and only when the first message is
  * counted.
  *
- * User text is always encoded as ordinary text (`encode(text, [], [])`): a special-token string such as
+ * User text is always encoded as ordinary text (as the library's `encode(text, [], [])`): a special-token string such as
  * `<|endoftext|>` neither throws nor becomes a special id; it is counted as the characters it is.
  */
 // js-tiktoken is an ES-module package with a CommonJS build: its types are ESM, its code is required (below).
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import type { EncodingName, Tokenizer } from '../core/ports';
-import { buildTiktoken } from './tiktokenRanks';
+import { type BytePairEncoder, type BytePairStats, createBytePairEncoder } from './bytePairEncoder';
+import { buildTiktoken, rankMapsOf } from './tiktokenRanks';
 
 /** The ChatML delimiters of gpt-35-turbo (0301), added to cl100k_base (Azure OpenAI ChatML guide). */
 export const CHATML_SPECIAL_TOKENS: Readonly<Record<string, number>> = Object.freeze({
   '<|im_start|>': 100264,
   '<|im_end|>': 100265,
 });
+
+const CHATML_DELIMITERS: readonly string[] = Object.freeze(Object.keys(CHATML_SPECIAL_TOKENS));
 
 export interface TokenizerStats {
   /** Calls to the encoder (one per countTokens/encode call). */
@@ -25,12 +29,22 @@ export interface TokenizerStats {
   tokensEncoded: number;
 }
 
+/** An encoding's encoder: the O(n log n) merge, or the library's own if its tables do not allow it. */
+interface Engine {
+  readonly tiktoken: Tiktoken;
+  readonly merge: BytePairEncoder | undefined;
+}
+
 export interface TiktokenTokenizer extends Tokenizer {
   readonly stats: TokenizerStats;
   /** The ids of `text` encoded as ordinary text (what countTokens counts). */
   encode(text: string): number[];
+  /** Text from ids (any id this encoding produced). */
+  decode(ids: readonly number[]): string;
   /** Whether the ranks are loaded (they load on the first encode or specialTokens call). */
   readonly loaded: boolean;
+  /** Pieces merged by the heap and by the short-piece scan; undefined when the library's own merge is in use. */
+  readonly mergeStats: Readonly<BytePairStats> | undefined;
 }
 
 /*
@@ -54,7 +68,7 @@ function loadTiktoken(): typeof Tiktoken {
 
 class LazyTiktokenTokenizer implements TiktokenTokenizer {
   readonly stats: TokenizerStats = { encodeCalls: 0, tokensEncoded: 0 };
-  private engine: Tiktoken | undefined;
+  private engine: Engine | undefined;
   private special: readonly string[] = [];
 
   constructor(readonly encoding: EncodingName) {}
@@ -63,25 +77,43 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
     return this.engine !== undefined;
   }
 
+  get mergeStats(): Readonly<BytePairStats> | undefined {
+    return this.engine?.merge?.stats;
+  }
+
   /** The encoder, built on first use. cl100k_base also knows the ChatML delimiters, for encodeChatML. */
-  tiktoken(): Tiktoken {
+  load(): Engine {
     if (!this.engine) {
       const ranks = loadRanks(this.encoding);
       this.special = Object.freeze(Object.keys(ranks.special_tokens));
       const TiktokenClass = loadTiktoken();
+      const extended = this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined;
       // The same encoder `new TiktokenClass(...)` builds, built faster (see tiktokenRanks.ts).
-      this.engine = buildTiktoken(
-        TiktokenClass,
-        ranks,
-        this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined,
-      );
+      const tiktoken = buildTiktoken(TiktokenClass, ranks, extended);
+      const maps = rankMapsOf(tiktoken);
+      // The library's specialTokens, in its order: `{ ...ranks.special_tokens, ...extendedSpecialTokens }`.
+      const merge = maps && createBytePairEncoder(maps, ranks.pat_str, { ...ranks.special_tokens, ...extended });
+      this.engine = { tiktoken, merge };
     }
     return this.engine;
   }
 
+  /** encode() without counting in the stats. */
+  encodeUncounted(text: string): number[] {
+    return this.encodeAllowing(text, []);
+  }
+
+  /** The ids of `text`; the special tokens in `allowedSpecial` become their ids, every other one is text. */
+  encodeAllowing(text: string, allowedSpecial: readonly string[]): number[] {
+    const { tiktoken, merge } = this.load();
+    return merge
+      ? merge.encode(text, allowedSpecial.length > 0 ? new Set(allowedSpecial) : undefined)
+      : tiktoken.encode(text, [...allowedSpecial], []);
+  }
+
   encode(text: string): number[] {
     // No special token allowed, none disallowed: every special-token string is encoded as the text it is.
-    const ids = this.tiktoken().encode(text, [], []);
+    const ids = this.encodeUncounted(text);
     this.stats.encodeCalls++;
     this.stats.tokensEncoded += ids.length;
     return ids;
@@ -91,8 +123,12 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
     return this.encode(text).length;
   }
 
+  decode(ids: readonly number[]): string {
+    return this.load().tiktoken.decode([...ids]);
+  }
+
   specialTokens(): readonly string[] {
-    this.tiktoken();
+    this.load();
     return this.special;
   }
 }
@@ -114,9 +150,21 @@ export function getTokenizer(encoding: EncodingName): TiktokenTokenizer {
 }
 
 /**
+ * The process-wide encoder for `encoding`, for code that is not the app's counting (the local model stand-in): the
+ * same ids as the Tokenizer's encode, not added to its stats.
+ */
+export function getEncoder(encoding: EncodingName): {
+  encode(text: string): number[];
+  decode(ids: readonly number[]): string;
+} {
+  const tokenizer = tokenizerFor(encoding);
+  return { encode: (text) => tokenizer.encodeUncounted(text), decode: (ids) => tokenizer.decode(ids) };
+}
+
+/**
  * Encodes a rendered ChatML prompt (see core/tokens/chatml.ts) with cl100k_base plus `<|im_start|>`=100264 and
  * `<|im_end|>`=100265, both allowed as special tokens; any other special-token string is encoded as text.
  */
 export function encodeChatML(text: string): number[] {
-  return tokenizerFor('cl100k_base').tiktoken().encode(text, Object.keys(CHATML_SPECIAL_TOKENS), []);
+  return tokenizerFor('cl100k_base').encodeAllowing(text, CHATML_DELIMITERS);
 }
