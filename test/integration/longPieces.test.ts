@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { TableClient } from '@azure/data-tables';
 import { getTokenizer } from '../../src/adapters/tiktokenTokenizer';
 import { call, startTestApp, type TestApp } from '../support/app';
-import { longPieceText, type LongPieceShape } from '../support/textShapes';
+import { longPieceText, type LongPieceShape } from '../../bench/textShapes';
 
 let app: TestApp;
 

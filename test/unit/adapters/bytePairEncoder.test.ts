@@ -23,7 +23,7 @@ import {
   longPieceText,
   MIXED_SCRIPT_CHARS,
   WHITESPACE_CHARS,
-} from '../../support/textShapes';
+} from '../../../bench/textShapes';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- js-tiktoken's types are ESM-only, its code is required */
 const { Tiktoken: TiktokenClass } = require('js-tiktoken/lite') as { Tiktoken: typeof Tiktoken };
