@@ -4,7 +4,7 @@
  * local settings and the offline infra check all derive from it.
  */
 import { z } from 'zod';
-import type { TrimPolicy } from './core/trimming';
+import { TRIM_POLICIES, type TrimPolicy } from './core/trimming';
 
 export interface SettingInfo {
   name: string;
@@ -108,9 +108,36 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'CHAT_TRIM_POLICY',
-    description: 'What to do when the history does not fit: drop-oldest, max-turns or reject.',
+    description:
+      'What to do when the history does not fit: drop-oldest, max-turns, reject or stable-prefix (trim in steps so the prompt cache keeps hitting).',
     default: 'drop-oldest',
-    example: 'max-turns',
+    example: 'stable-prefix',
+  },
+  {
+    name: 'CHAT_TRIM_LOW_WATER',
+    description:
+      'With CHAT_TRIM_POLICY=stable-prefix: a trim drops whole oldest turns until the prompt is at most this share of the budget.',
+    default: '0.6',
+    example: '0.5',
+  },
+  {
+    name: 'CHAT_HISTORY_TOKEN_LIMIT',
+    description:
+      'Most prompt tokens sent with history, below the context window (cost cap); the system message, examples and new message are still sent when they fit the window.',
+    example: '16000',
+  },
+  {
+    name: 'CHAT_SUMMARY',
+    description:
+      'on: when trimming drops turns, the model summarises them and the summary is sent after the system message (needs CHAT_TRIM_POLICY=stable-prefix).',
+    default: 'off',
+    example: 'on',
+  },
+  {
+    name: 'CHAT_SUMMARY_MAX_TOKENS',
+    description: "The summary's own token budget (the summary call's max_tokens).",
+    default: '512',
+    example: '800',
   },
   {
     name: 'CHAT_MAX_TURNS',
@@ -236,6 +263,9 @@ export const SETTINGS: readonly SettingInfo[] = [
 const empty = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? undefined : value);
 const optionalString = z.preprocess(empty, z.string().optional());
 const int = (min: number, max: number) => z.preprocess(empty, z.coerce.number().int().min(min).max(max));
+/** Unset or empty is undefined (an empty value must not be coerced to a number, which gives NaN). */
+const optionalInt = (min: number, max: number) =>
+  z.preprocess(empty, z.coerce.number().int().min(min).max(max).optional());
 const bool = z.preprocess(
   empty,
   z
@@ -269,9 +299,13 @@ const schema = z
     AZURE_OPENAI_TIMEOUT_MS: int(1000, 600_000).default(120_000),
     AZURE_OPENAI_MAX_RETRIES: int(0, 10).default(2),
     CHAT_SYSTEM_MESSAGE: z.preprocess(empty, z.string().default('You are a helpful assistant.')),
-    CHAT_TOKEN_LIMIT: int(256, 10_000_000).optional(),
+    CHAT_TOKEN_LIMIT: optionalInt(256, 10_000_000),
     CHAT_MAX_RESPONSE_TOKENS: int(1, 1_000_000).default(1024),
-    CHAT_TRIM_POLICY: z.preprocess(empty, z.enum(['drop-oldest', 'max-turns', 'reject']).default('drop-oldest')),
+    CHAT_TRIM_POLICY: z.preprocess(empty, z.enum(TRIM_POLICIES).default('drop-oldest')),
+    CHAT_TRIM_LOW_WATER: z.preprocess(empty, z.coerce.number().gt(0).max(1).default(0.6)),
+    CHAT_HISTORY_TOKEN_LIMIT: optionalInt(256, 10_000_000),
+    CHAT_SUMMARY: z.preprocess(empty, z.enum(['on', 'off']).default('off')),
+    CHAT_SUMMARY_MAX_TOKENS: int(16, 4_000).default(512),
     CHAT_MAX_TURNS: int(0, 10_000).default(20),
     CHAT_TEMPERATURE: z.preprocess(empty, z.coerce.number().min(0).max(2).optional()),
     // 400,000 UTF-16 units keeps a message entity under the 1 MiB entity limit (UTF-16 counted).
@@ -324,6 +358,15 @@ const schema = z
         message: 'set TABLES_CONNECTION_STRING or TABLES_ENDPOINT',
       });
     }
+    if (env.CHAT_SUMMARY === 'on' && env.CHAT_TRIM_POLICY !== 'stable-prefix') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['CHAT_SUMMARY'],
+        message:
+          'on needs CHAT_TRIM_POLICY=stable-prefix (with drop-oldest or max-turns the window moves on every turn once ' +
+          'it is full, so a summary call would run on every turn)',
+      });
+    }
     if (env.AUTH_MODE === 'jwt') {
       for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
         if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'required when AUTH_MODE=jwt' });
@@ -357,6 +400,10 @@ export interface Config {
     maxResponseTokens: number;
     trimPolicy: TrimPolicy;
     maxTurns: number;
+    trimLowWater: number;
+    /** From CHAT_HISTORY_TOKEN_LIMIT; undefined: the window alone limits the prompt. */
+    historyTokenLimit?: number;
+    summary: { enabled: boolean; maxTokens: number };
     temperature?: number;
     maxMessageChars: number;
     maxExamples: number;
@@ -425,6 +472,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxResponseTokens: e.CHAT_MAX_RESPONSE_TOKENS,
       trimPolicy: e.CHAT_TRIM_POLICY,
       maxTurns: e.CHAT_MAX_TURNS,
+      trimLowWater: e.CHAT_TRIM_LOW_WATER,
+      historyTokenLimit: e.CHAT_HISTORY_TOKEN_LIMIT,
+      summary: { enabled: e.CHAT_SUMMARY === 'on', maxTokens: e.CHAT_SUMMARY_MAX_TOKENS },
       temperature: e.CHAT_TEMPERATURE,
       maxMessageChars: e.CHAT_MAX_MESSAGE_CHARS,
       maxExamples: e.CHAT_MAX_EXAMPLES,

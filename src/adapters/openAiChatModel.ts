@@ -12,7 +12,15 @@ import {
   RateLimitedError,
   UpstreamError,
 } from '../core/errors';
-import type { ChatModel, Completion, CompletionChunk, CompletionRequest, FinishReason, Usage } from '../core/ports';
+import {
+  NO_USAGE,
+  type ChatModel,
+  type Completion,
+  type CompletionChunk,
+  type CompletionRequest,
+  type FinishReason,
+  type Usage,
+} from '../core/ports';
 
 export interface OpenAiChatModelOptions {
   /** Resource endpoint, e.g. https://myresource.openai.azure.com (no /openai/v1). */
@@ -85,7 +93,7 @@ export class OpenAiChatModel implements ChatModel {
       // The same error as complete() gives: translate() makes it upstream_timeout when the deadline did it.
       if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
-      yield { type: 'done', finishReason, usage: usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } };
+      yield { type: 'done', finishReason, usage: usage ?? { ...NO_USAGE } };
     } catch (error) {
       throw this.translate(error, deadline, replying);
     } finally {
@@ -104,6 +112,8 @@ export class OpenAiChatModel implements ChatModel {
       ),
       ...(reasoning ? { max_completion_tokens: request.maxResponseTokens } : { max_tokens: request.maxResponseTokens }),
       ...(!reasoning && request.temperature !== undefined ? { temperature: request.temperature } : {}),
+      // One conversation's requests reach the same prompt cache, so its repeated prefix is billed at the cached rate.
+      ...(request.cacheKey !== undefined ? { prompt_cache_key: request.cacheKey } : {}),
     };
   }
 
@@ -228,6 +238,7 @@ function toUsage(usage: OpenAI.CompletionUsage | null | undefined): Usage {
     promptTokens: usage?.prompt_tokens ?? 0,
     completionTokens: usage?.completion_tokens ?? 0,
     totalTokens: usage?.total_tokens ?? 0,
+    cachedPromptTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
   };
 }
 

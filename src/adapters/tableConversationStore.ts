@@ -23,6 +23,7 @@ import {
   type ConversationSummary,
   type EncodingName,
   type FinishReason,
+  type HistorySummary,
   type IdempotencyBegin,
   type IdempotencyClaim,
   type NewConversation,
@@ -31,6 +32,8 @@ import {
   type StoredMessage,
   type TurnCommit,
   type TurnRecord,
+  type Usage,
+  NO_TOTALS,
 } from '../core/ports';
 import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
 import { readLongText, writeLongText } from './splitText';
@@ -165,6 +168,7 @@ export class TableConversationStore implements ConversationStore {
         updatedAt: conversation.createdAt,
         messageCount: 0,
         version,
+        totals: { ...NO_TOTALS },
       };
     });
   }
@@ -392,7 +396,17 @@ export class TableConversationStore implements ConversationStore {
         return entity;
       });
       // Merge, not Replace: the commit carries only what changes; the ETag makes it conditional all the same.
-      const header: Entity = { partitionKey, rowKey: HEADER_ROW, messageCount: last.seq, updatedAt: commit.updatedAt };
+      const header: Entity = {
+        partitionKey,
+        rowKey: HEADER_ROW,
+        messageCount: last.seq,
+        updatedAt: commit.updatedAt,
+        ...(commit.header
+          ? { ...totalsProperties(commit.header.totals), windowStartSeq: commit.header.windowStartSeq }
+          : {}),
+      };
+      // Written only when a new one was made: Merge keeps the stored summary otherwise.
+      if (commit.header?.summary) writeLongText(header, 'summary', JSON.stringify(commit.header.summary));
       const actions: TransactionAction[] = [
         ...messageEntities.map((entity): TransactionAction => ['create', entity]),
         ['update', header, 'Merge', { etag: commit.expectedVersion }],
@@ -567,6 +581,8 @@ export class TableConversationStore implements ConversationStore {
 // ---- entity <-> model ------------------------------------------------------------------------------------------
 
 function toConversation(conversationId: string, header: StoredEntity): Conversation {
+  const windowStartSeq = optionalNumber(header, 'windowStartSeq');
+  const summary = readLongText(header, 'summary');
   return {
     id: conversationId,
     title: readLongText(header, 'title') ?? null,
@@ -576,7 +592,29 @@ function toConversation(conversationId: string, header: StoredEntity): Conversat
     updatedAt: stringProperty(header, 'updatedAt'),
     messageCount: numberProperty(header, 'messageCount'),
     version: requireEtag(header.etag),
+    // Headers written before these existed have none of them.
+    totals: {
+      promptTokens: optionalNumber(header, 'promptTokensTotal') ?? 0,
+      cachedPromptTokens: optionalNumber(header, 'cachedPromptTokensTotal') ?? 0,
+      completionTokens: optionalNumber(header, 'completionTokensTotal') ?? 0,
+    },
+    ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
+    ...(summary !== undefined ? { summary: JSON.parse(summary) as HistorySummary } : {}),
   };
+}
+
+/** Totals only grow; typed as Double so they never outgrow Int32. */
+function totalsProperties(totals: Conversation['totals']): Properties {
+  return {
+    promptTokensTotal: { type: 'Double', value: totals.promptTokens },
+    cachedPromptTokensTotal: { type: 'Double', value: totals.cachedPromptTokens },
+    completionTokensTotal: { type: 'Double', value: totals.completionTokens },
+  };
+}
+
+function optionalNumber(entity: Properties, name: string): number | undefined {
+  const value = entity[name];
+  return typeof value === 'number' ? value : undefined;
 }
 
 function toMessageEntity(partitionKey: string, message: StoredMessage, commitId: string): Entity {
@@ -592,6 +630,11 @@ function toMessageEntity(partitionKey: string, message: StoredMessage, commitId:
   writeLongText(entity, 'content', message.content);
   if (message.name !== undefined) writeLongText(entity, 'name', message.name);
   if (message.finishReason !== undefined) entity['finishReason'] = message.finishReason;
+  if (message.usage !== undefined) {
+    entity['promptTokens'] = message.usage.promptTokens;
+    entity['cachedPromptTokens'] = message.usage.cachedPromptTokens;
+    entity['completionTokens'] = message.usage.completionTokens;
+  }
   return entity;
 }
 
@@ -602,6 +645,17 @@ function toStoredMessage(entity: StoredEntity): StoredMessage {
   if (role !== 'user' && role !== 'assistant') throw new Error(`Message ${seq} has the unexpected role ${role}.`);
   const name = readLongText(entity, 'name');
   const finishReason = entity['finishReason'];
+  const promptTokens = optionalNumber(entity, 'promptTokens');
+  const completionTokens = optionalNumber(entity, 'completionTokens') ?? 0;
+  const usage: Usage | undefined =
+    promptTokens === undefined
+      ? undefined
+      : {
+          promptTokens,
+          completionTokens,
+          totalTokens: promptTokens + completionTokens,
+          cachedPromptTokens: optionalNumber(entity, 'cachedPromptTokens') ?? 0,
+        };
   return {
     seq,
     id: messageIdForSeq(seq),
@@ -612,6 +666,7 @@ function toStoredMessage(entity: StoredEntity): StoredMessage {
     tokens: numberProperty(entity, 'tokens'),
     encoding: stringProperty(entity, 'encoding') as EncodingName,
     ...(typeof finishReason === 'string' ? { finishReason: finishReason as FinishReason } : {}),
+    ...(usage ? { usage } : {}),
   };
 }
 

@@ -14,13 +14,16 @@ import type {
   ChatMessage,
   Conversation,
   ConversationSummary,
+  ConversationTotals,
   Page,
   PrologueMessage,
   StoredMessage,
+  Usage,
 } from './ports';
 import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import type { ChatDependencies } from './dependencies';
+import { messageId } from './turn';
 
 export interface NewConversationInput {
   system?: string;
@@ -38,6 +41,20 @@ export interface ConversationView {
   createdAt: string;
   updatedAt: string;
   messageCount: number;
+  /** Model tokens the conversation has spent so far (its turns and its summaries). */
+  usage: ConversationTotals;
+  /** The summary of the messages that left the window, when there is one (CHAT_SUMMARY=on). */
+  summary: SummaryView | null;
+}
+
+export interface SummaryView {
+  content: string;
+  /** It covers every message from `firstMessageId` through `lastMessageId`. */
+  firstMessageId: string;
+  lastMessageId: string;
+  /** Prompt tokens it takes as the pinned message. */
+  tokens: number;
+  createdAt: string;
 }
 
 export interface MessageView {
@@ -47,6 +64,8 @@ export interface MessageView {
   name?: string;
   createdAt: string;
   finishReason?: string;
+  /** Assistant messages: what the model reported for the call that wrote the reply. */
+  usage?: Usage;
 }
 
 export interface ConversationWithMessages extends ConversationView {
@@ -174,6 +193,16 @@ function toView(conversation: Conversation): ConversationView {
     createdAt: conversation.createdAt,
     updatedAt: conversation.updatedAt,
     messageCount: conversation.messageCount,
+    usage: { ...conversation.totals },
+    summary: conversation.summary
+      ? {
+          content: conversation.summary.content,
+          firstMessageId: messageId(1),
+          lastMessageId: messageId(conversation.summary.throughSeq),
+          tokens: conversation.summary.tokens,
+          createdAt: conversation.summary.createdAt,
+        }
+      : null,
   };
 }
 
@@ -185,6 +214,7 @@ function toMessageView(message: StoredMessage): MessageView {
     ...(message.name ? { name: message.name } : {}),
     createdAt: message.createdAt,
     ...(message.finishReason ? { finishReason: message.finishReason } : {}),
+    ...(message.usage ? { usage: { ...message.usage } } : {}),
   };
 }
 

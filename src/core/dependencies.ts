@@ -1,4 +1,5 @@
 import type { ChatModel, Clock, ConversationStore, IdGenerator, Tokenizer, UsageLimiter } from './ports';
+import type { SummarySettings } from './summaries';
 import type { TrimPolicy } from './trimming';
 
 /** Settings the core needs, resolved from configuration and the model's family once at startup. */
@@ -9,6 +10,12 @@ export interface ChatSettings {
   maxResponseTokens: number;
   trimPolicy: TrimPolicy;
   maxTurns: number;
+  /** With trimPolicy `stable-prefix`: a trim leaves the prompt at most this share of the budget. */
+  trimLowWater: number;
+  /** CHAT_HISTORY_TOKEN_LIMIT: the most prompt tokens sent with history, below the window (cost). */
+  historyTokenLimit?: number;
+  /** CHAT_SUMMARY / CHAT_SUMMARY_MAX_TOKENS. */
+  summary: SummarySettings;
   temperature?: number;
   maxExamples: number;
   turnAttempts: number;

@@ -43,6 +43,8 @@ export interface StoredMessage extends ChatMessage {
   tokens: number;
   encoding: EncodingName;
   finishReason?: FinishReason;
+  /** Assistant messages: what the model reported for the call that wrote this reply. */
+  usage?: Usage;
 }
 
 export interface PrologueMessage extends ChatMessage {
@@ -62,6 +64,34 @@ export interface Conversation {
   messageCount: number;
   /** Opaque concurrency token (the header's ETag): a turn commits only if it is unchanged. */
   version: string;
+  /** Model tokens this conversation has spent, turns and summaries together. */
+  totals: ConversationTotals;
+  /**
+   * The seq of the first message the last turn sent after the prologue (stable-prefix trimming keeps it until the
+   * next trim); undefined before the first turn.
+   */
+  windowStartSeq?: number;
+  /** What the model wrote about turns that left the window (CHAT_SUMMARY=on). */
+  summary?: HistorySummary;
+}
+
+export interface ConversationTotals {
+  promptTokens: number;
+  cachedPromptTokens: number;
+  completionTokens: number;
+}
+
+export const NO_TOTALS: ConversationTotals = { promptTokens: 0, cachedPromptTokens: 0, completionTokens: 0 };
+
+/** A summary of the messages with seq 1..throughSeq, sent pinned after the prologue. */
+export interface HistorySummary {
+  content: string;
+  /** The summary message's count (countMessageTokens) under `encoding`. */
+  tokens: number;
+  encoding: EncodingName;
+  /** The last message it covers; it covers every message from the first. */
+  throughSeq: number;
+  createdAt: string;
 }
 
 export interface NewConversation {
@@ -99,6 +129,8 @@ export interface TurnCommit {
   expectedVersion: string;
   messages: StoredMessage[];
   updatedAt: string;
+  /** The header after this turn: totals, the window start and (when one was made) the new summary. */
+  header?: { totals: ConversationTotals; windowStartSeq: number; summary?: HistorySummary };
   idempotency?: { key: string; claim: IdempotencyClaim; requestHash: string; record: TurnRecord };
 }
 
@@ -164,12 +196,18 @@ export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Prompt tokens the service served from its prompt cache (`prompt_tokens_details.cached_tokens`). */
+  cachedPromptTokens: number;
 }
+
+export const NO_USAGE: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 };
 
 export interface CompletionRequest {
   messages: ChatMessage[];
   maxResponseTokens: number;
   temperature?: number;
+  /** Sent as `prompt_cache_key`: requests with one key reach the same prompt cache (the conversation id). */
+  cacheKey?: string;
 }
 
 export interface Completion {

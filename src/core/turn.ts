@@ -14,10 +14,13 @@ import {
 } from './errors';
 import {
   ConcurrencyConflict,
+  NO_USAGE,
   type Caller,
   type ChatMessage,
   type Completion,
   type CompletionChunk,
+  type Conversation,
+  type HistorySummary,
   type IdempotencyClaim,
   type StoredMessage,
   type TurnRecord,
@@ -25,6 +28,7 @@ import {
 } from './ports';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
+import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
 import { planContext, type ContextPlan } from './trimming';
 import type { ChatDependencies } from './dependencies';
 
@@ -64,7 +68,7 @@ export class TurnRunner {
       const user = this.userMessage(input);
       for (let attempt = 1; ; attempt++) {
         const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const completion = await this.deps.model.complete(this.completionRequest(turn.plan), signal);
+        const completion = await this.deps.model.complete(this.completionRequest(turn), signal);
         try {
           return await this.commitAndRecord(input.caller, turn, completion);
         } catch (error) {
@@ -101,7 +105,7 @@ export class TurnRunner {
           droppedTurns: turn.plan.droppedTurns,
         });
         const completion = await collectStream(
-          this.deps.model.stream(this.completionRequest(turn.plan), signal),
+          this.deps.model.stream(this.completionRequest(turn), signal),
           handlers.onDelta,
         );
         try {
@@ -122,11 +126,9 @@ export class TurnRunner {
     claim: IdempotencyClaim | undefined,
     admit: boolean,
   ): Promise<PreparedTurn & { replyId: string }> {
-    if (!admit) return this.prepare(input, user, claim);
-    const [, turn] = await Promise.all([
-      this.deps.limiter.admit(input.caller, this.deps.clock.now()),
-      this.prepare(input, user, claim),
-    ]);
+    if (!admit) return this.prepare(input, user, claim, Promise.resolve());
+    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now());
+    const [, turn] = await Promise.all([admitted, this.prepare(input, user, claim, admitted)]);
     return turn;
   }
 
@@ -142,12 +144,14 @@ export class TurnRunner {
     }
   }
 
-  private completionRequest(plan: ContextPlan) {
+  private completionRequest(turn: PreparedTurn) {
     const { settings } = this.deps;
     return {
-      messages: plan.messages,
+      messages: turn.plan.messages,
       maxResponseTokens: settings.maxResponseTokens,
       ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
+      // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
+      cacheKey: turn.conversationId,
     };
   }
 
@@ -201,28 +205,19 @@ export class TurnRunner {
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
   }
 
-  /** Load, append, trim: everything up to the model call. */
+  /** Load, append, trim: everything up to the model call. `admitted` settles when the limiter has answered. */
   private async prepare(
     input: TurnInput,
     user: CountedUserMessage,
     claim: IdempotencyClaim | undefined,
+    admitted: Promise<void>,
   ): Promise<PreparedTurn & { replyId: string }> {
-    const { store, tokenizer, clock, settings } = this.deps;
+    const { store, tokenizer, clock } = this.deps;
     const loaded = await store.loadForTurn(input.caller, input.conversationId);
     if (!loaded) throw conversationNotFound();
     const { conversation, messages: history } = loaded;
 
-    const plan = planContext({
-      prologue: conversation.prologue.map((message) => counted(message, tokensUnder(message, tokenizer))),
-      history: history.map((message) => counted(message, tokensUnder(message, tokenizer))),
-      newMessage: counted(user.message, user.tokens),
-      budget: {
-        tokenLimit: settings.tokenLimit,
-        maxResponseTokens: settings.maxResponseTokens,
-        policy: settings.trimPolicy,
-        maxTurns: settings.maxTurns,
-      },
-    });
+    const { plan, summary } = await this.planWithSummary(input.caller, conversation, history, user, admitted);
 
     const userSeq = conversation.messageCount + 1;
     const sentAt = clock.now().toISOString();
@@ -250,6 +245,7 @@ export class TurnRunner {
           tokens: countMessageTokens({ role: 'assistant', content: completion.content }, tokenizer),
           encoding: tokenizer.encoding,
           finishReason: completion.finishReason,
+          usage: completion.usage,
         };
         const record: TurnRecord = {
           conversationId: conversation.id,
@@ -263,6 +259,14 @@ export class TurnRunner {
           expectedVersion: conversation.version,
           messages: [stored, reply],
           updatedAt: repliedAt,
+          header: {
+            totals: addUsage(
+              summary ? addUsage(conversation.totals, summary.usage) : conversation.totals,
+              completion.usage,
+            ),
+            windowStartSeq: plan.windowStartSeq,
+            ...(summary ? { summary: summary.summary } : {}),
+          },
           ...(claim && input.idempotencyKey
             ? { idempotency: { key: input.idempotencyKey, claim, requestHash: hashTurnRequest(input), record } }
             : {}),
@@ -270,6 +274,73 @@ export class TurnRunner {
         return toResult(record, reply, false);
       },
     };
+  }
+
+  /**
+   * Trims the history to the budget. With summaries on, a trim that leaves dropped messages the stored summary does
+   * not cover asks the model for a new summary first, so this turn is sent with it. A failed summary call only logs:
+   * the turn goes on with the old summary, and the next turn tries again. The summary's tokens count against the
+   * caller's quota whether or not the turn commits.
+   */
+  private async planWithSummary(
+    caller: Caller,
+    conversation: Conversation,
+    history: StoredMessage[],
+    user: CountedUserMessage,
+    admitted: Promise<void>,
+  ): Promise<{ plan: ContextPlan; summary?: { summary: HistorySummary; usage: Usage } }> {
+    const { tokenizer, settings, clock } = this.deps;
+    const plan = (summary: HistorySummary | undefined, windowStartSeq: number | undefined) =>
+      planContext({
+        prologue: conversation.prologue.map((message) => counted(message, tokensUnder(message, tokenizer))),
+        ...(summary && settings.summary.enabled ? { summary: summaryMessage(summary, tokenizer) } : {}),
+        history: history.map((message) => ({ ...counted(message, tokensUnder(message, tokenizer)), seq: message.seq })),
+        newMessage: counted(user.message, user.tokens),
+        budget: {
+          tokenLimit: settings.tokenLimit,
+          maxResponseTokens: settings.maxResponseTokens,
+          policy: settings.trimPolicy,
+          maxTurns: settings.maxTurns,
+          lowWater: settings.trimLowWater,
+          ...(settings.historyTokenLimit !== undefined ? { historyTokenLimit: settings.historyTokenLimit } : {}),
+          summaryReserveTokens: summaryReserveTokens(settings.summary, tokenizer),
+        },
+        ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
+      });
+
+    const first = plan(conversation.summary, conversation.windowStartSeq);
+    const covered = conversation.summary?.throughSeq ?? 0;
+    const droppedThrough = first.windowStartSeq - 1;
+    if (!settings.summary.enabled || droppedThrough <= covered) return { plan: first };
+
+    // A refused caller (rate limit, quota) must not cost a summary call: it throws here like the turn does.
+    await admitted;
+    let outcome: { summary: HistorySummary; usage: Usage };
+    try {
+      outcome = await writeSummary({
+        model: this.deps.model,
+        tokenizer,
+        settings: settings.summary,
+        tokenLimit: settings.tokenLimit,
+        conversationId: conversation.id,
+        previous: conversation.summary,
+        dropped: history.filter((message) => message.seq > covered && message.seq <= droppedThrough),
+        throughSeq: droppedThrough,
+        now: clock.now(),
+      });
+    } catch (error) {
+      this.deps.log.warn(
+        `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
+          `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return { plan: first };
+    }
+    // Spent whether or not this turn commits; a trim turn only, so the round trip is rare.
+    await this.deps.limiter
+      .record(caller, outcome.usage.totalTokens, clock.now())
+      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
+    // The trim left room for the new summary, so the window stays where the trim put it.
+    return { plan: plan(outcome.summary, first.windowStartSeq), summary: outcome };
   }
 
   /** The user's message is encoded once per turn, however many attempts the turn takes. */
@@ -302,9 +373,18 @@ function toResult(record: TurnRecord, reply: StoredMessage, replayed: boolean): 
     conversationId: record.conversationId,
     message: { id: reply.id, role: 'assistant', content: reply.content, createdAt: reply.createdAt },
     finishReason: record.finishReason,
-    usage: record.usage,
+    // Records stored before cached tokens were reported have none.
+    usage: { ...NO_USAGE, ...record.usage },
     context: record.context,
     replayed,
+  };
+}
+
+function addUsage(totals: Conversation['totals'], usage: Usage): Conversation['totals'] {
+  return {
+    promptTokens: totals.promptTokens + usage.promptTokens,
+    cachedPromptTokens: totals.cachedPromptTokens + usage.cachedPromptTokens,
+    completionTokens: totals.completionTokens + usage.completionTokens,
   };
 }
 

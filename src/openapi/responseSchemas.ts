@@ -24,8 +24,31 @@ export const finishReasonSchema = z
   );
 
 export const usageSchema = z
-  .object({ promptTokens: count(), completionTokens: count(), totalTokens: count() })
+  .object({
+    promptTokens: count(),
+    completionTokens: count(),
+    totalTokens: count(),
+    cachedPromptTokens: count().describe(
+      'Prompt tokens the service served from its prompt cache (`prompt_tokens_details.cached_tokens`), billed at the cached rate; 0 when it reports none.',
+    ),
+  })
   .describe('Model tokens spent on this turn, as the model reported them.');
+
+const conversationUsageSchema = z
+  .object({ promptTokens: count(), cachedPromptTokens: count(), completionTokens: count() })
+  .describe('Model tokens the conversation has spent so far, its turns and its summaries together.');
+
+const summarySchema = z
+  .object({
+    content: z.string().describe('What the model wrote about the messages that left the window.'),
+    firstMessageId: z.string().describe('The summary covers every message from this one...'),
+    lastMessageId: z.string().describe('...through this one; later messages are sent as they are.'),
+    tokens: count().describe(
+      'Prompt tokens the summary takes; it is sent right after the system message and examples.',
+    ),
+    createdAt: timestamp(),
+  })
+  .describe('CHAT_SUMMARY=on: the summary of the turns trimming dropped, replaced only when more turns drop.');
 
 const exampleSchema = z.object({ role: z.enum(['user', 'assistant']), content: z.string() });
 
@@ -45,6 +68,8 @@ export const conversationSchema = z.object({
   createdAt: timestamp(),
   updatedAt: timestamp(),
   messageCount: count().describe('Stored user and assistant messages.'),
+  usage: conversationUsageSchema,
+  summary: summarySchema.nullable(),
 });
 
 export const messageSchema = z.object({
@@ -54,6 +79,7 @@ export const messageSchema = z.object({
   name: z.string().optional(),
   createdAt: timestamp(),
   finishReason: finishReasonSchema.optional().describe('Assistant messages only.'),
+  usage: usageSchema.optional().describe('Assistant messages: what the model reported for the call that wrote it.'),
 });
 
 export const conversationWithMessagesSchema = conversationSchema.extend({

@@ -21,6 +21,7 @@ import {
   type Tokenizer,
   type TurnCommit,
   type TurnRecord,
+  NO_TOTALS,
 } from '../../src/core/ports';
 import type { ChatDependencies, ChatSettings } from '../../src/core/dependencies';
 
@@ -70,6 +71,7 @@ export class MemoryStore implements ConversationStore {
       updatedAt: input.createdAt,
       messageCount: 0,
       version: this.nextVersion(),
+      totals: { ...NO_TOTALS },
     };
     this.conversations.set(this.key(owner, input.id), {
       owner: `${owner.kind}:${owner.id}`,
@@ -139,6 +141,11 @@ export class MemoryStore implements ConversationStore {
     found.conversation.messageCount += commit.messages.length;
     found.conversation.updatedAt = commit.updatedAt;
     found.conversation.version = this.nextVersion();
+    if (commit.header) {
+      found.conversation.totals = { ...commit.header.totals };
+      found.conversation.windowStartSeq = commit.header.windowStartSeq;
+      if (commit.header.summary) found.conversation.summary = structuredClone(commit.header.summary);
+    }
     if (commit.idempotency) {
       const record = found.idempotency.get(commit.idempotency.key);
       if (record)
@@ -208,7 +215,7 @@ export class ScriptedModel implements ChatModel {
     return {
       content,
       finishReason: answer?.finishReason ?? 'stop',
-      usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15 },
+      usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
     };
   }
 
@@ -225,6 +232,8 @@ export const TEST_SETTINGS: ChatSettings = {
   maxResponseTokens: 100,
   trimPolicy: 'drop-oldest',
   maxTurns: 20,
+  trimLowWater: 0.6,
+  summary: { enabled: false, maxTokens: 50 },
   maxExamples: 20,
   turnAttempts: 3,
   idempotencyLeaseMs: 60_000,

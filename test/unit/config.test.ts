@@ -33,6 +33,31 @@ describe('loadConfig', () => {
     assert.ok(Object.isFrozen(config.chat));
   });
 
+  it('reads the cost settings, and an empty optional number as unset', () => {
+    const config = loadConfig({
+      ...minimal,
+      CHAT_TOKEN_LIMIT: '',
+      CHAT_HISTORY_TOKEN_LIMIT: '16000',
+      CHAT_TRIM_POLICY: 'stable-prefix',
+      CHAT_SUMMARY: 'on',
+    });
+    assert.equal(config.chat.tokenLimit, undefined);
+    assert.equal(config.chat.historyTokenLimit, 16_000);
+    assert.equal(config.chat.trimLowWater, 0.6);
+    assert.deepEqual(config.chat.summary, { enabled: true, maxTokens: 512 });
+    assert.equal(loadConfig({ ...minimal, CHAT_HISTORY_TOKEN_LIMIT: '' }).chat.historyTokenLimit, undefined);
+  });
+
+  it('refuses summaries without stable-prefix trimming, and a low-water mark outside (0, 1]', () => {
+    assert.match(
+      problems({ ...minimal, CHAT_SUMMARY: 'on' }).join('\n'),
+      /^CHAT_SUMMARY: on needs CHAT_TRIM_POLICY=stable-prefix/m,
+    );
+    assert.match(problems({ ...minimal, CHAT_TRIM_LOW_WATER: '0' }).join('\n'), /^CHAT_TRIM_LOW_WATER: /m);
+    assert.match(problems({ ...minimal, CHAT_TRIM_LOW_WATER: '1.5' }).join('\n'), /^CHAT_TRIM_LOW_WATER: /m);
+    assert.match(problems({ ...minimal, CHAT_HISTORY_TOKEN_LIMIT: '10' }).join('\n'), /^CHAT_HISTORY_TOKEN_LIMIT: /m);
+  });
+
   it('names every bad setting', () => {
     const found = problems({
       ...minimal,

@@ -80,7 +80,7 @@ function record(conversationId: string, replySeq: number): TurnRecord {
     conversationId,
     replySeq,
     finishReason: 'stop',
-    usage: { promptTokens: 10, completionTokens: 5, totalTokens: 15 },
+    usage: { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
     context: { promptTokens: 10, droppedTurns: 0 },
   };
 }
@@ -139,6 +139,7 @@ describe('create, get', () => {
       updatedAt: input.createdAt,
       messageCount: 0,
       version: created.version,
+      totals: { promptTokens: 0, cachedPromptTokens: 0, completionTokens: 0 },
     });
     assert.equal(await store.get(bob, input.id), undefined);
     assert.equal(await store.get({ ...alice, kind: 'integration' }, input.id), undefined);
@@ -222,6 +223,54 @@ describe('list', () => {
 });
 
 describe('turns', () => {
+  test('a turn stores the reply usage, and the header its totals, window start and summary (kept until replaced)', async () => {
+    const owner: Caller = { id: 'costs', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const usage = { promptTokens: 1_300, completionTokens: 20, totalTokens: 1_320, cachedPromptTokens: 1_152 };
+    const summary = {
+      content: 'Earlier: a trip to Lisbon. ✈️ 東京',
+      tokens: 30,
+      encoding: 'o200k_base' as const,
+      throughSeq: 2,
+      createdAt: nextTime(),
+    };
+    await store.commitTurn(owner, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), { ...message(2), usage }],
+      updatedAt: nextTime(),
+      header: {
+        totals: { promptTokens: 1_300, cachedPromptTokens: 1_152, completionTokens: 20 },
+        windowStartSeq: 3,
+        summary,
+      },
+    });
+    const afterFirst = await store.get(owner, created.id);
+    assert.deepEqual(afterFirst?.totals, { promptTokens: 1_300, cachedPromptTokens: 1_152, completionTokens: 20 });
+    assert.equal(afterFirst?.windowStartSeq, 3);
+    assert.deepEqual(afterFirst?.summary, summary);
+    assert.deepEqual((await store.getMessage(owner, created.id, 2))?.usage, usage);
+    assert.equal((await store.getMessage(owner, created.id, 1))?.usage, undefined);
+
+    // A turn without a new summary leaves the stored one; totals beyond Int32 stay exact.
+    const big = 3_000_000_000;
+    await store.commitTurn(owner, {
+      conversationId: created.id,
+      expectedVersion: afterFirst!.version,
+      messages: [message(3), message(4)],
+      updatedAt: nextTime(),
+      header: { totals: { promptTokens: big, cachedPromptTokens: big - 1, completionTokens: 40 }, windowStartSeq: 3 },
+    });
+    const loaded = await store.loadForTurn(owner, created.id);
+    assert.deepEqual(loaded?.conversation.summary, summary);
+    assert.deepEqual(loaded?.conversation.totals, {
+      promptTokens: big,
+      cachedPromptTokens: big - 1,
+      completionTokens: 40,
+    });
+    assert.deepEqual(loaded?.messages[1]?.usage, usage);
+  });
+
   test('commitTurn stores the messages; loadForTurn, listMessages and getMessage read them back', async () => {
     const created = await store.create(alice, newConversation());
     const updatedAt = nextTime();

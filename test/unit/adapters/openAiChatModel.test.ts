@@ -100,7 +100,14 @@ function completion(overrides: { content?: string | null; finish_reason?: string
     ],
     ...('usage' in overrides
       ? { usage: overrides.usage }
-      : { usage: { prompt_tokens: 29, completion_tokens: 73, total_tokens: 102 } }),
+      : {
+          usage: {
+            prompt_tokens: 29,
+            completion_tokens: 73,
+            total_tokens: 102,
+            prompt_tokens_details: { audio_tokens: 0, cached_tokens: 0 },
+          },
+        }),
   };
 }
 
@@ -174,7 +181,12 @@ const USAGE_CHUNK = {
   created: 1_700_000_000,
   model: 'gpt-4o-2024-11-20',
   choices: [],
-  usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
+  usage: {
+    prompt_tokens: 1_300,
+    completion_tokens: 3,
+    total_tokens: 1_303,
+    prompt_tokens_details: { audio_tokens: 0, cached_tokens: 1_152 },
+  },
 };
 
 function eventStream(body: ReadableStream<Uint8Array>): Response {
@@ -264,6 +276,14 @@ describe('OpenAiChatModel: the request it sends', () => {
     });
   }
 
+  it('sends the cache key as prompt_cache_key, and none when the request has none', async () => {
+    const { fetch, sent } = scriptedFetch(ok(), ok());
+    await model(fetch).complete({ ...REQUEST, cacheKey: 'conversation-1' });
+    await model(fetch).complete(REQUEST);
+    assert.equal(sent[0]?.body.prompt_cache_key, 'conversation-1');
+    assert.equal('prompt_cache_key' in (sent[1]?.body ?? {}), false);
+  });
+
   it('sends temperature when set, for a non-reasoning model', async () => {
     const { fetch, sent } = scriptedFetch(ok());
     await model(fetch).complete({ ...REQUEST, temperature: 0.2 });
@@ -315,7 +335,23 @@ describe('OpenAiChatModel: a completed reply', () => {
     assert.deepEqual(await model(fetch).complete(REQUEST), {
       content: 'Hello!',
       finishReason: 'stop',
-      usage: { promptTokens: 29, completionTokens: 73, totalTokens: 102 },
+      usage: { promptTokens: 29, completionTokens: 73, totalTokens: 102, cachedPromptTokens: 0 },
+    });
+  });
+
+  it('reads cached prompt tokens from prompt_tokens_details.cached_tokens', async () => {
+    const usage = {
+      prompt_tokens: 2_000,
+      completion_tokens: 10,
+      total_tokens: 2_010,
+      prompt_tokens_details: { cached_tokens: 1_920 },
+    };
+    const { fetch } = scriptedFetch(ok(completion({ usage })));
+    assert.deepEqual((await model(fetch).complete(REQUEST)).usage, {
+      promptTokens: 2_000,
+      completionTokens: 10,
+      totalTokens: 2_010,
+      cachedPromptTokens: 1_920,
     });
   });
 
@@ -342,7 +378,7 @@ describe('OpenAiChatModel: a completed reply', () => {
     assert.deepEqual(await model(fetch).complete(REQUEST), {
       content: '',
       finishReason: 'content_filter',
-      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 },
     });
   });
 });
@@ -588,7 +624,11 @@ describe('OpenAiChatModel: streaming', () => {
       { type: 'delta', content: 'Hel' },
       { type: 'delta', content: 'lo' },
       { type: 'delta', content: '!' },
-      { type: 'done', finishReason: 'stop', usage: { promptTokens: 12, completionTokens: 3, totalTokens: 15 } },
+      {
+        type: 'done',
+        finishReason: 'stop',
+        usage: { promptTokens: 1_300, completionTokens: 3, totalTokens: 1_303, cachedPromptTokens: 1_152 },
+      },
     ]);
 
     const body = sent[0]?.body ?? {};
@@ -606,7 +646,11 @@ describe('OpenAiChatModel: streaming', () => {
     assert.equal(error, undefined);
     assert.deepEqual(received, [
       { type: 'delta', content: 'Partial' },
-      { type: 'done', finishReason: 'length', usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 } },
+      {
+        type: 'done',
+        finishReason: 'length',
+        usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 },
+      },
     ]);
   });
 

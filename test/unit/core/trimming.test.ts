@@ -328,3 +328,180 @@ test('trimming a long history is one pass over the stored counts', () => {
   assert.deepEqual([plan.droppedTurns, plan.keptTurns, plan.promptTokens], [4990, 10, PINNED + 300]);
   assert.deepEqual(contents(plan.messages).slice(3, 5), ['question 4991', 'answer 4991']);
 });
+
+// ---- stable-prefix, the history cap and the pinned summary ----------------------------------------------------
+
+/** A conversation run turn by turn through planContext, carrying the window start as the turn pipeline does. */
+function converse(turnCount: number, trimBudget: TrimBudget, summary?: CountedMessage) {
+  const history: CountedMessage[] = [];
+  const plans: ReturnType<typeof planContext>[] = [];
+  let windowStartSeq: number | undefined;
+  for (let index = 1; index <= turnCount; index++) {
+    const newMessage = message('user', 10, `question ${index}`);
+    const plan = planContext({
+      prologue: PROLOGUE,
+      history: [...history],
+      newMessage,
+      budget: trimBudget,
+      ...(summary ? { summary } : {}),
+      ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
+    });
+    plans.push(plan);
+    windowStartSeq = plan.windowStartSeq;
+    history.push(newMessage, message('assistant', 20, `answer ${index}`));
+  }
+  return plans;
+}
+
+const isPrefix = (prefix: ChatMessage[], of: ChatMessage[]) =>
+  prefix.length <= of.length && prefix.every((entry, index) => JSON.stringify(entry) === JSON.stringify(of[index]));
+
+test('stable-prefix: appends until the budget, trims whole turns down to low water, then appends again', () => {
+  // Prompt budget 400 - 20 - 1 = 379; low water 0.6 -> at most 227 after a trim. Pinned: 20 + 10 + 3 = 33.
+  const plans = converse(40, budget(400, { policy: 'stable-prefix', lowWater: 0.6 }));
+  let trims = 0;
+  for (const [index, plan] of plans.entries()) {
+    assert.ok(plan.promptTokens <= 379, `turn ${index + 1}: ${plan.promptTokens} over the budget`);
+    assert.equal(plan.promptTokens, countOf(plan.messages), `turn ${index + 1}: counted exactly`);
+    assert.deepEqual(contents(plan.messages.slice(0, 3)), contents(PROLOGUE), 'the prologue is pinned');
+    assert.equal(plan.messages[3]?.role, 'user', 'never an assistant first after the prologue');
+    const previous = plans[index - 1];
+    if (!previous) continue;
+    if (plan.droppedTurns === previous.droppedTurns) {
+      // Between trims the previous request is a prefix of this one, new message included (it is history now).
+      assert.ok(isPrefix(previous.messages, plan.messages), `turn ${index + 1} repeats turn ${index}'s prompt`);
+    } else {
+      trims++;
+      assert.ok(plan.promptTokens <= Math.floor(0.6 * 379), `turn ${index + 1}: trimmed to ${plan.promptTokens}`);
+      // It trimmed because appending would not fit.
+      assert.ok(previous.promptTokens + 30 > 379);
+    }
+  }
+  assert.ok(trims >= 2, `${trims} trims in 40 turns`);
+  // Drop-oldest over the same conversation shifts the prompt on every turn once it is full.
+  const oldest = converse(40, budget(400));
+  const shifted = oldest.slice(1).filter((plan, index) => !isPrefix(oldest[index]!.messages, plan.messages)).length;
+  assert.ok(shifted > 25, `drop-oldest changed its prefix on ${shifted} turns`);
+});
+
+/** The guide's count of what a plan sends, with the test's counts (each message's `tokens`). */
+function countOf(messages: ChatMessage[]): number {
+  const all = [
+    ...PROLOGUE,
+    SUMMARY,
+    ...turns(60),
+    ...Array.from({ length: 60 }, (_, i) => message('user', 10, `question ${i + 1}`)),
+  ];
+  return (
+    messages.reduce((sum, sent) => sum + all.find((candidate) => candidate.content === sent.content)!.tokens, 0) +
+    REPLY_PRIMING_TOKENS
+  );
+}
+
+const SUMMARY = message('system', 40, 'summary of what was dropped');
+
+test('stable-prefix keeps the stored window start while the prompt fits, even when earlier turns would fit too', () => {
+  const history = turns(3);
+  const plan = planContext({
+    prologue: PROLOGUE,
+    history,
+    newMessage: NEW_MESSAGE,
+    budget: budget(10_000, { policy: 'stable-prefix', lowWater: 0.6 }),
+    windowStartSeq: 3,
+  });
+  assert.deepEqual(contents(plan.messages).slice(3), [
+    'question 2',
+    'answer 2',
+    'question 3',
+    'answer 3',
+    'the new question',
+  ]);
+  assert.deepEqual([plan.droppedTurns, plan.keptTurns, plan.windowStartSeq], [1, 2, 3]);
+  // Other policies ignore it.
+  const oldest = planContext({
+    prologue: PROLOGUE,
+    history,
+    newMessage: NEW_MESSAGE,
+    budget: budget(10_000),
+    windowStartSeq: 3,
+  });
+  assert.deepEqual([oldest.droppedTurns, oldest.windowStartSeq], [0, 1]);
+});
+
+test('stable-prefix refuses like drop-oldest when the new message alone does not fit; it drops everything else first', () => {
+  const big = message('user', 400, 'a long question');
+  assert.throws(
+    () =>
+      planContext({
+        prologue: PROLOGUE,
+        history: turns(2),
+        newMessage: big,
+        budget: budget(400, { policy: 'stable-prefix', lowWater: 0.6 }),
+      }),
+    ContextLengthExceededError,
+  );
+  const fits = message('user', 340, 'a long question');
+  const plan = planContext({
+    prologue: PROLOGUE,
+    history: turns(2),
+    newMessage: fits,
+    budget: budget(400, { policy: 'stable-prefix', lowWater: 0.6 }),
+  });
+  assert.deepEqual(contents(plan.messages).slice(3), ['a long question']);
+  assert.deepEqual([plan.droppedTurns, plan.windowStartSeq], [2, 5]);
+});
+
+test('the history cap keeps the prompt within CHAT_HISTORY_TOKEN_LIMIT, and never refuses what fits the window', () => {
+  for (const policy of ['drop-oldest', 'stable-prefix', 'max-turns'] as const) {
+    const plans = converse(30, budget(100_000, { policy, lowWater: 0.6, historyTokenLimit: 200 }));
+    for (const plan of plans) assert.ok(plan.promptTokens <= 200, `${policy}: ${plan.promptTokens}`);
+    assert.ok(plans.at(-1)!.droppedTurns > 0, policy);
+  }
+  // Over the cap but within the window: sent alone, nothing refused.
+  const plan = planContext({
+    prologue: PROLOGUE,
+    history: turns(3),
+    newMessage: message('user', 300, 'a long question'),
+    budget: budget(10_000, { historyTokenLimit: 200 }),
+  });
+  assert.deepEqual(contents(plan.messages).slice(3), ['a long question']);
+  assert.equal(plan.promptTokens, 20 + 300 + REPLY_PRIMING_TOKENS);
+  // reject counts the cap as the limit.
+  assert.throws(
+    () =>
+      planContext({
+        prologue: PROLOGUE,
+        history: turns(10),
+        newMessage: NEW_MESSAGE,
+        budget: budget(10_000, { policy: 'reject', historyTokenLimit: 200 }),
+      }),
+    ConversationFullError,
+  );
+});
+
+test('a summary is pinned right after the prologue and counted; a trim leaves room for its replacement', () => {
+  const trimBudget = budget(400, { policy: 'stable-prefix', lowWater: 0.6, summaryReserveTokens: 100 });
+  const plans = converse(40, trimBudget, SUMMARY);
+  for (const plan of plans) {
+    assert.equal(plan.messages[3]?.content, SUMMARY.content);
+    assert.equal(plan.summarySent, true);
+    assert.equal(plan.promptTokens, countOf(plan.messages));
+    assert.ok(plan.promptTokens <= 379);
+  }
+  const trimmed = plans.filter((plan, index) => index > 0 && plan.droppedTurns !== plans[index - 1]!.droppedTurns);
+  assert.ok(trimmed.length > 0);
+  // With a 100-token summary in place of the 40-token one, the trimmed prompt is still at low water.
+  for (const plan of trimmed) assert.ok(plan.promptTokens - 40 + 100 <= Math.floor(0.6 * 379), `${plan.promptTokens}`);
+});
+
+test('a summary that does not fit beside the new message is left out rather than refuse the message', () => {
+  const plan = planContext({
+    prologue: PROLOGUE,
+    summary: SUMMARY,
+    history: turns(2),
+    newMessage: message('user', 330, 'a long question'),
+    budget: budget(400, { policy: 'stable-prefix', lowWater: 0.6 }),
+  });
+  assert.equal(plan.summarySent, false);
+  assert.deepEqual(contents(plan.messages).slice(3), ['a long question']);
+});

@@ -10,9 +10,10 @@ import {
   SpecialTokenRejectedError,
   UpstreamError,
 } from '../../../src/core/errors';
-import type { Caller, StoredMessage } from '../../../src/core/ports';
+import type { Caller, CompletionRequest, StoredMessage } from '../../../src/core/ports';
+import { countPromptTokens } from '../../../src/core/tokens/countTokens';
 import { TurnRunner, messageId } from '../../../src/core/turn';
-import { fakeDependencies, type MemoryStore } from '../../support/fakes';
+import { fakeDependencies, ScriptedModel, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
 const bob: Caller = { id: 'bob', kind: 'user' };
@@ -32,7 +33,10 @@ function storedMessages(store: MemoryStore, id: string): StoredMessage[] {
 describe('TurnRunner.send', () => {
   it('sends the prologue and the new message, stores both messages and answers the reply', async () => {
     const { turns, model, store, conversationId } = await setup();
-    model.answers.push({ content: 'Hi there', usage: { promptTokens: 12, completionTokens: 2, totalTokens: 14 } });
+    model.answers.push({
+      content: 'Hi there',
+      usage: { promptTokens: 12, completionTokens: 2, totalTokens: 14, cachedPromptTokens: 3 },
+    });
 
     const result = await turns.send({ caller: alice, conversationId, content: 'Hello', name: 'Ann' });
 
@@ -44,7 +48,7 @@ describe('TurnRunner.send', () => {
     assert.equal(result.message.content, 'Hi there');
     assert.equal(result.message.id, messageId(2));
     assert.equal(result.finishReason, 'stop');
-    assert.deepEqual(result.usage, { promptTokens: 12, completionTokens: 2, totalTokens: 14 });
+    assert.deepEqual(result.usage, { promptTokens: 12, completionTokens: 2, totalTokens: 14, cachedPromptTokens: 3 });
     assert.equal(result.context.droppedTurns, 0);
     const stored = storedMessages(store, conversationId);
     assert.deepEqual(
@@ -260,5 +264,162 @@ describe('TurnRunner.stream', () => {
     assert.deepEqual(events, [`start ${messageId(2)}`, 'delta one ', 'delta two ', 'delta three']);
     assert.equal(result.message.content, 'one two three');
     assert.equal(storedMessages(store, conversationId)[1]?.content, 'one two three');
+  });
+});
+
+describe('what a conversation costs', () => {
+  it('sends the conversation id as the cache key and stores cached tokens with the turn and in the totals', async () => {
+    const { turns, model, store, conversationId, conversations } = await setup();
+    model.answers.push(
+      {
+        content: 'first',
+        usage: { promptTokens: 1_200, completionTokens: 1, totalTokens: 1_201, cachedPromptTokens: 0 },
+      },
+      {
+        content: 'second',
+        usage: { promptTokens: 1_300, completionTokens: 1, totalTokens: 1_301, cachedPromptTokens: 1_152 },
+      },
+    );
+    await turns.send({ caller: alice, conversationId, content: 'one' });
+    const second = await turns.send({ caller: alice, conversationId, content: 'two' });
+
+    assert.deepEqual(
+      model.requests.map((request) => request.cacheKey),
+      [conversationId, conversationId],
+    );
+    assert.equal(second.usage.cachedPromptTokens, 1_152);
+    assert.equal(storedMessages(store, conversationId)[3]?.usage?.cachedPromptTokens, 1_152);
+    const view = await conversations.get(alice, conversationId, { limit: 10 });
+    assert.deepEqual(view.usage, { promptTokens: 2_500, cachedPromptTokens: 1_152, completionTokens: 2 });
+    assert.equal(view.messages[3]?.usage?.cachedPromptTokens, 1_152);
+  });
+
+  it('an idempotent replay answers the stored cached tokens', async () => {
+    const { turns, model, conversationId } = await setup();
+    model.answers.push({ usage: { promptTokens: 9, completionTokens: 1, totalTokens: 10, cachedPromptTokens: 4 } });
+    const input = { caller: alice, conversationId, content: 'one', idempotencyKey: 'k1' };
+    await turns.send(input);
+    const replay = await turns.send(input);
+    assert.equal(replay.replayed, true);
+    assert.equal(replay.usage.cachedPromptTokens, 4);
+  });
+});
+
+/** Answers summary requests (cache key `<id>/summary`) with a numbered summary, or fails them while `failing`. */
+class SummarisingModel extends ScriptedModel {
+  failing = false;
+  summaries = 0;
+  override async complete(request: CompletionRequest) {
+    if (!request.cacheKey?.endsWith('/summary')) return super.complete(request);
+    this.requests.push(structuredClone(request));
+    if (this.failing) throw new UpstreamError('upstream_unavailable', 'down');
+    this.summaries++;
+    return {
+      content: `summary ${this.summaries}`,
+      finishReason: 'stop' as const,
+      usage: { promptTokens: 50, completionTokens: 2, totalTokens: 52, cachedPromptTokens: 0 },
+    };
+  }
+}
+
+describe('summaries of dropped turns', () => {
+  // Word tokenizer: a turn of "question N" (3 + 1 + 2 = 6) and "echo: question N" (3 + 1 + 3 = 7) is 13 tokens.
+  const settings = {
+    tokenLimit: 150,
+    maxResponseTokens: 20,
+    trimPolicy: 'stable-prefix' as const,
+    trimLowWater: 0.6,
+    summary: { enabled: true, maxTokens: 10 },
+  };
+
+  async function run(turnCount: number, model: SummarisingModel, recorded: number[] = []) {
+    const fakes = await setup({
+      model,
+      settings,
+      limiter: { admit: async () => {}, record: async (_caller, tokens) => void recorded.push(tokens) },
+    });
+    const results = [];
+    for (let index = 1; index <= turnCount; index++) {
+      results.push(
+        await fakes.turns.send({ caller: alice, conversationId: fakes.conversationId, content: `question ${index}` }),
+      );
+    }
+    return { ...fakes, results };
+  }
+
+  it('are made once per trim, pinned after the prologue, counted, and charged to the caller', async () => {
+    const model = new SummarisingModel();
+    const recorded: number[] = [];
+    const { conversations, conversationId, results, tokenizer } = await run(30, model, recorded);
+    const chats = model.requests.filter((request) => !request.cacheKey?.endsWith('/summary'));
+    const summaryCalls = model.requests.filter((request) => request.cacheKey?.endsWith('/summary'));
+    const trims = results.filter(
+      (result, index) => index > 0 && result.context.droppedTurns > results[index - 1]!.context.droppedTurns,
+    );
+    assert.ok(trims.length >= 2, `${trims.length} trims`);
+    assert.equal(summaryCalls.length, trims.length, 'one summary call per trim');
+    for (const [index, request] of chats.entries()) {
+      const result = results[index]!;
+      if (result.context.droppedTurns === 0) continue;
+      assert.equal(request.messages[1]?.role, 'system');
+      assert.match(request.messages[1]?.content ?? '', /summary \d+$/);
+      assert.equal(request.messages[2]?.role, 'user');
+      assert.equal(result.context.promptTokens, countPromptTokens(request.messages, tokenizer), 'counted exactly');
+      assert.ok(result.context.promptTokens <= 150 - 20 - 1);
+    }
+    // Each summary call is given the previous summary and the turns dropped since.
+    assert.match(
+      summaryCalls[1]?.messages[1]?.content ?? '',
+      /^Current summary:\nsummary 1\n\nNew messages:\nuser: question/,
+    );
+    const view = await conversations.get(alice, conversationId, { limit: 1 });
+    assert.equal(view.summary?.content, `summary ${summaryCalls.length}`);
+    assert.equal(view.summary?.firstMessageId, messageId(1));
+    assert.equal(view.summary?.lastMessageId, messageId(2 * results.at(-1)!.context.droppedTurns));
+    assert.equal(recorded.filter((tokens) => tokens === 52).length, summaryCalls.length, 'summary tokens are charged');
+  });
+
+  it('a caller the limiter refuses costs no summary call', async () => {
+    const model = new SummarisingModel();
+    model.failing = true;
+    let refuse = false;
+    const fakes = await setup({
+      model,
+      settings,
+      limiter: {
+        admit: async () => {
+          if (refuse) throw new RateLimitedError('slow down', 30, 'rate_limited');
+        },
+        record: async () => {},
+      },
+    });
+    const send = (content: string) =>
+      fakes.turns.send({ caller: alice, conversationId: fakes.conversationId, content });
+    let last;
+    for (let index = 1; index <= 14; index++) last = await send(`question ${index}`);
+    assert.ok(last!.context.droppedTurns > 0, 'a summary is owed');
+    model.failing = false;
+    refuse = true;
+    const calls = model.requests.length;
+    await assert.rejects(send('one more'), RateLimitedError);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(model.requests.length, calls, 'no summary (nor chat) call for a refused turn');
+  });
+
+  it('a failing summary call leaves the turn answered, and the next turn tries again', async () => {
+    const model = new SummarisingModel();
+    model.failing = true;
+    const { turns, conversationId, conversations, results } = await run(14, model);
+    const failedCalls = model.requests.filter((request) => request.cacheKey?.endsWith('/summary')).length;
+    assert.ok(results.at(-1)!.context.droppedTurns > 0, 'a trim happened');
+    assert.ok(failedCalls >= 1);
+    assert.equal(results.length, 14, 'every turn was answered');
+    assert.equal((await conversations.get(alice, conversationId, { limit: 1 })).summary, null);
+
+    model.failing = false;
+    await turns.send({ caller: alice, conversationId, content: 'after the outage' });
+    const view = await conversations.get(alice, conversationId, { limit: 1 });
+    assert.equal(view.summary?.content, 'summary 1');
+    assert.equal(view.summary?.lastMessageId, messageId(2 * results.at(-1)!.context.droppedTurns));
   });
 });

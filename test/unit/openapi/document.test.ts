@@ -373,12 +373,14 @@ describe('response schemas', () => {
       conversationId: 'c1',
       message: { id: 'msg_0000000002', role: 'assistant', content: 'Hi', createdAt: '2025-01-01T00:00:00.000Z' },
       finishReason: 'stop',
-      usage: { promptTokens: 10, completionTokens: 2, totalTokens: 12 },
+      usage: { promptTokens: 10, completionTokens: 2, totalTokens: 12, cachedPromptTokens: 0 },
       context: { promptTokens: 10, droppedTurns: 0 },
     };
     assert.ok(turn(result), JSON.stringify(turn.errors));
     assert.ok(!turn({ ...result, replayed: false }), 'replayed is not part of the JSON response');
     assert.ok(!turn({ ...result, usage: undefined }), 'usage is required');
+    const { cachedPromptTokens: _cached, ...withoutCached } = result.usage;
+    assert.ok(!turn({ ...result, usage: withoutCached }), 'cachedPromptTokens is always there');
     assert.ok(!turn({ ...result, message: { ...result.message, createdAt: 'yesterday' } }), 'a date-time');
 
     const problem = validator.compile({ $ref: '#/components/schemas/Problem' });
