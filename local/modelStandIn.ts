@@ -11,6 +11,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { getEncoder } from '../src/adapters/tiktokenTokenizer';
+import { PromptCache, promptSequence, type PromptCacheOptions } from './promptCache';
 import { SSE_DONE, startEventStream, writeEvent } from './sse';
 
 // ---- Public types ------------------------------------------------------------------------------
@@ -72,6 +73,10 @@ export interface RecordedRequest {
   /** The chat request, once it parsed and passed the stand-in's checks; undefined otherwise. */
   body: ChatRequestBody | undefined;
   at: Date;
+  /** The usage the stand-in reported for this request (answered requests only). */
+  promptTokens?: number;
+  cachedTokens?: number;
+  completionTokens?: number;
 }
 
 /** What a custom reply function sees. */
@@ -89,12 +94,14 @@ export interface ModelStandInOptions {
   expectedBearerToken?: string;
   /** Require `api-key: <key>` or `Authorization: Bearer <key>` (the openai SDK sends its apiKey as Bearer). */
   expectedApiKey?: string;
-  /** Replaces the default reply text; truncation, usage and faults still apply to it. */
-  reply?: (request: ReplyRequest) => string;
+  /** Replaces the default reply text (undefined: the default); truncation, usage and faults still apply to it. */
+  reply?: (request: ReplyRequest) => string | undefined;
   /** Pause between streamed chunks. Default 0. */
   streamChunkDelayMs?: number;
   /** When set, a prompt plus max tokens above it gets `context_length_exceeded`, as the service would. */
   contextWindowTokens?: number;
+  /** The prompt cache (per `prompt_cache_key`, see ./promptCache.ts); `false` reports no cached tokens. */
+  promptCache?: PromptCacheOptions | false;
 }
 
 export interface ModelStandIn {
@@ -109,7 +116,7 @@ export interface ModelStandIn {
   readonly callCount: number;
   enqueueFault(fault: ModelFault): void;
   setDefaultFault(fault: ModelFault | undefined): void;
-  /** Forgets recorded requests, the call count, queued faults and the default fault. */
+  /** Forgets recorded requests, the call count, queued faults, the default fault and the prompt cache. */
   clear(): void;
   /** Ends hanging requests and every connection, then stops listening. */
   close(): Promise<void>;
@@ -156,6 +163,20 @@ function contentText(content: StandInMessage['content']): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) return content.map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
   return '';
+}
+
+/** Token ids of texts already seen, per encoding: the prompt cache compares whole prompts on every request. */
+const tokenCache = new Map<string, number[]>();
+
+function tokensOf(text: string, encoding: StandInEncoding): number[] {
+  const key = `${encoding}\u0000${text}`;
+  let tokens = tokenCache.get(key);
+  if (tokens === undefined) {
+    tokens = encode(text, encoding);
+    if (tokenCache.size >= COUNT_CACHE_MAX_ENTRIES) tokenCache.clear();
+    tokenCache.set(key, tokens);
+  }
+  return tokens;
 }
 
 /**
@@ -226,12 +247,12 @@ interface Usage {
   };
 }
 
-function usageOf(promptTokens: number, completionTokens: number): Usage {
+function usageOf(promptTokens: number, completionTokens: number, cachedTokens: number): Usage {
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
-    prompt_tokens_details: { audio_tokens: 0, cached_tokens: 0 },
+    prompt_tokens_details: { audio_tokens: 0, cached_tokens: cachedTokens },
     completion_tokens_details: {
       accepted_prediction_tokens: 0,
       audio_tokens: 0,
@@ -528,6 +549,7 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
   let callCount = 0;
   const closing = new AbortController();
   const chunkDelayMs = options.streamChunkDelayMs ?? 0;
+  const promptCache = options.promptCache === false ? undefined : new PromptCache(options.promptCache);
 
   function isAuthorized(headers: IncomingHttpHeaders): boolean {
     const { expectedBearerToken, expectedApiKey } = options;
@@ -618,13 +640,26 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
       return sendError(response, contextLengthExceeded(options.contextWindowTokens, promptTokens, maxTokens));
     }
 
-    const text = options.reply
-      ? options.reply({ model: body.model, messages: body.messages, promptTokens, body })
-      : defaultReplyText(body.messages, promptTokens);
+    const text =
+      options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
+      defaultReplyText(body.messages, promptTokens);
     const reply = shapeReply(text, encoding, maxTokens, fault);
     const id = completionId();
     const created = Math.floor(Date.now() / 1000);
-    const usage = usageOf(promptTokens, reply.completionTokens);
+    const key = typeof body.prompt_cache_key === 'string' ? body.prompt_cache_key : '';
+    const sequence = () =>
+      promptSequence(
+        body.messages.map((message) => ({
+          role: message.role,
+          content: contentText(message.content),
+          ...(typeof message.name === 'string' ? { name: message.name } : {}),
+        })),
+        (text) => tokensOf(text, encoding),
+      );
+    record.cachedTokens = promptCache ? promptCache.serve(key, sequence()) : 0;
+    record.promptTokens = promptTokens;
+    record.completionTokens = reply.completionTokens;
+    const usage = usageOf(promptTokens, reply.completionTokens, record.cachedTokens);
 
     if (body.stream !== true) {
       return sendJson(response, 200, {
@@ -737,6 +772,7 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
       queuedFaults.length = 0;
       defaultFault = undefined;
       callCount = 0;
+      promptCache?.clear();
     },
     close() {
       closed ??= new Promise<void>((resolve) => {

@@ -374,3 +374,77 @@ describe('model stand-in (Azure OpenAI v1 chat completions)', () => {
     await assert.rejects(pending);
   });
 });
+
+describe('model stand-in: prompt caching (per prompt_cache_key, 1,024 tokens, then 128-token steps)', () => {
+  let standIn: ModelStandIn;
+  let client: OpenAI;
+  const o200k = () => getEncoding('o200k_base');
+  /** About 1,500 tokens of distinct words. */
+  const LONG_SYSTEM = Array.from({ length: 1_500 }, (_, index) => `w${index}`).join(' ');
+
+  before(async () => {
+    standIn = await startModelStandIn({ expectedApiKey: API_KEY });
+    client = new OpenAI({ baseURL: standIn.baseURL, apiKey: API_KEY, maxRetries: 0 });
+  });
+  after(async () => {
+    await standIn.close();
+  });
+  beforeEach(() => standIn.clear());
+
+  const ask = async (messages: ChatCompletionMessageParam[], key?: string) =>
+    (
+      await client.chat.completions.create({
+        model: 'gpt-4o',
+        messages,
+        ...(key !== undefined ? { prompt_cache_key: key } : {}),
+      })
+    ).usage?.prompt_tokens_details?.cached_tokens;
+
+  /** The rule, written out again here: a prefix under 1,024 tokens is no hit; above, whole 128-token steps. */
+  const expectedCached = (commonPrefix: number) =>
+    commonPrefix < 1_024 ? 0 : 1_024 + Math.floor((commonPrefix - 1_024) / 128) * 128;
+
+  it('serves the repeated prefix of the previous request from the cache, in 128-token steps', async () => {
+    const first: ChatCompletionMessageParam[] = [
+      { role: 'system', content: LONG_SYSTEM },
+      { role: 'user', content: 'first question' },
+    ];
+    assert.equal(await ask(first, 'conversation-1'), 0, 'nothing is cached before the first request');
+    const second: ChatCompletionMessageParam[] = [
+      ...first,
+      { role: 'assistant', content: 'first answer' },
+      { role: 'user', content: 'second question' },
+    ];
+    // Everything the first request sent but its reply priming (the last 3 tokens) is the common prefix.
+    const common = guideCount(o200k(), first as { role: string; content: string }[]) - 3;
+    assert.ok(common > 1_024 + 128);
+    const cached = await ask(second, 'conversation-1');
+    assert.equal(cached, expectedCached(common));
+    assert.ok(cached! > 1_024 && (cached! - 1_024) % 128 === 0);
+  });
+
+  it('misses for another key, a changed first token, and prompts under 1,024 tokens; streams report it too', async () => {
+    const prompt: ChatCompletionMessageParam[] = [
+      { role: 'system', content: LONG_SYSTEM },
+      { role: 'user', content: 'a question' },
+    ];
+    await ask(prompt, 'a');
+    assert.equal(await ask(prompt, 'b'), 0, 'another key has its own cache');
+    assert.equal(await ask([{ role: 'system', content: `x ${LONG_SYSTEM}` }, prompt[1]!], 'a'), 0, 'changed head');
+    await ask([{ role: 'user', content: 'short' }], 'c');
+    assert.equal(await ask([{ role: 'user', content: 'short' }], 'c'), 0, 'under 1,024 tokens nothing is cached');
+
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o',
+      messages: prompt,
+      prompt_cache_key: 'a',
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let streamed: number | undefined;
+    for await (const chunk of stream) streamed ??= chunk.usage?.prompt_tokens_details?.cached_tokens;
+    const whole = guideCount(o200k(), prompt as { role: string; content: string }[]);
+    assert.equal(streamed, expectedCached(whole), 'the same prompt again: its whole length, in steps');
+    assert.equal(standIn.requests.at(-1)?.cachedTokens, streamed);
+  });
+});
