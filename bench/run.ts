@@ -6,12 +6,14 @@
  *   npm run bench                        compiled, full sizes (a few minutes)
  *   node --import tsx bench/run.ts       the same from the sources
  *   ... --smoke                          tiny sizes, seconds (what the smoke test runs)
+ *   npm run bench -- --cost              only what a conversation costs per trimming policy (about a minute)
  *
  * See docs/benchmarks.md for what each figure means.
  */
 import { cpus, loadavg, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { measureColdStart, type ColdStartOptions } from './coldStart';
+import { measureCost, type CostOptions } from './cost';
 import { measureLimits, type LimitsOptions } from './limits';
 import { measureMemory, type MemoryOptions } from './memory';
 import { measureOverhead, warmUp, type OverheadOptions } from './overhead';
@@ -36,6 +38,9 @@ export interface BenchOptions {
   limits: { warmup: number; repetitions: number };
   coldStart: ColdStartOptions;
   memory: MemoryOptions;
+  cost: CostOptions;
+  /** Only the cost figures (`--cost`): the conversation-cost comparison alone, in about a minute. */
+  costOnly?: boolean;
 }
 
 export const FULL_OPTIONS: BenchOptions = {
@@ -50,6 +55,7 @@ export const FULL_OPTIONS: BenchOptions = {
   limits: { warmup: 25, repetitions: 31 },
   coldStart: { repetitions: 5, nodeRepetitions: 10, diagnose: true },
   memory: { turns: 1000, concurrency: 4, conversations: 50 },
+  cost: { turns: 300, budget: 16_000 },
 };
 
 export const SMOKE_OPTIONS: BenchOptions = {
@@ -63,6 +69,7 @@ export const SMOKE_OPTIONS: BenchOptions = {
   limits: { warmup: 1, repetitions: 2 },
   coldStart: { repetitions: 1, nodeRepetitions: 1, diagnose: true },
   memory: { turns: 20, concurrency: 2, conversations: 4 },
+  cost: { turns: 12, budget: 2_500 },
 };
 
 /** Figures that are differences and may be negative (everything else is a positive number). */
@@ -113,45 +120,50 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       return result;
     };
 
-    await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
+    if (!options.costOnly) await measureTurnFigures();
+    figures.push(...(await step('What a conversation costs', () => measureCost(bench, options.cost))));
 
-    const overhead: OverheadOptions = {
-      sizes: options.sizes,
-      warmup: options.warmup,
-      repetitions: options.overheadRepetitions,
-    };
-    figures.push(...(await step('Overhead against the storage floor', () => measureOverhead(bench, overhead))));
+    async function measureTurnFigures(): Promise<void> {
+      await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
 
-    const trimInput = {
-      prologue: bench.prologue,
-      history: bench.history.map((message) => ({ ...message, encoding: bench.encoding })),
-      newMessage: { role: 'user' as const, content: bench.turn.user.content },
-      budget: bench.budget,
-      tokenizer: bench.tokenizer,
-    };
-    figures.push(
-      ...(await step('Trimming against the guide loop', async () => measureTrimming(trimInput, options.trimming))),
-    );
+      const overhead: OverheadOptions = {
+        sizes: options.sizes,
+        warmup: options.warmup,
+        repetitions: options.overheadRepetitions,
+      };
+      figures.push(...(await step('Overhead against the storage floor', () => measureOverhead(bench, overhead))));
 
-    figures.push(
-      ...(await step('Throughput', () => measureThroughput(bench, { ...options.throughput, history: smallest }))),
-    );
+      const trimInput = {
+        prologue: bench.prologue,
+        history: bench.history.map((message) => ({ ...message, encoding: bench.encoding })),
+        newMessage: { role: 'user' as const, content: bench.turn.user.content },
+        budget: bench.budget,
+        tokenizer: bench.tokenizer,
+      };
+      figures.push(
+        ...(await step('Trimming against the guide loop', async () => measureTrimming(trimInput, options.trimming))),
+      );
 
-    const streaming: StreamingOptions = {
-      history: smallest,
-      warmup: options.warmup,
-      repetitions: options.streamingRepetitions,
-    };
-    figures.push(...(await step('Streaming', () => measureStreaming(bench, streaming))));
+      figures.push(
+        ...(await step('Throughput', () => measureThroughput(bench, { ...options.throughput, history: smallest }))),
+      );
 
-    const limits: LimitsOptions = { history: smallest, ...options.limits };
-    figures.push(...(await step('Default limits on', () => measureLimits(bench, limits))));
+      const streaming: StreamingOptions = {
+        history: smallest,
+        warmup: options.warmup,
+        repetitions: options.streamingRepetitions,
+      };
+      figures.push(...(await step('Streaming', () => measureStreaming(bench, streaming))));
 
-    const cold = await step('Cold start', () => measureColdStart(bench, options.coldStart));
-    figures.push(...cold.figures);
-    notes.push(...cold.notes);
+      const limits: LimitsOptions = { history: smallest, ...options.limits };
+      figures.push(...(await step('Default limits on', () => measureLimits(bench, limits))));
 
-    figures.push(...(await step('Memory', () => measureMemory(bench, options.memory))));
+      const cold = await step('Cold start', () => measureColdStart(bench, options.coldStart));
+      figures.push(...cold.figures);
+      notes.push(...cold.notes);
+
+      figures.push(...(await step('Memory', () => measureMemory(bench, options.memory))));
+    }
   } finally {
     await bench.close();
   }
@@ -164,7 +176,10 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
 
 async function main(): Promise<void> {
   const smoke = process.argv.includes('--smoke');
-  const result = await runBench(smoke ? SMOKE_OPTIONS : FULL_OPTIONS, (line) => console.error(line));
+  const options = smoke ? SMOKE_OPTIONS : FULL_OPTIONS;
+  const result = await runBench({ ...options, costOnly: process.argv.includes('--cost') }, (line) =>
+    console.error(line),
+  );
   console.log(result.notes.join('\n'));
   console.log('');
   console.log(result.table);
