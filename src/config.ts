@@ -262,10 +262,14 @@ export const SETTINGS: readonly SettingInfo[] = [
 
 const empty = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? undefined : value);
 const optionalString = z.preprocess(empty, z.string().optional());
-const int = (min: number, max: number) => z.preprocess(empty, z.coerce.number().int().min(min).max(max));
-/** Unset or empty is undefined (an empty value must not be coerced to a number, which gives NaN). */
-const optionalInt = (min: number, max: number) =>
-  z.preprocess(empty, z.coerce.number().int().min(min).max(max).optional());
+/**
+ * An integer setting. The default (or optional) sits inside the preprocess, so an empty value, which `empty` turns
+ * into undefined, reads as unset: `.default()` outside it would only apply to a missing variable, and "" would be
+ * coerced to NaN.
+ */
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const int = (min: number, max: number, fallback: number) => z.preprocess(empty, integer(min, max).default(fallback));
+const optionalInt = (min: number, max: number) => z.preprocess(empty, integer(min, max).optional());
 const bool = z.preprocess(
   empty,
   z
@@ -296,25 +300,25 @@ const schema = z
     AZURE_OPENAI_MODEL: optionalString,
     AZURE_OPENAI_API_KEY: optionalString,
     AZURE_CLIENT_ID: optionalString,
-    AZURE_OPENAI_TIMEOUT_MS: int(1000, 600_000).default(120_000),
-    AZURE_OPENAI_MAX_RETRIES: int(0, 10).default(2),
+    AZURE_OPENAI_TIMEOUT_MS: int(1000, 600_000, 120_000),
+    AZURE_OPENAI_MAX_RETRIES: int(0, 10, 2),
     CHAT_SYSTEM_MESSAGE: z.preprocess(empty, z.string().default('You are a helpful assistant.')),
     CHAT_TOKEN_LIMIT: optionalInt(256, 10_000_000),
-    CHAT_MAX_RESPONSE_TOKENS: int(1, 1_000_000).default(1024),
+    CHAT_MAX_RESPONSE_TOKENS: int(1, 1_000_000, 1024),
     CHAT_TRIM_POLICY: z.preprocess(empty, z.enum(TRIM_POLICIES).default('drop-oldest')),
     CHAT_TRIM_LOW_WATER: z.preprocess(empty, z.coerce.number().gt(0).max(1).default(0.6)),
     CHAT_HISTORY_TOKEN_LIMIT: optionalInt(256, 10_000_000),
     CHAT_SUMMARY: z.preprocess(empty, z.enum(['on', 'off']).default('off')),
-    CHAT_SUMMARY_MAX_TOKENS: int(16, 4_000).default(512),
-    CHAT_MAX_TURNS: int(0, 10_000).default(20),
+    CHAT_SUMMARY_MAX_TOKENS: int(16, 4_000, 512),
+    CHAT_MAX_TURNS: int(0, 10_000, 20),
     CHAT_TEMPERATURE: z.preprocess(empty, z.coerce.number().min(0).max(2).optional()),
     // 400,000 UTF-16 units keeps a message entity under the 1 MiB entity limit (UTF-16 counted).
-    CHAT_MAX_MESSAGE_CHARS: int(1, 400_000).default(100_000),
-    CHAT_MAX_EXAMPLES: int(0, 50).default(20),
-    CHAT_TURN_ATTEMPTS: int(1, 20).default(3),
-    CHAT_HISTORY_CACHE_MB: int(0, 16_384).default(64),
+    CHAT_MAX_MESSAGE_CHARS: int(1, 400_000, 100_000),
+    CHAT_MAX_EXAMPLES: int(0, 50, 20),
+    CHAT_TURN_ATTEMPTS: int(1, 20, 3),
+    CHAT_HISTORY_CACHE_MB: int(0, 16_384, 64),
     CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
-    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400).default(300),
+    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400, 300),
     AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
     AUTH_ALLOW_NONE: bool,
     AUTH_JWKS_URL: url,
@@ -333,8 +337,8 @@ const schema = z
         ),
     ),
     AUTH_USER_CLAIM: z.preprocess(empty, z.string().default('sub')),
-    AUTH_CLOCK_SKEW_SECONDS: int(0, 600).default(60),
-    AUTH_JWKS_COOLDOWN_SECONDS: int(0, 3600).default(30),
+    AUTH_CLOCK_SKEW_SECONDS: int(0, 600, 60),
+    AUTH_JWKS_COOLDOWN_SECONDS: int(0, 3600, 30),
     WEBHOOK_SECRET: z.preprocess(
       empty,
       z
@@ -344,10 +348,10 @@ const schema = z
         .pipe(z.array(z.string().regex(/^whsec_[A-Za-z0-9+/=]+$/, 'expected whsec_ followed by base64'))),
     ),
     GITHUB_WEBHOOK_SECRET: optionalString,
-    LIMIT_REQUESTS_PER_MINUTE: int(0, 1_000_000).default(60),
-    LIMIT_TOKENS_PER_DAY: int(0, 1_000_000_000_000).default(1_000_000),
-    LIMIT_CONVERSATIONS_PER_CALLER: int(0, 10_000_000).default(1000),
-    LIMIT_BODY_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
+    LIMIT_REQUESTS_PER_MINUTE: int(0, 1_000_000, 60),
+    LIMIT_TOKENS_PER_DAY: int(0, 1_000_000_000_000, 1_000_000),
+    LIMIT_CONVERSATIONS_PER_CALLER: int(0, 10_000_000, 1000),
+    LIMIT_BODY_BYTES: int(1024, 100 * 1024 * 1024, 1024 * 1024),
     WEBSITE_INSTANCE_ID: optionalString,
   })
   .superRefine((env, ctx) => {

@@ -58,6 +58,24 @@ describe('loadConfig', () => {
     assert.match(problems({ ...minimal, CHAT_HISTORY_TOKEN_LIMIT: '10' }).join('\n'), /^CHAT_HISTORY_TOKEN_LIMIT: /m);
   });
 
+  it('reads an empty or blank value as unset, for every setting (the sample ships empty strings)', () => {
+    const outcome = (env: Record<string, string>) => {
+      try {
+        return { config: loadConfig(env) };
+      } catch (error) {
+        assert.ok(error instanceof ConfigError);
+        return { problems: error.problems };
+      }
+    };
+    for (const { name } of SETTINGS) {
+      const unset: Record<string, string> = { ...minimal };
+      delete unset[name];
+      for (const blank of ['', '  ']) {
+        assert.deepEqual(outcome({ ...unset, [name]: blank }), outcome(unset), `${name}=${JSON.stringify(blank)}`);
+      }
+    }
+  });
+
   it('names every bad setting', () => {
     const found = problems({
       ...minimal,

@@ -16,6 +16,13 @@ describe('local.settings.sample.json', () => {
     assert.equal(sample.Values.FUNCTIONS_WORKER_RUNTIME, 'node');
   });
 
+  it("gives each setting its local value, else the app's default, else empty (= unset)", () => {
+    const sample = JSON.parse(readFileSync(join(root, 'local.settings.sample.json'), 'utf8'));
+    for (const setting of SETTINGS) {
+      assert.equal(sample.Values[setting.name], setting.local ?? setting.default ?? '', setting.name);
+    }
+  });
+
   it('is documented setting by setting in the README configuration table', () => {
     const readme = readFileSync(join(root, 'README.md'), 'utf8');
     for (const setting of SETTINGS) assert.match(readme, new RegExp(`^\\| \`${setting.name}\``, 'm'), setting.name);
