@@ -97,7 +97,17 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
     ...(options.oauth ? ['--oauth', options.oauth] : []),
   ];
   // Run the bin script with this Node (not whatever `node` is on PATH); the PID is Azurite's own process.
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+  // With a data folder, Azurite leads a process group of its own: a terminal's Ctrl-C (or a SIGTERM to the group)
+  // then reaches only its parent, which stops it with the one SIGINT Azurite handles (it saves the database, then
+  // exits). In the caller's group it got the terminal's SIGINT and then its parent's: the second one killed it
+  // while it was saving, and a SIGTERM killed it without saving. Turns answered 2xx in the last few seconds (its
+  // periodic save runs every 5 s) were lost. In memory there is nothing to save, so tests keep it in their group,
+  // where a Ctrl-C on the test run still ends it.
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    windowsHide: true,
+    detached: options.location !== undefined && process.platform !== 'win32',
+  });
   let output = '';
   const keepTail = (chunk: Buffer): void => {
     output = (output + chunk.toString('utf8')).slice(-OUTPUT_TAIL_CHARS);
@@ -118,8 +128,12 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
     throw new Error(`Azurite could not be started: ${spawnError?.message ?? 'no process id'}.`);
   }
   const pid = child.pid;
+  let stopping = false;
   const killOnExit = (): void => {
-    child.kill('SIGKILL');
+    // In memory there is nothing to keep. A data folder is saved on SIGINT: a parent that exits before stopping
+    // Azurite (a second Ctrl-C) sends it that, once; Azurite, in its own group, saves and exits by itself.
+    if (options.location === undefined) child.kill('SIGKILL');
+    else if (!stopping) child.kill('SIGINT');
   };
   process.once('exit', killOnExit);
 
@@ -140,6 +154,7 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
     port,
     pid,
     stop: () => {
+      stopping = true;
       stopped ??= kill(child, exited).finally(() => process.removeListener('exit', killOnExit));
       return stopped;
     },

@@ -65,13 +65,15 @@ async function main(): Promise<void> {
     process.exit(code);
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    // A second Ctrl-C does not wait; Azurite is still killed, by its own exit hook.
+    // A second Ctrl-C does not wait; Azurite, already stopping, finishes saving its data and exits by itself.
     if (stopping) process.exit(1);
     console.log(`${signal}: stopping`);
     void stopAll(0);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal: stop as cleanly as on Ctrl-C (Azurite, in a process group of its own, would not get it).
+  if (process.platform !== 'win32') process.on('SIGHUP', onSignal);
 
   try {
     const settingsPath = env.LOCAL_SETTINGS_PATH || join(ROOT, 'local.settings.json');

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,11 +79,13 @@ function freshCloneEnv(ports: Ports, dataFolder: string): Record<string, string>
   };
 }
 
-function runStart(env: Record<string, string>): StartRun {
+/** `group`: the script leads a process group of its own, as a shell's foreground job does, so it can be signalled whole. */
+function runStart(env: Record<string, string>, options: { group?: boolean } = {}): StartRun {
   const child = spawn(process.execPath, ['--import', 'tsx', join('local', 'start.ts')], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.group ?? false,
   });
   let output = '';
   const keep = (chunk: Buffer) => (output += chunk.toString('utf8'));
@@ -112,9 +114,13 @@ async function waitForOutput(run: StartRun, pattern: RegExp): Promise<RegExpExec
   }
 }
 
-/** Waits (bounded) for the script to exit by itself, or after `signal`, and returns its exit code. */
-async function waitForExit(run: StartRun, signal?: NodeJS.Signals): Promise<number | null> {
-  if (signal) run.child.kill(signal);
+/**
+ * Waits (bounded) for the script to exit by itself, or after `signal`, and returns its exit code. `toGroup` sends the
+ * signal to the script's whole process group, as a terminal's Ctrl-C (SIGINT) or `kill -TERM -<pgid>` does.
+ */
+async function waitForExit(run: StartRun, signal?: NodeJS.Signals, toGroup = false): Promise<number | null> {
+  if (signal && toGroup) process.kill(-run.child.pid!, signal);
+  else if (signal) run.child.kill(signal);
   const timedOut = delay(STOP_TIMEOUT_MS, 'timed out' as const, { ref: false });
   const result = await Promise.race([run.exited, timedOut]);
   if (result === 'timed out') assert.fail(`npm start did not exit within ${STOP_TIMEOUT_MS} ms:\n${run.output()}`);
@@ -122,8 +128,11 @@ async function waitForExit(run: StartRun, signal?: NodeJS.Signals): Promise<numb
 }
 
 /** Starts the script and waits until the API is ready; returns its base URL and its Azurite's PID. */
-async function startReady(env: Record<string, string>): Promise<{ run: StartRun; api: string; azuritePid: number }> {
-  const run = runStart(env);
+async function startReady(
+  env: Record<string, string>,
+  options: { group?: boolean } = {},
+): Promise<{ run: StartRun; api: string; azuritePid: number }> {
+  const run = runStart(env, options);
   const api = (await waitForOutput(run, READY))[1]!;
   const azuritePid = Number((await waitForOutput(run, AZURITE_STARTED))[1]);
   azuritePids.push(azuritePid);
@@ -181,6 +190,41 @@ describe('npm start (local/start.ts) on a fresh clone', () => {
 
     assert.equal(await waitForExit(second.run, 'SIGTERM'), 0, second.run.output());
     assert.equal(isAlive(second.azuritePid), false, `Azurite (pid ${second.azuritePid}) outlived npm start`);
+  });
+
+  it('starts from a verbatim copy of local.settings.sample.json, and keeps what was written right before Ctrl-C or a group SIGTERM', async () => {
+    const ports = await freePorts();
+    const settingsPath = join(tempFolder, 'local.settings.json');
+    copyFileSync(join(REPO_ROOT, 'local.settings.sample.json'), settingsPath);
+    const env = { ...freshCloneEnv(ports, join(tempFolder, 'azurite-sample')), LOCAL_SETTINGS_PATH: settingsPath };
+    const written: { id: string; reply: string }[] = [];
+    const write = async (api: string, content: string) => {
+      const created = await call('POST', `${api}/conversations`, {});
+      assert.equal(created.status, 201, created.text);
+      const sent = await call('POST', `${api}/conversations/${created.body.id}/messages`, { content });
+      assert.equal(sent.status, 200, sent.text);
+      written.push({ id: created.body.id as string, reply: sent.body.message.content as string });
+    };
+    const readBack = async (api: string) => {
+      for (const { id, reply } of written) {
+        const read = await call('GET', `${api}/conversations/${id}`);
+        assert.equal(read.status, 200, `${id} was lost: ${read.text}`);
+        assert.equal(read.body.messages.at(-1)?.content, reply);
+      }
+    };
+
+    // Each run is stopped the moment its last write answered 2xx: no time for Azurite's periodic save.
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const run = await startReady(env, { group: true });
+      assert.match(run.run.output(), /Settings from .*local\.settings\.json: FUNCTIONS_WORKER_RUNTIME/);
+      await readBack(run.api);
+      await write(run.api, `Written just before ${signal}`);
+      assert.equal(await waitForExit(run.run, signal, true), 0, run.run.output());
+      assert.equal(isAlive(run.azuritePid), false, `Azurite (pid ${run.azuritePid}) outlived npm start`);
+    }
+    const last = await startReady(env, { group: true });
+    await readBack(last.api);
+    assert.equal(await waitForExit(last.run, 'SIGINT', true), 0, last.run.output());
   });
 
   it('says why and exits non-zero when Azurite cannot start', async () => {
