@@ -41,13 +41,19 @@ export function parseJsonBytes<S extends z.ZodType>(request: HttpRequest, bytes:
   return validate(schema, value);
 }
 
-/** Reads and validates a JSON object body. */
+/**
+ * Reads and validates a JSON object body. `emptyAs`: what an empty body means, for routes whose every field is
+ * optional (then no body and no content type are needed).
+ */
 export async function readJson<S extends z.ZodType>(
   request: HttpRequest,
   schema: S,
   maxBytes: number,
+  options: { emptyAs?: object } = {},
 ): Promise<z.infer<S>> {
-  return parseJsonBytes(request, await readBodyBytes(request, maxBytes), schema);
+  const bytes = await readBodyBytes(request, maxBytes);
+  if (bytes.byteLength === 0 && options.emptyAs !== undefined) return validate(schema, options.emptyAs);
+  return parseJsonBytes(request, bytes, schema);
 }
 
 export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
@@ -60,6 +66,10 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infe
         field: field || '(body)',
         message: `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`,
       };
+    }
+    if (issue.code === 'invalid_key') {
+      // zod's own message is "Invalid key in record"; the key schema's says which keys are allowed.
+      return { field: field || '(body)', message: issue.issues[0]?.message ?? issue.message };
     }
     return { field: field || '(body)', message: issue.message };
   });

@@ -8,7 +8,16 @@ import { z } from 'zod';
 import type { Config } from '../config';
 import { SETTINGS } from '../config';
 import { PROBLEM_CODES } from '../core/errors';
-import { createConversationSchema, MAX_METADATA_ENTRIES, sendMessageSchema, type BodyLimits } from '../http/schemas';
+import {
+  createConversationSchema,
+  MAX_METADATA_ENTRIES,
+  MAX_METADATA_KEY_CHARS,
+  MAX_METADATA_VALUE_CHARS,
+  MAX_TITLE_CHARS,
+  sendMessageSchema,
+  type BodyLimits,
+} from '../http/schemas';
+import { MAX_THREAD_ID_CHARS } from '../http/webhooks/threadTurn';
 import { githubIssuePayloadSchema, webhookMessageSchema } from '../http/webhooks/schemas';
 import { PROBLEM_CATALOG, type ProblemCode } from './problems';
 import {
@@ -137,7 +146,10 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
     },
     'input',
   );
-  const chars = `at most ${limits.maxMessageChars} characters (UTF-16 code units), not blank`;
+  // JSON Schema's maxLength counts characters (code points); the app counts UTF-16 code units, as Table Storage
+  // does, so an emoji counts two. maxLength stays as the bound every accepted string meets.
+  const units = (max: number) => `at most ${max} UTF-16 code units (an emoji counts two)`;
+  const chars = `${units(limits.maxMessageChars)}, not blank`;
   const create = components.CreateConversationRequest!;
   annotate(create, ['system'], {
     pattern: NOT_BLANK,
@@ -147,20 +159,30 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
     description: `Few-shot examples sent after the system message on every turn; at most ${limits.maxExamples}.`,
   });
   annotate(create, ['examples', 'items', 'content'], { pattern: NOT_BLANK, description: chars });
-  annotate(create, ['title'], { pattern: NOT_BLANK, description: 'Shown in the conversation list; not blank.' });
+  annotate(create, ['title'], {
+    pattern: NOT_BLANK,
+    description: `Shown in the conversation list; ${units(MAX_TITLE_CHARS)}, not blank.`,
+  });
   annotate(create, ['metadata'], {
     maxProperties: MAX_METADATA_ENTRIES,
-    description: `Your own string labels, at most ${MAX_METADATA_ENTRIES}; returned as given.`,
+    description:
+      `Your own string labels, at most ${MAX_METADATA_ENTRIES}; returned as given. Keys: 1 to ${MAX_METADATA_KEY_CHARS} ` +
+      `ASCII letters, digits, \`_\`, \`.\` or \`-\`; values: ${units(MAX_METADATA_VALUE_CHARS)}.`,
   });
 
   const send = components.SendMessageRequest!;
   annotate(send, ['content'], { pattern: NOT_BLANK, description: `The user's message; ${chars}.` });
-  annotate(send, ['name'], { description: "The participant's name, passed to the model (OpenAI's `name`)." });
+  annotate(send, ['name'], {
+    description:
+      "The participant's name, passed to the model (OpenAI's `name`): 1 to 64 ASCII letters, digits, `_` or `-`.",
+  });
 
   const webhook = components.WebhookMessageRequest!;
   annotate(webhook, ['threadId'], {
     pattern: NO_CONTROL_CHARACTERS,
-    description: 'Your own conversation key: every delivery with the same threadId continues one conversation.',
+    description:
+      'Your own conversation key: every delivery with the same threadId continues one conversation; ' +
+      `${units(MAX_THREAD_ID_CHARS)}, no control characters.`,
   });
   annotate(webhook, ['content'], { pattern: NOT_BLANK, description: `The message; ${chars}.` });
   annotate(webhook, ['user'], { description: 'Your user id; made into the participant name when `name` is absent.' });
@@ -318,9 +340,15 @@ const TURN_PROBLEMS: ProblemCode[] = [
   'storage_unavailable',
 ];
 
-function jsonBody(schemaName: string, description: string, bodyBytes: number, example: JsonObject): JsonObject {
+function jsonBody(
+  schemaName: string,
+  description: string,
+  bodyBytes: number,
+  example: JsonObject,
+  required = true,
+): JsonObject {
   return {
-    required: true,
+    required,
     description: `${description} JSON, at most ${bodyBytes} bytes; unknown fields are refused.`,
     content: jsonContent(ref(schemaName), { examples: { example: { value: example } } }),
   };
@@ -350,7 +378,7 @@ function paths(options: OpenApiOptions): JsonObject {
         access: 'caller',
         requestBody: jsonBody(
           'CreateConversationRequest',
-          'The conversation to start; every field is optional.',
+          'The conversation to start; every field is optional, and so is the body (none is the same as `{}`).',
           bodyBytes,
           {
             system: 'You are a concise assistant.',
@@ -361,6 +389,7 @@ function paths(options: OpenApiOptions): JsonObject {
             title: 'Geography',
             metadata: { app: 'ios' },
           },
+          false,
         ),
         responses: {
           '201': {

@@ -80,6 +80,13 @@ describe('conversation lifecycle', () => {
     assert.equal((await call('DELETE', `${app.api}/conversations/${second}`)).status, 404);
   });
 
+  it('starts a conversation from a POST with no body at all (every field is optional)', async () => {
+    const created = await call('POST', `${app.api}/conversations`);
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.body.system, 'You are a helpful assistant.');
+    assert.equal(created.body.title, null);
+  });
+
   it('answers health 200 while storage answers', async () => {
     const health = await call('GET', `${app.api}/health`);
     assert.equal(health.status, 200);
@@ -202,6 +209,10 @@ describe('a turn', () => {
       assert.equal(response.status, 400, badId);
       assert.equal(response.body.code, 'invalid_id');
     }
+    const missing = await call('POST', `${app.api}/conversations/${id}/messages`, {});
+    assert.deepEqual(missing.body.errors, [{ field: 'content', message: 'content is required' }]);
+    const empty = await call('POST', `${app.api}/conversations/${id}/messages`, { content: '' });
+    assert.deepEqual(empty.body.errors, [{ field: 'content', message: 'content must not be empty' }]);
     const exampleRole = await call('POST', `${app.api}/conversations`, {
       examples: [{ role: 'system', content: 'x' }],
     });

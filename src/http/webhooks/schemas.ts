@@ -1,7 +1,7 @@
 /** Bodies of the webhook routes, as zod schemas built from the configured limits. */
 import { z } from 'zod';
 import type { BodyLimits } from '../schemas';
-import { NAME_PATTERN } from '../schemas';
+import { maxUtf16, NAME_PATTERN, NAME_RULE, requiredString, textField } from '../schemas';
 import { MAX_THREAD_ID_CHARS } from './threadTurn';
 
 // eslint-disable-next-line no-control-regex -- the point is to refuse control characters
@@ -10,25 +10,18 @@ const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 /** POST /api/webhooks/messages: unknown fields are refused, as on every other route. */
 export function webhookMessageSchema(limits: Pick<BodyLimits, 'maxMessageChars'>) {
   return z.strictObject({
-    threadId: z
-      .string({ message: 'threadId must be a string' })
-      .min(1, 'threadId must not be empty')
-      .max(MAX_THREAD_ID_CHARS, `threadId is longer than ${MAX_THREAD_ID_CHARS} characters`)
-      .refine((value) => !CONTROL_CHARACTERS.test(value), 'threadId must not contain control characters'),
-    content: z
-      .string({ message: 'content must be a string' })
-      .min(1, 'content must not be empty')
-      .max(limits.maxMessageChars, `content is longer than ${limits.maxMessageChars} characters`)
-      .refine((value) => value.trim().length > 0, 'content must not be blank'),
-    user: z
-      .string({ message: 'user must be a string' })
-      .min(1, 'user must not be empty')
-      .max(256, 'user is longer than 256 characters')
-      .optional(),
-    name: z
-      .string({ message: 'name must be a string' })
-      .regex(NAME_PATTERN, 'name is 1 to 64 letters, digits, _ or -')
-      .optional(),
+    threadId: maxUtf16(
+      requiredString('threadId').min(1, 'threadId must not be empty'),
+      'threadId',
+      MAX_THREAD_ID_CHARS,
+    ).refine((value) => !CONTROL_CHARACTERS.test(value), 'threadId must not contain control characters'),
+    content: textField('content', limits.maxMessageChars),
+    user: maxUtf16(
+      z.string({ message: 'user must be a string' }).min(1, 'user must not be empty'),
+      'user',
+      256,
+    ).optional(),
+    name: z.string({ message: 'name must be a string' }).regex(NAME_PATTERN, NAME_RULE).optional(),
   });
 }
 

@@ -64,7 +64,7 @@ describe('readJson', () => {
     ]);
     assert.deepEqual(
       await fieldErrors(readJson(post(`{"content":"${'x'.repeat(51)}"}`), sendMessageSchema(limits), 1000)),
-      ['content: content is longer than 50 characters'],
+      ['content: content is longer than 50 UTF-16 code units'],
     );
     assert.deepEqual(
       await fieldErrors(readJson(post('{"content":"hi","role":"system"}'), sendMessageSchema(limits), 1000)),
@@ -72,7 +72,59 @@ describe('readJson', () => {
     );
     assert.deepEqual(
       await fieldErrors(readJson(post('{"content":"hi","name":"a b"}'), sendMessageSchema(limits), 1000)),
-      ['name: name is 1 to 64 letters, digits, _ or -'],
+      ['name: name is 1 to 64 ASCII letters, digits, _ or -'],
+    );
+  });
+
+  it('says a missing field is required, and an empty one gets one message', async () => {
+    assert.deepEqual(await fieldErrors(readJson(post('{}'), sendMessageSchema(limits), 1000)), [
+      'content: content is required',
+    ]);
+    assert.deepEqual(await fieldErrors(readJson(post('{"content":""}'), sendMessageSchema(limits), 1000)), [
+      'content: content must not be empty',
+    ]);
+    assert.deepEqual(await fieldErrors(readJson(post('{"content":null}'), sendMessageSchema(limits), 1000)), [
+      'content: content must be a string',
+    ]);
+  });
+
+  it('counts limits in UTF-16 code units, as documented and stored: an emoji is two', async () => {
+    const emoji = '\u{1F600}';
+    const at = (units: number) => JSON.stringify({ content: emoji.repeat(units / 2) });
+    assert.deepEqual(await readJson(post(at(50)), sendMessageSchema(limits), 1000), { content: emoji.repeat(25) });
+    assert.deepEqual(await fieldErrors(readJson(post(at(52)), sendMessageSchema(limits), 1000)), [
+      'content: content is longer than 50 UTF-16 code units',
+    ]);
+    const schema = createConversationSchema(limits);
+    const title = JSON.stringify({ title: emoji.repeat(101) });
+    assert.deepEqual(await fieldErrors(readJson(post(title), schema, 2000)), [
+      'title: title is longer than 200 UTF-16 code units',
+    ]);
+    const value = JSON.stringify({ metadata: { k: emoji.repeat(257) } });
+    assert.deepEqual(await fieldErrors(readJson(post(value), schema, 2000)), [
+      'metadata/k: a metadata value is longer than 512 UTF-16 code units',
+    ]);
+    assert.deepEqual(await readJson(post(JSON.stringify({ title: emoji.repeat(100) })), schema, 2000), {
+      title: emoji.repeat(100),
+    });
+  });
+
+  it('treats an empty body as no fields where every field is optional, and only there', async () => {
+    const schema = createConversationSchema(limits);
+    assert.deepEqual(await readJson(post('', {}), schema, 1000, { emptyAs: {} }), {});
+    await assert.rejects(readJson(post('', {}), sendMessageSchema(limits), 1000), UnsupportedMediaTypeError);
+    // A body of spaces is a body: it needs a JSON content type like any other.
+    await assert.rejects(readJson(post(' ', {}), schema, 1000, { emptyAs: {} }), UnsupportedMediaTypeError);
+  });
+
+  it('says which metadata keys and names are allowed (ASCII)', async () => {
+    const schema = createConversationSchema(limits);
+    assert.deepEqual(await fieldErrors(readJson(post('{"metadata":{"a b":"x"}}'), schema, 1000)), [
+      'metadata/a b: metadata keys are 1 to 64 ASCII letters, digits, _ . or -',
+    ]);
+    assert.deepEqual(
+      await fieldErrors(readJson(post('{"content":"hi","name":"zo\u00eb"}'), sendMessageSchema(limits), 1000)),
+      ['name: name is 1 to 64 ASCII letters, digits, _ or -'],
     );
   });
 
