@@ -46,6 +46,8 @@ export interface LocalAppOptions {
   azurite?: RunningAzurite;
   /** Run the compiled app under dist/ instead of the TypeScript sources. */
   compiled?: boolean;
+  /** The app's warnings and errors (and handler failures). Default: stderr. */
+  logError?: (line: string) => void;
 }
 
 export function functionModules(compiled = false): { functionModules: string[]; setupModule: string } {
@@ -91,7 +93,12 @@ export async function startLocalApp(options: LocalAppOptions = {}): Promise<Loca
     };
     Object.assign(process.env, settings);
 
-    const host = await startLocalHost({ ...functionModules(options.compiled), port: 0, log: () => {} });
+    const host = await startLocalHost({
+      ...functionModules(options.compiled),
+      port: 0,
+      log: () => {},
+      ...(options.logError ? { logError: options.logError } : {}),
+    });
     started.push(host);
     return { api: `${host.url}/api`, azurite, model, close: closeAll };
   } catch (error) {

@@ -125,7 +125,9 @@ export interface ModelStandIn {
 export const CHAT_COMPLETIONS_PATH = '/openai/v1/chat/completions';
 export const DEFAULT_MODEL_STAND_IN_PORT = 7072;
 const HOST = '127.0.0.1';
+/** The echo quotes this many user-perceived characters (grapheme clusters) of the last message. */
 const EXCERPT_CHARS = 200;
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /** A line for logs: where the local model listens and how to point a client at it. */
 export function describeStandIn(standIn: Pick<ModelStandIn, 'url' | 'baseURL'>): string {
@@ -277,7 +279,8 @@ interface Reply {
 
 function defaultReplyText(messages: StandInMessage[], promptTokens: number): string {
   const last = messages[messages.length - 1];
-  const characters = Array.from(last ? contentText(last.content) : '');
+  // Cut between user-perceived characters: never inside a surrogate pair, an emoji ZWJ sequence or a flag.
+  const characters = Array.from(GRAPHEMES.segment(last ? contentText(last.content) : ''), (part) => part.segment);
   const excerpt =
     characters.length > EXCERPT_CHARS ? `${characters.slice(0, EXCERPT_CHARS).join('')}…` : characters.join('');
   const count = messages.length;

@@ -3,6 +3,7 @@
  * serving the real function modules), optionally authenticating to the model through the managed-identity stand-in.
  * The app reads its settings from process.env once per process, so one test file = one app.
  */
+import { writeSync } from 'node:fs';
 import { startLocalApp, type LocalApp, type LocalAppOptions } from '../../local/app';
 import { startIdentityStandIn, type IdentityStandIn } from './identityStandIn';
 
@@ -17,8 +18,30 @@ export interface TestAppOptions extends Omit<LocalAppOptions, 'identity'> {
   managedIdentity?: { clientId?: string };
 }
 
+/**
+ * The app's warnings and errors. Fault tests provoke them on purpose (a model answering 500, storage gone), so
+ * printed as they come they read like failures: they are kept, and printed when the process exits only if a test
+ * in this file failed (node:test has set the exit code by then).
+ */
+const appLogLines: string[] = [];
+const APP_LOG_LINES_KEPT = 200;
+let appLogHooked = false;
+
+function keepAppLog(line: string): void {
+  appLogLines.push(line);
+  if (appLogLines.length > APP_LOG_LINES_KEPT) appLogLines.shift();
+  if (appLogHooked) return;
+  appLogHooked = true;
+  process.once('exit', (code) => {
+    if (!code && !process.exitCode) return;
+    writeSync(2, `\nThe app's warnings and errors in this test file (printed because a test failed):\n`);
+    writeSync(2, `${appLogLines.map((entry) => `  ${entry}`).join('\n')}\n`);
+  });
+}
+
 export async function startTestApp(options: TestAppOptions = {}): Promise<TestApp> {
-  const { managedIdentity, ...localOptions } = options;
+  const { managedIdentity, ...rest } = options;
+  const localOptions = { logError: keepAppLog, ...rest };
   if (!managedIdentity) return startLocalApp(localOptions);
   const identity = await startIdentityStandIn();
   try {

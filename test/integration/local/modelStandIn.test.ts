@@ -97,6 +97,33 @@ describe('model stand-in (Azure OpenAI v1 chat completions)', () => {
     assert.equal(recorded?.body?.max_tokens, 800);
   });
 
+  it('quotes a long last message whole-character: no split surrogate pair, emoji sequence or flag', async () => {
+    const inputs = [
+      'x' + '\u{1F600}'.repeat(300),
+      'a\u{1F600}'.repeat(150),
+      '\u{1F468}\u200D\u{1F469}\u200D\u{1F467}'.repeat(250),
+      '\u{1F1EB}\u{1F1F7}'.repeat(250),
+      'e\u0301'.repeat(250),
+    ];
+    for (const input of inputs) {
+      const completion = await client.chat.completions.create({
+        model: 'gpt-4o',
+        messages: [{ role: 'user', content: input }],
+      });
+      const content = completion.choices[0]?.message.content ?? '';
+      const excerpt = /Your last message was: "(.*)…"$/su.exec(content)?.[1];
+      assert.ok(excerpt, content.slice(0, 80));
+      assert.ok(input.startsWith(excerpt), 'the excerpt is a prefix of the message');
+      assert.doesNotMatch(
+        excerpt,
+        /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/,
+        'no lone surrogate',
+      );
+      const graphemes = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(input)];
+      assert.equal(graphemes[200]?.index, excerpt.length, 'cut after the 200th grapheme cluster');
+    }
+  });
+
   it('counts gpt-4o prompts with o200k_base and special-token text as ordinary text', async () => {
     const messages = [
       { role: 'system' as const, content: 'You are terse.' },
