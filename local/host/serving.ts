@@ -396,7 +396,13 @@ export function serializeCookie(cookie: Cookie): string {
  * A problem in the app's own shape (src/http/problem.ts), so a client sees one format whether the host or a function
  * answered. Anything but a ChatError becomes the opaque internal_error: no message, no stack.
  */
-function sendProblem(res: http.ServerResponse, error: unknown, instance: string, requestId?: string): void {
+/** Host-level problems (no route, wrong method, body too large) get a request id of their own, as the app's do. */
+function sendProblem(
+  res: http.ServerResponse,
+  error: unknown,
+  instance: string,
+  requestId: string = randomUUID(),
+): void {
   if (res.headersSent) {
     res.destroy(); // the status is already out: cutting the connection is all that is left
     return;

@@ -11,7 +11,7 @@ import type { TurnResult, TurnRunner } from '../core/turn';
 import type { ProblemBody } from '../http/problem';
 import type { ThreadTurnResponse } from '../http/webhooks/threadTurn';
 
-const FINISH_REASONS = ['stop', 'length', 'content_filter', 'tool_calls', 'function_call', 'unknown'] as const;
+export const FINISH_REASONS = ['stop', 'length', 'content_filter', 'tool_calls', 'function_call', 'unknown'] as const;
 
 const timestamp = () => z.iso.datetime().describe('UTC timestamp, ISO 8601.');
 const count = () => z.int().min(0);
@@ -20,7 +20,8 @@ export const finishReasonSchema = z
   .enum(FINISH_REASONS)
   .describe(
     "The model's finish reason: `stop` (complete), `length` (cut at CHAT_MAX_RESPONSE_TOKENS), `content_filter` " +
-      '(the reply was filtered; stored and flagged).',
+      '(the reply was filtered), `tool_calls` or `function_call` (the model stopped to call a tool), `unknown` (a ' +
+      'reason this API does not know yet). Replies that did not end with `stop` are stored and flagged.',
   );
 
 export const usageSchema = z

@@ -10,6 +10,7 @@ import { serializeCookie } from '../../../local/host/serving';
 import { createStreamProbe, hookLog } from '../../support/fixtures/functions/signals';
 
 const repoRoot = path.resolve(__dirname, '../../..');
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const fixtures = path.join(repoRoot, 'test/support/fixtures/functions');
 const setupModule = path.join(fixtures, 'setup.ts');
 const functionModules = ['getItem', 'echo', 'hello', 'streamTicks', 'fail'].map((name) =>
@@ -176,7 +177,8 @@ describe('local Functions host', () => {
     const response = await fetch(`${host.url}/api/nothing/here`);
     assert.equal(response.status, 404);
     assert.equal(response.headers.get('content-type'), 'application/problem+json');
-    assert.deepEqual(await response.json(), {
+    const { requestId, ...problem } = (await response.json()) as Record<string, unknown>;
+    assert.deepEqual(problem, {
       type: 'urn:chat-api:problem:not_found',
       title: 'Not found',
       status: 404,
@@ -184,6 +186,7 @@ describe('local Functions host', () => {
       code: 'not_found',
       instance: '/api/nothing/here',
     });
+    assert.match(String(requestId), UUID, 'every problem carries a requestId, host-level ones too');
   });
 
   it('answers a known route with the wrong method with a 405 problem and Allow', async () => {
@@ -193,6 +196,7 @@ describe('local Functions host', () => {
     const problem = (await response.json()) as Record<string, unknown>;
     assert.equal(problem.code, 'method_not_allowed');
     assert.equal(problem.status, 405);
+    assert.match(String(problem.requestId), UUID);
   });
 
   it('refuses a body over the limit with 413, declared or streamed', async () => {
