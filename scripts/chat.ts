@@ -8,10 +8,18 @@
  * Commands: /new (a new conversation), /history (the stored messages), /help, /exit. Everything here except `main`
  * is a pure helper or takes its I/O as a parameter, so the unit tests drive it with fakes.
  */
+import { join } from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
+import { applyLocalSettings } from '../local/host/appFiles';
 
 export const DEFAULT_API_URL = 'http://localhost:7071/api';
+
+/** The API `npm start` serves: on PORT, taken as npm start takes it (the environment, then local.settings.json). */
+export function defaultApiUrl(env: Record<string, string | undefined>): string {
+  const port = env.PORT?.trim();
+  return port ? `http://localhost:${port}/api` : DEFAULT_API_URL;
+}
 const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const HISTORY_PAGE_SIZE = 100;
 /** Connection failures that mean "nothing is listening there" rather than "the API answered badly". */
@@ -19,7 +27,8 @@ const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EH
 
 export const USAGE = `Usage: npm run chat -- [options]
 
-  --url <url>            The API, with its /api prefix (default ${DEFAULT_API_URL}; env CHAT_API_URL)
+  --url <url>            The API, with its /api prefix (env CHAT_API_URL; default http://localhost:<PORT>/api,
+                         PORT as npm start takes it: the environment, then local.settings.json, else 7071)
   --conversation <id>    Resume this conversation instead of starting a new one
   --key <key>            Azure Functions function key, sent as x-functions-key (env CHAT_FUNCTION_KEY)
   --token <jwt>          Bearer token, for AUTH_MODE=jwt (env CHAT_BEARER_TOKEN)
@@ -59,7 +68,7 @@ export function parseChatArgs(argv: string[], env: Record<string, string | undef
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  const rawUrl = values.url ?? env.CHAT_API_URL ?? DEFAULT_API_URL;
+  const rawUrl = values.url ?? env.CHAT_API_URL ?? defaultApiUrl(env);
   let url: URL;
   try {
     url = new URL(rawUrl);
@@ -537,7 +546,10 @@ export class ChatSession {
   }
 
   private report(error: unknown): void {
-    if (error instanceof ApiProblem || error instanceof ApiUnreachable) this.out.error(error.message);
+    if (error instanceof ApiProblem && error.status === 404 && !/\/api$/.test(new URL(this.backend.url).pathname)) {
+      // The routes are under /api: a bare host answers every one of them with 404.
+      this.out.error(`${error.message} Is the /api prefix missing? Try --url ${this.backend.url}/api`);
+    } else if (error instanceof ApiProblem || error instanceof ApiUnreachable) this.out.error(error.message);
     else if (error instanceof Error && error.name === 'AbortError') this.out.error('(interrupted)');
     else this.out.error(error instanceof Error ? error.message : String(error));
   }
@@ -556,7 +568,10 @@ export interface ConsoleIo {
 export async function main(argv: string[], io: ConsoleIo): Promise<number> {
   let options: ChatOptions;
   try {
-    options = parseChatArgs(argv, io.env);
+    // As npm start does: the environment first, then local.settings.json `Values` (PORT, and CHAT_* if set there).
+    const env = { ...io.env };
+    applyLocalSettings(env.LOCAL_SETTINGS_PATH || join(process.cwd(), 'local.settings.json'), env);
+    options = parseChatArgs(argv, env);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     io.errorOutput.write(`${error.message}\n\n${USAGE}\n`);

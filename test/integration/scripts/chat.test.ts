@@ -5,12 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { REPO_ROOT, startTestApp, type TestApp } from '../../support/app';
 
 let app: TestApp;
 const children = new Set<ChildProcess>();
+const tempFolder = mkdtempSync(join(tmpdir(), 'chat-test-'));
 
 before(async () => {
   app = await startTestApp({ env: { TABLES_PREFIX: `chat${Date.now()}` } });
@@ -20,6 +23,7 @@ after(async () => {
   for (const child of children)
     if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
   await app?.close();
+  rmSync(tempFolder, { recursive: true, force: true });
 });
 
 interface Run {
@@ -29,9 +33,12 @@ interface Run {
 }
 
 /** Runs the client with `args`, writes `lines` to its stdin, closes it, and waits for the client to exit. */
-function runChat(args: string[], lines: string[]): Promise<Run> {
+function runChat(args: string[], lines: string[], env: Record<string, string> = {}): Promise<Run> {
+  // No PORT of the test runner's, and no developer's local.settings.json, unless the test gives one.
+  const { PORT: _port, ...inherited } = process.env;
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'chat.ts'), ...args], {
     cwd: REPO_ROOT,
+    env: { ...inherited, LOCAL_SETTINGS_PATH: join(tempFolder, 'none.json'), ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -102,6 +109,24 @@ describe('npm run chat', () => {
     const run = await runChat(['--url', app.api, '--conversation', 'no-such-conversation'], []);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /^not_found: .+/m);
+  });
+
+  it('finds the API on the port npm start uses (PORT, then local.settings.json), and hints at a missing /api', async () => {
+    const port = new URL(app.api).port;
+    const fromEnv = await runChat([], ['/exit'], { PORT: port });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    assert.match(fromEnv.stdout, /Conversation \S+ started\./);
+
+    const settingsPath = join(tempFolder, 'local.settings.json');
+    writeFileSync(settingsPath, JSON.stringify({ IsEncrypted: false, Values: { PORT: port } }));
+    const fromSettings = await runChat([], ['/exit'], { LOCAL_SETTINGS_PATH: settingsPath });
+    assert.equal(fromSettings.code, 0, fromSettings.stderr);
+    assert.match(fromSettings.stdout, /Conversation \S+ started\./);
+
+    const origin = new URL(app.api).origin;
+    const bare = await runChat(['--url', origin], ['/exit']);
+    assert.equal(bare.code, 1);
+    assert.match(bare.stderr, new RegExp(`^not_found: .+ Is the /api prefix missing\\? Try --url ${origin}/api$`, 'm'));
   });
 
   it('says how to start the API when nothing listens at the URL', async () => {
