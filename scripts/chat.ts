@@ -15,6 +15,11 @@ import { applyLocalSettings } from '../local/host/appFiles';
 
 export const DEFAULT_API_URL = 'http://localhost:7071/api';
 
+/** The title of a conversation the client starts: where and when, so the list tells chats apart. */
+export function consoleChatTitle(now = new Date()): string {
+  return `Console chat, ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
 /** The API `npm start` serves: on PORT, taken as npm start takes it (the environment, then local.settings.json). */
 export function defaultApiUrl(env: Record<string, string | undefined>): string {
   const port = env.PORT?.trim();
@@ -244,7 +249,7 @@ export class ChatApi implements ChatBackend {
   }
 
   async createConversation(): Promise<ConversationInfo> {
-    const body = (await this.json('POST', '/conversations', {})) as ConversationBody;
+    const body = (await this.json('POST', '/conversations', { title: consoleChatTitle() })) as ConversationBody;
     return { id: body.id, title: body.title, messageCount: body.messageCount };
   }
 

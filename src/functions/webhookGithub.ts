@@ -45,6 +45,7 @@ export const webhookGithub = withServices(async (request, _context, services) =>
     principal: GITHUB_CALLER,
     source: 'github',
     threadId: `${payload.repository.full_name}#${payload.issue.number}`,
+    title: `${payload.repository.full_name}#${payload.issue.number}: ${payload.issue.title}`,
     content: message.content,
     ...(message.name ? { name: message.name } : {}),
     deliveryId,

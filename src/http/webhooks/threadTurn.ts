@@ -33,10 +33,29 @@ export function participantName(user: string | undefined): string | undefined {
   return NAME_PATTERN.test(name) ? name : undefined;
 }
 
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+/**
+ * A conversation title from free text: its first line, at most MAX_TITLE_CHARS UTF-16 code units, cut between
+ * user-perceived characters (never inside a surrogate pair or an emoji sequence), with `…` when cut.
+ */
+export function titleFrom(text: string): string {
+  const line = text.trim().split(/\r?\n/, 1)[0]?.trim() ?? '';
+  if (line.length <= MAX_TITLE_CHARS) return line;
+  let title = '';
+  for (const { segment } of GRAPHEMES.segment(line)) {
+    if (title.length + segment.length > MAX_TITLE_CHARS - 1) break;
+    title += segment;
+  }
+  return `${title.trimEnd()}…`;
+}
+
 export interface ThreadTurnInput {
   principal: Caller;
   source: 'webhook' | 'github';
   threadId: string;
+  /** The title of a conversation this delivery creates; default: the thread id and the message's first line. */
+  title?: string;
   content: string;
   name?: string;
   /** webhook-id or X-GitHub-Delivery: the same on every redelivery. */
@@ -56,7 +75,7 @@ export async function runThreadTurn(
 ): Promise<{ body: ThreadTurnResponse; replayed: boolean }> {
   const conversationId = threadConversationId(input.threadId);
   await services.conversations.getOrCreate(input.principal, conversationId, {
-    title: input.threadId.slice(0, MAX_TITLE_CHARS),
+    title: titleFrom(input.title ?? `${input.threadId}: ${input.content}`),
     metadata: { source: input.source, threadId: input.threadId },
   });
   const result = await services.turns.send({

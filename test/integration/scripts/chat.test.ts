@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { REPO_ROOT, startTestApp, type TestApp } from '../../support/app';
+import { call, REPO_ROOT, startTestApp, type TestApp } from '../../support/app';
 
 let app: TestApp;
 const children = new Set<ChildProcess>();
@@ -75,6 +75,8 @@ describe('npm run chat', () => {
     assert.equal(first.stderr, '');
     const id = /Conversation ([A-Za-z0-9_-]+) started\./.exec(first.stdout)?.[1];
     assert.ok(id, first.stdout);
+    const stored = await call('GET', `${app.api}/conversations/${id}?limit=1`);
+    assert.match(stored.body.title, /^Console chat, \d{4}-\d\d-\d\d \d\d:\d\d UTC$/, 'a title the list can show');
 
     const reply = /assistant> (.+)\n\(tokens: (\d+) prompt \+ (\d+) completion = (\d+); turns dropped: (\d+)\)/.exec(
       first.stdout,

@@ -7,6 +7,7 @@ import { TurnRunner } from '../../../../src/core/turn';
 import {
   participantName,
   runThreadTurn,
+  titleFrom,
   threadConversationId,
   WEBHOOK_CALLER,
 } from '../../../../src/http/webhooks/threadTurn';
@@ -49,6 +50,24 @@ describe('thread ids', () => {
   });
 });
 
+describe('titleFrom', () => {
+  it('takes the first line, and cuts a long one between whole characters within 200 UTF-16 code units', () => {
+    assert.equal(titleFrom('  Where is my order?\nIt was due Monday.'), 'Where is my order?');
+    const family = '\u{1F468}\u200D\u{1F469}\u200D\u{1F467}'; // 8 code units, one character
+    for (const text of ['x' + '\u{1F600}'.repeat(150), family.repeat(40), 'y'.repeat(500)]) {
+      const title = titleFrom(text);
+      assert.ok(title.length <= 200, `${title.length} units`);
+      assert.ok(title.endsWith('…'));
+      assert.ok(text.startsWith(title.slice(0, -1)), 'a prefix of the text');
+      const graphemes = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(text)];
+      assert.ok(
+        graphemes.some((part) => part.index === title.length - 1),
+        'cut at a character boundary',
+      );
+    }
+  });
+});
+
 describe('runThreadTurn', () => {
   it('creates the conversation on first use and reuses it for the next message', async () => {
     const { app, store, model } = services();
@@ -76,6 +95,7 @@ describe('runThreadTurn', () => {
     );
     const conversation = await store.get(WEBHOOK_CALLER, first.body.conversationId);
     assert.deepEqual(conversation?.metadata, { source: 'webhook', threadId: 't1' });
+    assert.equal(conversation?.title, 't1: one', 'titled by the thread and the first message, not the thread id alone');
   });
 
   it('lets two first deliveries of one thread race: both land in the one conversation', async () => {
