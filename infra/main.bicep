@@ -67,6 +67,13 @@ param easyAuthExcludedPaths array = [
   '/api/webhooks/github'
 ]
 
+// Browsers
+@description('Origins allowed to call the API from a browser (the platform answers CORS, as Host.CORS does locally), e.g. https://chat.example.com. Empty: none.')
+param corsAllowedOrigins array = []
+
+@description('Send Access-Control-Allow-Credentials (cookies, EasyAuth sessions) to those origins; never with "*".')
+param corsSupportCredentials bool = false
+
 // Model
 @description('Chat model to deploy; also picks the tokenizer and the context window in the app.')
 param openAiModelName string = 'gpt-4o-mini'
@@ -203,6 +210,8 @@ module api 'app/api.bicep' = {
     easyAuthExcludedPaths: easyAuthExcludedPaths
     webhookSecret: webhookSecret
     githubWebhookSecret: githubWebhookSecret
+    corsAllowedOrigins: corsAllowedOrigins
+    corsSupportCredentials: corsSupportCredentials
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }

@@ -6,7 +6,8 @@
  * library's own `HttpRequest`, `InvocationContext` and `HttpResponse`, using exactly the binding metadata
  * (route, methods, authLevel) the real host would receive.
  *
- * What it is not: no function keys are checked (as with `func start`), no CORS, no non-HTTP triggers.
+ * What it is not: no function keys are checked (as with `func start`), no non-HTTP triggers. CORS follows
+ * local.settings.json `Host.CORS`, as under `func start` (host/cors.ts).
  * Run it on the built app with `node dist/local/localHost.js`: it loads the files package.json `main` names, the
  * esbuild bundle dist/app/main.js (see docs/local-host.md).
  *
@@ -14,19 +15,22 @@
  * - host/functionsCore.ts  the `@azure/functions-core` stand-in that collects registrations and hooks
  * - host/routing.ts        route templates, the route prefix, the route table of the HTTP triggers
  * - host/serving.ts        HTTP serving: request -> hooks and handler -> response, host-level problems, app logs
- * - host/appFiles.ts       local.settings.json `Values` and the files package.json `main` names
+ * - host/cors.ts           CORS from local.settings.json `Host.CORS`, as `func start` applies it
+ * - host/appFiles.ts       local.settings.json `Values` and `Host`, and the files package.json `main` names
  * Other trigger kinds get a module of their own there (storage queues: host/queueTriggers.ts), fed the
  * registrations that buildRouteTable skips, and started and stopped in startLocalHost beside the HTTP server.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { appEntryFiles, applyLocalSettings } from './host/appFiles';
+import { appEntryFiles, applyLocalSettings, readHostSettings } from './host/appFiles';
+import { assertValidCors, corsFromHostSettings, type CorsPolicy } from './host/cors';
 import { collectRegistrations, installFunctionsCoreStandIn, printLog } from './host/functionsCore';
 import { buildRouteTable, normalisePrefix, readRoutePrefix, type RegisteredRoute } from './host/routing';
 import { describeError, handleRequest, runHooks, type HostContext } from './host/serving';
 
-export { appEntryFiles, applyLocalSettings } from './host/appFiles';
+export { appEntryFiles, applyLocalSettings, readHostSettings } from './host/appFiles';
+export { corsFromHostSettings, type CorsPolicy } from './host/cors';
 export { DEFAULT_ROUTE_PREFIX, type RegisteredRoute } from './host/routing';
 
 export interface LocalHostOptions {
@@ -48,6 +52,8 @@ export interface LocalHostOptions {
   logError?: (line: string) => void;
   /** Larger request bodies are refused with 413. Default 100 MiB, the platform's limit. */
   maxRequestBodyBytes?: number;
+  /** CORS, as local.settings.json `Host.CORS` configures it under `func start`; none when omitted. */
+  cors?: CorsPolicy;
 }
 
 export interface LocalHost {
@@ -72,6 +78,7 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
   const bindAddress = options.host ?? DEFAULT_BIND_ADDRESS;
   const hostJsonPath = path.resolve(options.hostJsonPath ?? 'host.json');
 
+  if (options.cors) assertValidCors(options.cors);
   const state = installFunctionsCoreStandIn();
   state.systemLog = (level, message) => printLog(level, message, log, logError);
   const registrations = collectRegistrations(options);
@@ -94,6 +101,7 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
     logError,
     maxRequestBodyBytes: options.maxRequestBodyBytes ?? DEFAULT_MAX_REQUEST_BODY_BYTES,
     fallbackOrigin: 'http://localhost',
+    ...(options.cors ? { cors: options.cors } : {}),
   };
   const server = http.createServer({ noDelay: true }, (req, res) => void handleRequest(host, req, res));
   await new Promise<void>((resolve, reject) => {
@@ -155,10 +163,12 @@ export async function main(): Promise<void> {
   const applied = applyLocalSettings(path.join(appRoot, 'local.settings.json'));
   if (applied.length > 0) console.log(`Settings from local.settings.json: ${applied.join(', ')}`);
 
+  const cors = corsFromHostSettings(readHostSettings(path.join(appRoot, 'local.settings.json')));
   const host = await startLocalHost({
     functionModules: appEntryFiles(appRoot),
     port: parsePort(process.env.PORT),
     hostJsonPath: path.join(appRoot, 'host.json'),
+    ...(cors ? { cors } : {}),
   });
   console.log(`Local Functions host (no Core Tools) listening on ${host.url}, route prefix "/${host.routePrefix}":`);
   console.log(formatRouteTable(host));

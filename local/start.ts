@@ -17,8 +17,10 @@ import { describeStandIn, startModelStandIn, DEFAULT_MODEL_STAND_IN_PORT, type M
 import {
   appEntryFiles,
   applyLocalSettings,
+  corsFromHostSettings,
   DEFAULT_PORT,
   formatRouteTable,
+  readHostSettings,
   startLocalHost,
   type LocalHost,
 } from './localHost';
@@ -140,10 +142,13 @@ async function main(): Promise<void> {
 
     // Built, the same files `func start` and Azure load: what package.json `main` names (the bundle).
     const appModules = FROM_SOURCES ? functionModules() : { functionModules: appEntryFiles(ROOT) };
+    // As `func start` does with the same file: Host.CORS and Host.CORSCredentials.
+    const cors = corsFromHostSettings(readHostSettings(settingsPath));
     const host: LocalHost = await startLocalHost({
       ...appModules,
       port,
       hostJsonPath: join(ROOT, 'host.json'),
+      ...(cors ? { cors } : {}),
     });
     stops.push(() => host.close());
     const served = FROM_SOURCES

@@ -38,6 +38,10 @@ param webhookSecret string = ''
 @secure()
 param githubWebhookSecret string = ''
 
+@description('Origins allowed by the platform CORS (siteConfig.cors); empty: none.')
+param corsAllowedOrigins array = []
+param corsSupportCredentials bool = false
+
 param maximumInstanceCount int = 100
 param instanceMemoryMB int = 2048
 
@@ -79,6 +83,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      // The platform answers preflights and adds Access-Control-Allow-Origin before the app runs, like Host.CORS
+      // under func start and the local host.
+      cors: {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: corsSupportCredentials
+      }
     }
     functionAppConfig: {
       deployment: {

@@ -11,8 +11,8 @@ import * as path from 'node:path';
  * `func start` does, so the app sees the same settings under either host.
  */
 export function applyLocalSettings(settingsPath: string, env: NodeJS.ProcessEnv = process.env): string[] {
-  if (!existsSync(settingsPath)) return [];
-  const settings = JSON.parse(readFileSync(settingsPath, 'utf8')) as { Values?: Record<string, unknown> };
+  const settings = readSettingsFile(settingsPath);
+  if (!settings) return [];
   const applied: string[] = [];
   for (const [name, value] of Object.entries(settings.Values ?? {})) {
     if (env[name] === undefined && value !== undefined && value !== null) {
@@ -79,4 +79,23 @@ export function appEntryFiles(appRoot: string): string[] {
     throw new Error(`No file matches "main" (${pattern}) in ${appRoot}: run "npm run build" first.`);
   }
   return files;
+}
+
+interface LocalSettingsFile {
+  Values?: Record<string, unknown>;
+  Host?: Record<string, unknown>;
+}
+
+function readSettingsFile(settingsPath: string): LocalSettingsFile | undefined {
+  if (!existsSync(settingsPath)) return undefined;
+  try {
+    return JSON.parse(readFileSync(settingsPath, 'utf8')) as LocalSettingsFile;
+  } catch (error) {
+    throw new Error(`${settingsPath} is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** local.settings.json `Host` (LocalHttpPort, CORS, CORSCredentials), which `func start` reads; undefined without one. */
+export function readHostSettings(settingsPath: string): Record<string, unknown> | undefined {
+  return readSettingsFile(settingsPath)?.Host;
 }

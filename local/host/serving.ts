@@ -28,6 +28,7 @@ import {
   type CoreStandIn,
   type HookName,
 } from './functionsCore';
+import { addHeadersOnWrite, corsFor, type CorsPolicy } from './cors';
 import { lookupRoute, type RouteEntry } from './routing';
 
 // ---- Serving ----------------------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ export interface HostContext {
   logError: (line: string) => void;
   maxRequestBodyBytes: number;
   fallbackOrigin: string;
+  cors?: CorsPolicy;
 }
 
 /** Tracks whether the client went away before the response finished. */
@@ -95,6 +97,13 @@ export async function handleRequest(
   });
 
   try {
+    const cors = corsFor(host.cors, req);
+    if (cors.preflight && host.cors) {
+      // Answered by the host before routing, as the Functions host's CORS middleware does.
+      res.writeHead(204, cors.headers).end();
+      return;
+    }
+    addHeadersOnWrite(res, cors.headers);
     const url = requestUrl(req, host.fallbackOrigin);
     const lookup = lookupRoute(host.entries, url.pathname, method);
     if (lookup.kind === 'not-found') {

@@ -4,7 +4,13 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { formatRouteTable, type LocalHost, startLocalHost } from '../../../local/localHost';
+import {
+  corsFromHostSettings,
+  type CorsPolicy,
+  formatRouteTable,
+  type LocalHost,
+  startLocalHost,
+} from '../../../local/localHost';
 import { compileRouteTemplate, readRoutePrefix } from '../../../local/host/routing';
 import { serializeCookie } from '../../../local/host/serving';
 import { createStreamProbe, hookLog } from '../../support/fixtures/functions/signals';
@@ -295,6 +301,105 @@ describe('local Functions host: close()', () => {
       assert.equal((error.cause as { code?: string } | undefined)?.code, 'ECONNREFUSED');
       return true;
     });
+  });
+});
+
+describe('local Functions host: CORS from Host.CORS, as func start applies it', () => {
+  const hosts: LocalHost[] = [];
+  after(async () => {
+    for (const started of hosts) await started.close();
+  });
+  const start = async (cors: CorsPolicy) => {
+    const started = await startLocalHost({
+      port: 0,
+      setupModule,
+      functionModules,
+      hostJsonPath: noHostJson,
+      cors,
+      log: () => undefined,
+      logError: () => undefined,
+    });
+    hosts.push(started);
+    return started;
+  };
+  const preflight = (url: string, origin: string) =>
+    fetch(url, {
+      method: 'OPTIONS',
+      headers: {
+        origin,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type,idempotency-key',
+      },
+    });
+
+  it('answers preflights for listed origins on any path and adds the origin to their responses, problems too', async () => {
+    const listed = await start({
+      allowedOrigins: ['http://app.example', 'http://localhost:5173/'],
+      supportCredentials: true,
+    });
+    const allowed = await preflight(`${listed.url}/api/echo`, 'http://localhost:5173');
+    assert.equal(allowed.status, 204);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://localhost:5173');
+    assert.equal(allowed.headers.get('access-control-allow-methods'), 'POST');
+    assert.equal(allowed.headers.get('access-control-allow-headers'), 'content-type,idempotency-key');
+    assert.equal(allowed.headers.get('access-control-allow-credentials'), 'true');
+    assert.equal(allowed.headers.get('vary'), 'Origin');
+
+    const get = await fetch(`${listed.url}/api/hello`, { headers: { origin: 'http://app.example' } });
+    assert.equal(get.status, 200);
+    assert.equal(get.headers.get('access-control-allow-origin'), 'http://app.example');
+    assert.equal(get.headers.get('x-greeting'), 'hello', "the function's own headers stay");
+    const missing = await fetch(`${listed.url}/api/nothing`, { headers: { origin: 'http://app.example' } });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get('access-control-allow-origin'), 'http://app.example');
+
+    const stranger = await preflight(`${listed.url}/api/echo`, 'http://evil.example');
+    assert.equal(stranger.status, 204);
+    assert.equal(
+      stranger.headers.get('access-control-allow-origin'),
+      null,
+      'an origin not listed gets no CORS headers',
+    );
+    const noOrigin = await fetch(`${listed.url}/api/hello`);
+    assert.equal(noOrigin.headers.get('access-control-allow-origin'), null);
+  });
+
+  it('allows any origin with "*", and without a policy OPTIONS is an ordinary request (405 here)', async () => {
+    const any = await start({ allowedOrigins: ['*'] });
+    const answer = await preflight(`${any.url}/api/echo`, 'http://anywhere.example');
+    assert.equal(answer.status, 204);
+    assert.equal(answer.headers.get('access-control-allow-origin'), '*');
+    assert.equal(answer.headers.get('access-control-allow-credentials'), null);
+    const posted = await fetch(`${any.url}/api/echo`, {
+      method: 'POST',
+      headers: { origin: 'http://anywhere.example', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(posted.headers.get('access-control-allow-origin'), '*');
+
+    const none = await startLocalHost({
+      port: 0,
+      setupModule,
+      functionModules,
+      hostJsonPath: noHostJson,
+      log: () => {},
+    });
+    hosts.push(none);
+    assert.equal((await preflight(`${none.url}/api/echo`, 'http://anywhere.example')).status, 405);
+    await assert.rejects(start({ allowedOrigins: ['*'], supportCredentials: true }), /credentials/);
+  });
+
+  it('reads Host.CORS and Host.CORSCredentials as local.settings.json writes them', () => {
+    assert.deepEqual(corsFromHostSettings({ LocalHttpPort: 7071, CORS: '*' }), {
+      allowedOrigins: ['*'],
+      supportCredentials: false,
+    });
+    assert.deepEqual(corsFromHostSettings({ CORS: 'http://a.example, http://b.example', CORSCredentials: true }), {
+      allowedOrigins: ['http://a.example', 'http://b.example'],
+      supportCredentials: true,
+    });
+    assert.equal(corsFromHostSettings({ LocalHttpPort: 7071 }), undefined);
+    assert.equal(corsFromHostSettings(undefined), undefined);
   });
 });
 

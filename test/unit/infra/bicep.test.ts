@@ -208,6 +208,12 @@ describe('infra templates (parsed offline with tree-sitter-bicep)', () => {
     assert.equal(value(site, 'properties.httpsOnly'), true);
     assert.equal(value(site, 'properties.siteConfig.minTlsVersion'), '1.2');
     assert.equal(value(site, 'properties.siteConfig.ftpsState'), 'Disabled');
+    // Browsers: the platform's CORS, from parameters (none by default), as Host.CORS is locally.
+    assert.equal(propertyAt(site.body, 'properties.siteConfig.cors.allowedOrigins')?.text, 'corsAllowedOrigins');
+    assert.equal(
+      propertyAt(site.body, 'properties.siteConfig.cors.supportCredentials')?.text,
+      'corsSupportCredentials',
+    );
     const policies = ofType('Microsoft.Web/sites/basicPublishingCredentialsPolicies');
     assert.deepEqual(policies.map((policy) => [value(policy, 'name'), value(policy, 'properties.allow')]).sort(), [
       ['ftp', false],
