@@ -194,7 +194,9 @@ export async function main(): Promise<void> {
 
 if (require.main === module) {
   main().catch((error: unknown) => {
-    console.error(`The local host could not start: ${describeError(error)}`);
+    // A bad setting says which, in its message; a stack would only bury that. Anything else keeps its stack.
+    const why = error instanceof Error && error.name === 'ConfigError' ? error.message : describeError(error);
+    console.error(`The local host could not start: ${why}`);
     process.exitCode = 1;
   });
 }
