@@ -19,6 +19,7 @@ import { measureMemory, type MemoryOptions } from './memory';
 import { measureOverhead, warmUp, type OverheadOptions } from './overhead';
 import { startBench } from './setup';
 import { formatResultLine, formatTable, type Figure } from './stats';
+import { measureTokenCounting, type TokenCountingOptions } from './tokenCounting';
 import { measureStreaming, type StreamingOptions } from './streaming';
 import { measureThroughput, type ThroughputOptions } from './throughput';
 import { measureTrimming, type TrimmingOptions } from './trimming';
@@ -39,6 +40,7 @@ export interface BenchOptions {
   coldStart: ColdStartOptions;
   memory: MemoryOptions;
   cost: CostOptions;
+  tokenCounting: TokenCountingOptions;
   /** Only the cost figures (`--cost`): the conversation-cost comparison alone, in about a minute. */
   costOnly?: boolean;
 }
@@ -56,6 +58,7 @@ export const FULL_OPTIONS: BenchOptions = {
   coldStart: { repetitions: 5, nodeRepetitions: 10, diagnose: true },
   memory: { turns: 1000, concurrency: 4, conversations: 50 },
   cost: { turns: 300, budget: 16_000 },
+  tokenCounting: { chars: 100_000, repetitions: 5, referenceChars: 5_000, healthTurns: 3, idleHealthRequests: 300 },
 };
 
 export const SMOKE_OPTIONS: BenchOptions = {
@@ -70,6 +73,7 @@ export const SMOKE_OPTIONS: BenchOptions = {
   coldStart: { repetitions: 1, nodeRepetitions: 1, diagnose: true },
   memory: { turns: 20, concurrency: 2, conversations: 4 },
   cost: { turns: 12, budget: 2_500 },
+  tokenCounting: { chars: 2_000, repetitions: 1, referenceChars: 300, healthTurns: 1, idleHealthRequests: 5 },
 };
 
 /** Figures that are differences and may be negative (everything else is a positive number). */
@@ -125,6 +129,10 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
 
     async function measureTurnFigures(): Promise<void> {
       await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
+
+      figures.push(
+        ...(await step('Token counting on one long piece', () => measureTokenCounting(bench, options.tokenCounting))),
+      );
 
       const overhead: OverheadOptions = {
         sizes: options.sizes,

@@ -50,6 +50,9 @@ export interface BytePairStats {
 /** Pieces up to this many bytes are merged by scanning their pairs, longer ones with the heap (measured faster). */
 export const SCAN_MAX_BYTES = 16;
 
+/** Bytes of piece whose working arrays are kept between calls (a few hundred KB). */
+const KEPT_SCRATCH_BYTES = 8192;
+
 /** Pieces this short are looked up whole without first asking how long the longest token is. */
 const SURELY_TOKEN_BYTES = 64;
 
@@ -90,7 +93,8 @@ class HeapBytePairEncoder implements BytePairEncoder {
   private readonly specialPattern: RegExp | undefined;
   private readonly pairs: PairRanks;
   private maxTokenBytes = -1;
-  private scratch = new Scratch(1024);
+  /** Kept between pieces up to this size; a longer piece gets arrays of its own, freed after it (~40 bytes a byte). */
+  private readonly scratch = new Scratch(KEPT_SCRATCH_BYTES);
 
   constructor(
     private readonly tables: RankTables,
@@ -148,8 +152,8 @@ class HeapBytePairEncoder implements BytePairEncoder {
   }
 
   private encodePiece(piece: string, ids: number[]): void {
-    let scratch = this.scratch;
-    if (piece.length * 3 > scratch.capacity) scratch = this.scratch = new Scratch(piece.length * 3);
+    const needed = piece.length * 3;
+    const scratch = needed > this.scratch.capacity ? new Scratch(needed) : this.scratch;
     const bytes = scratch.bytes;
     const length = utf8Encode(piece, bytes);
     if (length === 1) {
@@ -359,7 +363,7 @@ class KeyHeap {
  */
 class PairRanks {
   private static readonly INITIAL_SLOTS = 1 << 16;
-  private static readonly MAX_SLOTS = 1 << 21;
+  private static readonly MAX_SLOTS = 1 << 19; // 6 MB
   private lefts: Int32Array;
   private rights: Int32Array;
   private values: Int32Array;

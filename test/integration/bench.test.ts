@@ -44,6 +44,12 @@ describe('npm run bench, smoke version', () => {
       'history_turns_avg_drop_oldest',
       'history_tokens_avg_stable_prefix',
       'summary_calls',
+      'count_ms_prose_100k',
+      'count_ms_worst_100k',
+      'count_worst_over_prose',
+      'count_speedup_x_5k',
+      'health_p99_idle_ms',
+      'health_p99_busy_ms',
     ]) {
       assert.ok(name in parsed, `${name} is reported`);
     }
