@@ -15,7 +15,8 @@
  *   attempt has its own limit (AZURE_OPENAI_ATTEMPT_TIMEOUT_MS), which for a stream ends with its first chunk.
  * - An attempt is aborted before the next one starts, and nothing is tried again once an answer (for a stream, its
  *   first chunk) arrived: the model is never asked twice for one stored reply.
- * - Every attempt is logged: the deployment, what happened, how long it is skipped, what comes next.
+ * - Every attempt is logged: the deployment, what happened, how long it is skipped, what comes next (with a single
+ *   deployment, only failures).
  *
  * With a single deployment the call goes straight through: no skipping and no extra deadline (the SDK's own
  * retries and AZURE_OPENAI_TIMEOUT_MS apply as before).
@@ -282,7 +283,8 @@ export class ModelDeployments {
     const elapsed = this.clock.now().getTime() - started;
     const head = `[model] conversation ${conversationId} attempt ${index + 1}/${of} deployment=${deployment.name}:`;
     if (outcome === 'answered') {
-      this.log.info(`${head} answered in ${elapsed} ms`);
+      // With one deployment there is no choice to report: only failures are logged, as before.
+      if (this.failover) this.log.info(`${head} answered in ${elapsed} ms`);
       return;
     }
     const skipped = this.skipped.get(deployment.name);
