@@ -35,7 +35,7 @@ export interface LocalApp {
 
 export interface LocalAppOptions {
   /** Extra settings for the app (override the defaults below). */
-  env?: Record<string, string>;
+  env?: Record<string, string> | ((model: ModelStandIn) => Record<string, string>);
   model?: ModelStandInOptions;
   /**
    * Authenticate to the model with a managed identity instead of the API key: the stand-in expects `token` as a
@@ -89,7 +89,7 @@ export async function startLocalApp(options: LocalAppOptions = {}): Promise<Loca
       LIMIT_REQUESTS_PER_MINUTE: '0',
       LIMIT_TOKENS_PER_DAY: '0',
       ...(identity ? identity.settings : { AZURE_OPENAI_API_KEY: LOCAL_APP_MODEL_KEY }),
-      ...options.env,
+      ...(typeof options.env === 'function' ? options.env(model) : options.env),
     };
     Object.assign(process.env, settings);
 

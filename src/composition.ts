@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { TokenCredential } from '@azure/identity';
-import { loadConfig, ConfigError, type Config } from './config';
+import { loadConfig, ConfigError, type Config, type DeploymentConfig } from './config';
 import { Conversations } from './core/conversations';
 import type { ChatDependencies, ChatSettings, Logger } from './core/dependencies';
 import {
@@ -16,6 +16,7 @@ import {
   type UsageLimiter,
 } from './core/ports';
 import { ConfigurationInvalidError } from './core/errors';
+import { ModelDeployments, type ModelDeployment } from './core/failover';
 import { resolveModel } from './core/tokens/modelInfo';
 import { TurnRunner } from './core/turn';
 import { OpenAiChatModel } from './adapters/openAiChatModel';
@@ -79,21 +80,38 @@ function asServingError(error: unknown): unknown {
   return error instanceof ConfigError ? new ConfigurationInvalidError(error.settings, error) : error;
 }
 
-/** Resolves the model family's encoding and context window once, and checks the budget leaves room for a turn. */
+/** A deployment with its model family's encoding, window and API shape. */
+export interface ResolvedDeployment {
+  config: DeploymentConfig;
+  encoding: Tokenizer['encoding'];
+  reasoning: boolean;
+  tokenLimit: number;
+}
+
+/**
+ * Resolves each deployment's model family (encoding, context window) once, and checks the budget leaves room for a
+ * turn in every one. The settings' tokenLimit is the first deployment's.
+ */
 export function resolveChatSettings(
   config: Readonly<Config>,
   log: Logger,
-): { settings: ChatSettings; encoding: Tokenizer['encoding']; reasoning: boolean } {
-  const model = resolveModel(config.model.modelName, (message) => log.warn(message));
-  const tokenLimit = config.chat.tokenLimit ?? model.contextWindow;
-  if (config.chat.maxResponseTokens >= tokenLimit) {
-    throw new ConfigError([
-      `CHAT_MAX_RESPONSE_TOKENS: ${config.chat.maxResponseTokens} leaves no room for the prompt in a ${tokenLimit}-token context window (${config.chat.tokenLimit ? 'CHAT_TOKEN_LIMIT' : config.model.modelName})`,
-    ]);
-  }
+): { settings: ChatSettings; encoding: Tokenizer['encoding']; reasoning: boolean; deployments: ResolvedDeployment[] } {
+  const deployments = config.model.deployments.map((deployment): ResolvedDeployment => {
+    const model = resolveModel(deployment.modelName, (message) => log.warn(message));
+    const tokenLimit = config.chat.tokenLimit ?? model.contextWindow;
+    if (config.chat.maxResponseTokens >= tokenLimit) {
+      throw new ConfigError([
+        `CHAT_MAX_RESPONSE_TOKENS: ${config.chat.maxResponseTokens} leaves no room for the prompt in a ${tokenLimit}-token context window (${config.chat.tokenLimit ? 'CHAT_TOKEN_LIMIT' : deployment.modelName})`,
+      ]);
+    }
+    return { config: deployment, encoding: model.encoding, reasoning: model.reasoning, tokenLimit };
+  });
+  const primary = deployments[0] as ResolvedDeployment;
+  const tokenLimit = primary.tokenLimit;
   return {
-    encoding: model.encoding,
-    reasoning: model.reasoning,
+    encoding: primary.encoding,
+    reasoning: primary.reasoning,
+    deployments,
     settings: {
       defaultSystemMessage: config.chat.defaultSystemMessage,
       tokenLimit,
@@ -114,10 +132,12 @@ export function resolveChatSettings(
 
 export async function buildServices(config: Readonly<Config>, overrides: ServiceOverrides = {}): Promise<AppServices> {
   const log = overrides.log ?? consoleLogger;
-  const { settings, encoding, reasoning } = resolveChatSettings(config, log);
+  const { settings, deployments: resolved } = resolveChatSettings(config, log);
   // Loaded and created only when something authenticates with Entra ID: key-based local runs never touch identity
   // endpoints, and skip loading @azure/identity at cold start.
-  const needsIdentity = !config.storage.connectionString || !config.model.apiKey;
+  const needsIdentity =
+    !config.storage.connectionString ||
+    config.model.deployments.some((deployment) => !(deployment.apiKey ?? config.model.apiKey));
   const identity = needsIdentity ? await import('@azure/identity') : undefined;
   let credential = overrides.credential;
   const getCredential = (): TokenCredential => {
@@ -138,26 +158,47 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
         ? { connectionString: config.storage.connectionString }
         : { endpoint: config.storage.endpoint, credential: getCredential() }),
     }));
-  const model =
-    overrides.model ??
-    new OpenAiChatModel({
-      endpoint: config.model.endpoint,
-      deployment: config.model.deployment,
-      reasoning,
-      apiKey:
-        config.model.apiKey ??
-        (identity ?? (await import('@azure/identity'))).getBearerTokenProvider(
-          getCredential(),
-          COGNITIVE_SERVICES_SCOPE,
-        ),
-      timeoutMs: config.model.timeoutMs,
-      maxRetries: config.model.maxRetries,
+  const clock = overrides.clock ?? { now: () => new Date() };
+  // One token provider for every deployment reached with the managed identity: one token cache.
+  let tokenProvider: (() => Promise<string>) | undefined;
+  const bearerToken = async () =>
+    (tokenProvider ??= (identity ?? (await import('@azure/identity'))).getBearerTokenProvider(
+      getCredential(),
+      COGNITIVE_SERVICES_SCOPE,
+    ));
+  const failover = resolved.length > 1;
+  const deployments: ModelDeployment[] = [];
+  for (const deployment of overrides.model ? resolved.slice(0, 1) : resolved) {
+    const key = deployment.config.apiKey ?? config.model.apiKey;
+    deployments.push({
+      name: deployment.config.name,
+      modelName: deployment.config.modelName,
+      tokenizer: overrides.tokenizer ?? getTokenizer(deployment.encoding),
+      tokenLimit: deployment.tokenLimit,
+      model:
+        overrides.model ??
+        new OpenAiChatModel({
+          endpoint: deployment.config.endpoint,
+          deployment: deployment.config.deployment,
+          reasoning: deployment.reasoning,
+          apiKey: key ?? (await bearerToken()),
+          timeoutMs: config.model.timeoutMs,
+          // With failover the next deployment is the retry: a 429 moves on at once instead of waiting here.
+          maxRetries: failover ? 0 : config.model.maxRetries,
+        }),
     });
+  }
+  const primary = deployments[0] as ModelDeployment;
   const deps: ChatDependencies = {
     store,
-    model,
-    tokenizer: overrides.tokenizer ?? getTokenizer(encoding),
-    clock: overrides.clock ?? { now: () => new Date() },
+    model: primary.model,
+    tokenizer: primary.tokenizer,
+    deployments: new ModelDeployments(deployments, clock, log, {
+      turnTimeoutMs: config.model.timeoutMs,
+      attemptTimeoutMs: Math.min(config.model.attemptTimeoutMs, config.model.timeoutMs),
+      cooldownMs: config.model.failoverCooldownMs,
+    }),
+    clock,
     ids: overrides.ids ?? { newConversationId: () => randomUUID() },
     limiter: overrides.limiter ?? createUsageLimiter(config, getCredential),
     settings,

@@ -66,6 +66,13 @@ export const SETTINGS: readonly SettingInfo[] = [
     local: 'gpt-4o-mini',
   },
   {
+    name: 'AZURE_OPENAI_DEPLOYMENTS',
+    description:
+      'Failover: an ordered JSON list of deployments, [{"endpoint","deployment","model"?,"name"?,"apiKey"?}]; when set it replaces AZURE_OPENAI_ENDPOINT, _DEPLOYMENT and _MODEL. A turn moves to the next on 429, 5xx, connection failure or timeout.',
+    example:
+      '[{"endpoint":"https://east.openai.azure.com","deployment":"chat","model":"gpt-4o-mini"},{"endpoint":"https://west.openai.azure.com","deployment":"chat","model":"gpt-4o-mini","name":"chat-west"}]',
+  },
+  {
     name: 'AZURE_OPENAI_API_KEY',
     description: 'API key; when unset the managed identity (DefaultAzureCredential) is used.',
     example: '(secret)',
@@ -78,15 +85,31 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'AZURE_OPENAI_TIMEOUT_MS',
-    description: 'Total time for one model call including retries; keep it well under the 230 s HTTP limit.',
+    description:
+      'Total time for one model call including retries and failover attempts; keep it well under the 230 s HTTP limit.',
     default: '120000',
     example: '60000',
   },
   {
     name: 'AZURE_OPENAI_MAX_RETRIES',
-    description: 'Retries of a model call on connection errors, 408, 409, 429 and 5xx (honours retry-after).',
+    description:
+      'Retries of a model call on connection errors, 408, 409, 429 and 5xx (honours retry-after). With several deployments failover replaces them: 0.',
     default: '2',
     example: '3',
+  },
+  {
+    name: 'AZURE_OPENAI_ATTEMPT_TIMEOUT_MS',
+    description:
+      'With several deployments: how long one deployment may take to answer (a stream: to its first chunk) before the turn moves on.',
+    default: '60000',
+    example: '20000',
+  },
+  {
+    name: 'AZURE_OPENAI_FAILOVER_COOLDOWN_SECONDS',
+    description:
+      'With several deployments: how long this instance skips one that failed (5xx, connection, timeout) without a retry-after; after a 429 its retry-after counts.',
+    default: '30',
+    example: '60',
   },
   // Chat behaviour
   {
@@ -295,13 +318,16 @@ const schema = z
         .regex(/^[A-Za-z][A-Za-z0-9]{0,30}$/, 'expected letters and digits, starting with a letter')
         .optional(),
     ),
-    AZURE_OPENAI_ENDPOINT: z.preprocess(empty, z.url({ protocol: /^https?$/, message: 'expected an http(s) URL' })),
-    AZURE_OPENAI_DEPLOYMENT: z.preprocess(empty, z.string({ message: 'required' }).min(1)),
+    AZURE_OPENAI_ENDPOINT: url,
+    AZURE_OPENAI_DEPLOYMENT: optionalString,
+    AZURE_OPENAI_DEPLOYMENTS: z.preprocess(empty, z.string().optional()).transform(parseDeployments),
     AZURE_OPENAI_MODEL: optionalString,
     AZURE_OPENAI_API_KEY: optionalString,
     AZURE_CLIENT_ID: optionalString,
     AZURE_OPENAI_TIMEOUT_MS: int(1000, 600_000, 120_000),
     AZURE_OPENAI_MAX_RETRIES: int(0, 10, 2),
+    AZURE_OPENAI_ATTEMPT_TIMEOUT_MS: int(1000, 600_000, 60_000),
+    AZURE_OPENAI_FAILOVER_COOLDOWN_SECONDS: int(0, 3600, 30),
     CHAT_SYSTEM_MESSAGE: z.preprocess(empty, z.string().default('You are a helpful assistant.')),
     CHAT_TOKEN_LIMIT: optionalInt(256, 10_000_000),
     CHAT_MAX_RESPONSE_TOKENS: int(1, 1_000_000, 1024),
@@ -355,6 +381,14 @@ const schema = z
     WEBSITE_INSTANCE_ID: optionalString,
   })
   .superRefine((env, ctx) => {
+    if (!env.AZURE_OPENAI_DEPLOYMENTS) {
+      if (!env.AZURE_OPENAI_ENDPOINT) {
+        ctx.addIssue({ code: 'custom', path: ['AZURE_OPENAI_ENDPOINT'], message: 'expected an http(s) URL' });
+      }
+      if (!env.AZURE_OPENAI_DEPLOYMENT) {
+        ctx.addIssue({ code: 'custom', path: ['AZURE_OPENAI_DEPLOYMENT'], message: 'required' });
+      }
+    }
     if (!env.TABLES_CONNECTION_STRING && !env.TABLES_ENDPOINT) {
       ctx.addIssue({
         code: 'custom',
@@ -386,9 +420,21 @@ const schema = z
     }
   });
 
+/** One model deployment: AZURE_OPENAI_ENDPOINT/_DEPLOYMENT/_MODEL, or an entry of AZURE_OPENAI_DEPLOYMENTS. */
+export interface DeploymentConfig {
+  /** Unique; logs, telemetry and turn results name the deployment by it. Default: the deployment name. */
+  name: string;
+  endpoint: string;
+  deployment: string;
+  modelName: string;
+  /** Unset: AZURE_OPENAI_API_KEY, else the managed identity. */
+  apiKey?: string;
+}
+
 export interface Config {
   storage: { connectionString?: string; endpoint?: string; tablePrefix: string; historyCacheBytes: number };
   model: {
+    /** The first deployment's endpoint, deployment and model name (the only one without failover). */
     endpoint: string;
     deployment: string;
     modelName: string;
@@ -396,6 +442,10 @@ export interface Config {
     clientId?: string;
     timeoutMs: number;
     maxRetries: number;
+    /** In failover order; one entry without AZURE_OPENAI_DEPLOYMENTS. */
+    deployments: DeploymentConfig[];
+    attemptTimeoutMs: number;
+    failoverCooldownMs: number;
   };
   chat: {
     defaultSystemMessage: string;
@@ -454,6 +504,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   const e = parsed.data;
+  const deployments: DeploymentConfig[] = e.AZURE_OPENAI_DEPLOYMENTS ?? [
+    {
+      name: e.AZURE_OPENAI_DEPLOYMENT ?? '',
+      endpoint: trimEndpoint(e.AZURE_OPENAI_ENDPOINT ?? ''),
+      deployment: e.AZURE_OPENAI_DEPLOYMENT ?? '',
+      modelName: e.AZURE_OPENAI_MODEL ?? e.AZURE_OPENAI_DEPLOYMENT ?? '',
+    },
+  ];
+  const primary = deployments[0] as DeploymentConfig;
   const config: Config = {
     storage: {
       connectionString: e.TABLES_CONNECTION_STRING,
@@ -462,13 +521,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       historyCacheBytes: e.CHAT_HISTORY_CACHE_MB * 1024 * 1024,
     },
     model: {
-      endpoint: e.AZURE_OPENAI_ENDPOINT.replace(/\/+$/, ''),
-      deployment: e.AZURE_OPENAI_DEPLOYMENT,
-      modelName: e.AZURE_OPENAI_MODEL ?? e.AZURE_OPENAI_DEPLOYMENT,
+      endpoint: primary.endpoint,
+      deployment: primary.deployment,
+      modelName: primary.modelName,
       apiKey: e.AZURE_OPENAI_API_KEY,
       clientId: e.AZURE_CLIENT_ID,
       timeoutMs: e.AZURE_OPENAI_TIMEOUT_MS,
       maxRetries: e.AZURE_OPENAI_MAX_RETRIES,
+      deployments,
+      attemptTimeoutMs: e.AZURE_OPENAI_ATTEMPT_TIMEOUT_MS,
+      failoverCooldownMs: e.AZURE_OPENAI_FAILOVER_COOLDOWN_SECONDS * 1000,
     },
     chat: {
       defaultSystemMessage: e.CHAT_SYSTEM_MESSAGE,
@@ -506,6 +568,59 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     runningOnAzure: Boolean(e.WEBSITE_INSTANCE_ID),
   };
   return deepFreeze(config);
+}
+
+function trimEndpoint(endpoint: string): string {
+  return endpoint.replace(/\/+$/, '');
+}
+
+const deploymentEntry = z.strictObject({
+  endpoint: z.url({ protocol: /^https?$/, message: 'expected an http(s) URL' }),
+  deployment: z.string().min(1, 'required'),
+  model: z.string().min(1).optional(),
+  name: z
+    .string()
+    .regex(/^[\w.@:-]{1,64}$/, 'expected 1-64 letters, digits or ._@:-')
+    .optional(),
+  apiKey: z.string().min(1).optional(),
+});
+
+/** AZURE_OPENAI_DEPLOYMENTS: a JSON list, each problem reported under the setting's name with where it is. */
+function parseDeployments(raw: string | undefined, ctx: z.RefinementCtx): DeploymentConfig[] | undefined {
+  if (raw === undefined) return undefined;
+  const fail = (message: string) => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return fail('expected JSON: a list of {"endpoint","deployment","model"?,"name"?,"apiKey"?}');
+  }
+  const parsed = z.array(deploymentEntry).min(1, 'expected at least one deployment').safeParse(json);
+  if (!parsed.success) {
+    const [issue] = parsed.error.issues;
+    const where = (issue?.path ?? []).map((part) => (typeof part === 'number' ? `[${part}]` : `.${String(part)}`));
+    return fail(`${where.join('') || 'the list'}: ${issue?.message ?? 'invalid'}`.replace(/^\./, ''));
+  }
+  const deployments = parsed.data.map((entry) => ({
+    name: entry.name ?? entry.deployment,
+    endpoint: trimEndpoint(entry.endpoint),
+    deployment: entry.deployment,
+    modelName: entry.model ?? entry.deployment,
+    ...(entry.apiKey ? { apiKey: entry.apiKey } : {}),
+  }));
+  const seen = new Set<string>();
+  for (const [index, deployment] of deployments.entries()) {
+    if (seen.has(deployment.name)) {
+      return fail(
+        `[${index}]: the name "${deployment.name}" is taken by an earlier entry: give each a distinct "name"`,
+      );
+    }
+    seen.add(deployment.name);
+  }
+  return deployments;
 }
 
 function deepFreeze<T>(value: T): Readonly<T> {

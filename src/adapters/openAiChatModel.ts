@@ -171,13 +171,19 @@ export class OpenAiChatModel implements ChatModel {
         );
       }
       if (error.status === 503) {
+        const given = retryAfterSeconds(error.headers);
         return new UpstreamError('upstream_unavailable', 'The model is unavailable.', {
-          retryAfterSeconds: retryAfterSeconds(error.headers) ?? 5,
+          retryAfterSeconds: given ?? 5,
           cause: error,
+          upstreamStatus: 503,
+          ...(given !== undefined ? { upstreamRetryAfterMs: given * 1000 } : {}),
         });
       }
       if (error.status === 408 || error.status === 504) {
-        return new UpstreamError('upstream_timeout', 'The model did not answer in time.', { cause: error });
+        return new UpstreamError('upstream_timeout', 'The model did not answer in time.', {
+          cause: error,
+          upstreamStatus: error.status,
+        });
       }
       if (error.status === 401 || error.status === 403) {
         return new UpstreamError(
@@ -199,6 +205,7 @@ export class OpenAiChatModel implements ChatModel {
       }
       return new UpstreamError('upstream_error', `The model answered with HTTP ${error.status ?? 'error'}.`, {
         cause: error,
+        ...(error.status !== undefined ? { upstreamStatus: error.status } : {}),
       });
     }
     if (isCredentialError(error)) {

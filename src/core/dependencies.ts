@@ -1,3 +1,4 @@
+import type { ModelDeployments } from './failover';
 import type { ChatModel, Clock, ConversationStore, IdGenerator, Tokenizer, UsageLimiter } from './ports';
 import type { SummarySettings } from './summaries';
 import type { TrimPolicy } from './trimming';
@@ -32,8 +33,12 @@ export interface Logger {
 
 export interface ChatDependencies {
   store: ConversationStore;
+  /** The first (or only) deployment's model; turns go through `deployments` when it is set. */
   model: ChatModel;
+  /** The first deployment's tokenizer: conversations' prologues are counted with it. */
   tokenizer: Tokenizer;
+  /** The model deployments with failover (AZURE_OPENAI_DEPLOYMENTS); unset: `model` alone. */
+  deployments?: ModelDeployments;
   clock: Clock;
   ids: IdGenerator;
   limiter: UsageLimiter;

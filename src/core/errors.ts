@@ -198,10 +198,13 @@ export class RateLimitedError extends ChatError {
   readonly code: string;
   readonly status = 429;
   readonly title = 'Too many requests';
+  /** The wait as given, before rounding up to whole seconds for the header (retry-after-ms is precise). */
+  readonly retryAfterMs: number;
   constructor(detail: string, retryAfterSeconds: number, code = 'rate_limited') {
     const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
     super({ detail, headers: { 'Retry-After': String(seconds) }, extensions: { retryAfterSeconds: seconds } });
     this.code = code;
+    this.retryAfterMs = Math.max(0, retryAfterSeconds * 1000);
   }
 }
 
@@ -211,15 +214,26 @@ export class UpstreamError extends ChatError {
   readonly code: string;
   readonly status: number;
   readonly title: string;
+  /** The model's HTTP status, when it answered one (failover moves on after a 5xx, not after a 4xx). */
+  readonly upstreamStatus: number | undefined;
+  /** The model's own retry-after (retry-after-ms or retry-after), in ms, when it sent one. */
+  readonly retryAfterMs: number | undefined;
   constructor(
     kind: 'upstream_error' | 'upstream_unavailable' | 'upstream_timeout',
     detail: string,
-    options: { retryAfterSeconds?: number; cause?: unknown } = {},
+    options: {
+      retryAfterSeconds?: number;
+      cause?: unknown;
+      upstreamStatus?: number;
+      upstreamRetryAfterMs?: number;
+    } = {},
   ) {
     const headers: Record<string, string> =
       options.retryAfterSeconds !== undefined ? { 'Retry-After': String(Math.ceil(options.retryAfterSeconds)) } : {};
     super({ detail, headers, cause: options.cause });
     this.code = kind;
+    this.upstreamStatus = options.upstreamStatus;
+    this.retryAfterMs = options.upstreamRetryAfterMs;
     this.status = kind === 'upstream_error' ? 502 : kind === 'upstream_unavailable' ? 503 : 504;
     this.title =
       kind === 'upstream_error'

@@ -121,6 +121,8 @@ export interface TurnRecord {
   finishReason: FinishReason;
   usage: Usage;
   context: { promptTokens: number; droppedTurns: number };
+  /** The model deployment that answered; absent in records stored before failover existed. */
+  deployment?: string;
 }
 
 export interface TurnCommit {

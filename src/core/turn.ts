@@ -23,9 +23,11 @@ import {
   type HistorySummary,
   type IdempotencyClaim,
   type StoredMessage,
+  type Tokenizer,
   type TurnRecord,
   type Usage,
 } from './ports';
+import { ModelDeployments, type ModelDeployment } from './failover';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
@@ -48,18 +50,40 @@ export interface TurnResult {
   context: { promptTokens: number; droppedTurns: number };
   /** True when this answer was replayed from an earlier request with the same Idempotency-Key. */
   replayed: boolean;
+  /** The model deployment that answered (absent on replays of turns stored before it was recorded). */
+  deployment?: string;
 }
 
 /** A turn ready to call the model: what will be sent and how to commit the reply. */
 export interface PreparedTurn {
   conversationId: string;
+  /** What goes to the first deployment to try (the one the conversation sticks to, or the first healthy one). */
   plan: ContextPlan;
+  /** What goes to a given deployment: counted with its encoding, trimmed to its window. */
+  planFor(deployment: ModelDeployment): ContextPlan;
   /** Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on. */
-  commit(completion: Completion): Promise<TurnResult>;
+  commit(completion: Completion, deployment: ModelDeployment): Promise<TurnResult>;
 }
 
 export class TurnRunner {
-  constructor(private readonly deps: ChatDependencies) {}
+  /** The deployments a model call may go to, with failover (one, built from `model`, unless configured). */
+  private readonly models: ModelDeployments;
+
+  constructor(private readonly deps: ChatDependencies) {
+    this.models =
+      deps.deployments ??
+      ModelDeployments.single(
+        {
+          name: 'default',
+          modelName: 'default',
+          model: deps.model,
+          tokenizer: deps.tokenizer,
+          tokenLimit: deps.settings.tokenLimit,
+        },
+        deps.clock,
+        deps.log,
+      );
+  }
 
   /** Runs a whole turn and returns the stored reply. */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
@@ -68,9 +92,14 @@ export class TurnRunner {
       const user = this.userMessage(input);
       for (let attempt = 1; ; attempt++) {
         const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const completion = await this.deps.model.complete(this.completionRequest(turn), signal);
+        const { value: completion, deployment } = await this.models.call(
+          turn.conversationId,
+          (candidate, attemptSignal) =>
+            candidate.model.complete(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+          signal,
+        );
         try {
-          return await this.commitAndRecord(input.caller, turn, completion);
+          return await this.commitAndRecord(input.caller, turn, completion, deployment);
         } catch (error) {
           if (!(error instanceof ConcurrencyConflict)) throw error;
           if (attempt >= settings.turnAttempts) throw new ConversationBusyError();
@@ -104,12 +133,16 @@ export class TurnRunner {
           promptTokens: turn.plan.promptTokens,
           droppedTurns: turn.plan.droppedTurns,
         });
-        const completion = await collectStream(
-          this.deps.model.stream(this.completionRequest(turn), signal),
-          handlers.onDelta,
+        // Failover only until the first chunk: after it the user has seen the reply begin.
+        const { value: chunks, deployment } = await this.models.stream(
+          turn.conversationId,
+          (candidate, attemptSignal) =>
+            candidate.model.stream(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+          signal,
         );
+        const completion = await collectStream(chunks, handlers.onDelta);
         try {
-          return await this.commitAndRecord(input.caller, turn, completion);
+          return await this.commitAndRecord(input.caller, turn, completion, deployment);
         } catch (error) {
           if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
           throw error;
@@ -133,21 +166,26 @@ export class TurnRunner {
   }
 
   /** Tokens are recorded beside the commit: they were spent whether or not this attempt's commit wins. */
-  private async commitAndRecord(caller: Caller, turn: PreparedTurn, completion: Completion): Promise<TurnResult> {
+  private async commitAndRecord(
+    caller: Caller,
+    turn: PreparedTurn,
+    completion: Completion,
+    deployment: ModelDeployment,
+  ): Promise<TurnResult> {
     const recording = this.deps.limiter
       .record(caller, completion.usage.totalTokens, this.deps.clock.now())
       .catch((error: unknown) => this.deps.log.warn(`Could not record token usage: ${String(error)}`));
     try {
-      return await turn.commit(completion);
+      return await turn.commit(completion, deployment);
     } finally {
       await recording;
     }
   }
 
-  private completionRequest(turn: PreparedTurn) {
+  private completionRequest(turn: PreparedTurn, plan: ContextPlan) {
     const { settings } = this.deps;
     return {
-      messages: turn.plan.messages,
+      messages: plan.messages,
       maxResponseTokens: settings.maxResponseTokens,
       ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
       // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
@@ -198,10 +236,12 @@ export class TurnRunner {
   }
 
   private rejectSpecialTokens(input: TurnInput): void {
-    const markers = [
-      ...findSpecialTokenMarkup(input.content, this.deps.tokenizer),
-      ...(input.name ? findSpecialTokenMarkup(input.name, this.deps.tokenizer) : []),
-    ];
+    const tokenizers = new Map<string, Tokenizer>([[this.deps.tokenizer.encoding, this.deps.tokenizer]]);
+    for (const deployment of this.models.all) tokenizers.set(deployment.tokenizer.encoding, deployment.tokenizer);
+    const markers = [...tokenizers.values()].flatMap((tokenizer) => [
+      ...findSpecialTokenMarkup(input.content, tokenizer),
+      ...(input.name ? findSpecialTokenMarkup(input.name, tokenizer) : []),
+    ]);
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
   }
 
@@ -212,20 +252,43 @@ export class TurnRunner {
     claim: IdempotencyClaim | undefined,
     admitted: Promise<void>,
   ): Promise<PreparedTurn & { replyId: string }> {
-    const { store, tokenizer, clock } = this.deps;
+    const { store, clock } = this.deps;
     const loaded = await store.loadForTurn(input.caller, input.conversationId);
     if (!loaded) throw conversationNotFound();
     const { conversation, messages: history } = loaded;
 
-    const { plan, summary } = await this.planWithSummary(input.caller, conversation, history, user, admitted);
+    // Planned for the first deployment to try, so a history that cannot fit fails before any model call.
+    const first = this.models.order(conversation.id)[0] ?? this.models.primary;
+    const { plan, summary, replan } = await this.planWithSummary(
+      input.caller,
+      conversation,
+      history,
+      user,
+      admitted,
+      first,
+    );
+    // Counted and trimmed per encoding and window: deployments of one model family share one plan.
+    const plans = new Map<string, ContextPlan>([[planKey(first), plan]]);
+    const planFor = (deployment: ModelDeployment): ContextPlan => {
+      const key = planKey(deployment);
+      let found = plans.get(key);
+      if (!found) {
+        found = replan(deployment);
+        plans.set(key, found);
+      }
+      return found;
+    };
 
     const userSeq = conversation.messageCount + 1;
     const sentAt = clock.now().toISOString();
     return {
       conversationId: conversation.id,
       plan,
+      planFor,
       replyId: messageId(userSeq + 1),
-      commit: async (completion) => {
+      commit: async (completion, deployment) => {
+        const { tokenizer } = deployment;
+        const used = planFor(deployment);
         const repliedAt = clock.now().toISOString();
         const stored: StoredMessage = {
           ...user.message,
@@ -233,7 +296,7 @@ export class TurnRunner {
           seq: userSeq,
           id: messageId(userSeq),
           createdAt: sentAt,
-          tokens: user.tokens,
+          tokens: user.tokensUnder(tokenizer),
           encoding: tokenizer.encoding,
         };
         const reply: StoredMessage = {
@@ -252,7 +315,8 @@ export class TurnRunner {
           replySeq: reply.seq,
           finishReason: completion.finishReason,
           usage: completion.usage,
-          context: { promptTokens: plan.promptTokens, droppedTurns: plan.droppedTurns },
+          context: { promptTokens: used.promptTokens, droppedTurns: used.droppedTurns },
+          deployment: deployment.name,
         };
         await store.commitTurn(input.caller, {
           conversationId: conversation.id,
@@ -264,7 +328,7 @@ export class TurnRunner {
               summary ? addUsage(conversation.totals, summary.usage) : conversation.totals,
               completion.usage,
             ),
-            windowStartSeq: plan.windowStartSeq,
+            windowStartSeq: used.windowStartSeq,
             ...(summary ? { summary: summary.summary } : {}),
           },
           ...(claim && input.idempotencyKey
@@ -288,16 +352,27 @@ export class TurnRunner {
     history: StoredMessage[],
     user: CountedUserMessage,
     admitted: Promise<void>,
-  ): Promise<{ plan: ContextPlan; summary?: { summary: HistorySummary; usage: Usage } }> {
-    const { tokenizer, settings, clock } = this.deps;
-    const plan = (summary: HistorySummary | undefined, windowStartSeq: number | undefined) =>
+    deployment: ModelDeployment,
+  ): Promise<{
+    plan: ContextPlan;
+    summary?: { summary: HistorySummary; usage: Usage };
+    /** The same history planned for another deployment (its encoding and window), with the same summary. */
+    replan(other: ModelDeployment): ContextPlan;
+  }> {
+    const { settings, clock } = this.deps;
+    const { tokenizer, tokenLimit } = deployment;
+    const planUnder = (
+      summary: HistorySummary | undefined,
+      windowStartSeq: number | undefined,
+      { tokenizer, tokenLimit }: Pick<ModelDeployment, 'tokenizer' | 'tokenLimit'>,
+    ) =>
       planContext({
         prologue: conversation.prologue.map((message) => counted(message, tokensUnder(message, tokenizer))),
         ...(summary && settings.summary.enabled ? { summary: summaryMessage(summary, tokenizer) } : {}),
         history: history.map((message) => ({ ...counted(message, tokensUnder(message, tokenizer)), seq: message.seq })),
-        newMessage: counted(user.message, user.tokens),
+        newMessage: counted(user.message, user.tokensUnder(tokenizer)),
         budget: {
-          tokenLimit: settings.tokenLimit,
+          tokenLimit,
           maxResponseTokens: settings.maxResponseTokens,
           policy: settings.trimPolicy,
           maxTurns: settings.maxTurns,
@@ -308,10 +383,16 @@ export class TurnRunner {
         ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
       });
 
+    const plan = (summary: HistorySummary | undefined, windowStartSeq: number | undefined) =>
+      planUnder(summary, windowStartSeq, deployment);
+    const replanWith = (summary: HistorySummary | undefined) => (other: ModelDeployment) =>
+      planUnder(summary, conversation.windowStartSeq, other);
     const first = plan(conversation.summary, conversation.windowStartSeq);
     const covered = conversation.summary?.throughSeq ?? 0;
     const droppedThrough = first.windowStartSeq - 1;
-    if (!settings.summary.enabled || droppedThrough <= covered) return { plan: first };
+    if (!settings.summary.enabled || droppedThrough <= covered) {
+      return { plan: first, replan: replanWith(conversation.summary) };
+    }
 
     // A refused caller (rate limit, quota) must not cost a summary call: it throws here like the turn does.
     await admitted;
@@ -321,7 +402,7 @@ export class TurnRunner {
         model: this.deps.model,
         tokenizer,
         settings: settings.summary,
-        tokenLimit: settings.tokenLimit,
+        tokenLimit,
         conversationId: conversation.id,
         previous: conversation.summary,
         dropped: history.filter((message) => message.seq > covered && message.seq <= droppedThrough),
@@ -333,26 +414,45 @@ export class TurnRunner {
         `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
           `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
       );
-      return { plan: first };
+      return { plan: first, replan: replanWith(conversation.summary) };
     }
     // Spent whether or not this turn commits; a trim turn only, so the round trip is rare.
     await this.deps.limiter
       .record(caller, outcome.usage.totalTokens, clock.now())
       .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
     // The trim left room for the new summary, so the window stays where the trim put it.
-    return { plan: plan(outcome.summary, first.windowStartSeq), summary: outcome };
+    return {
+      plan: plan(outcome.summary, first.windowStartSeq),
+      summary: outcome,
+      replan: replanWith(outcome.summary),
+    };
   }
 
-  /** The user's message is encoded once per turn, however many attempts the turn takes. */
+  /** The user's message is encoded once per turn and encoding, however many attempts the turn takes. */
   private userMessage(input: TurnInput): CountedUserMessage {
     const message: ChatMessage = { role: 'user', content: input.content, ...(input.name ? { name: input.name } : {}) };
-    return { message, tokens: countMessageTokens(message, this.deps.tokenizer) };
+    const counts = new Map<string, number>();
+    return {
+      message,
+      tokensUnder: (tokenizer) => {
+        let tokens = counts.get(tokenizer.encoding);
+        if (tokens === undefined) {
+          tokens = countMessageTokens(message, tokenizer);
+          counts.set(tokenizer.encoding, tokens);
+        }
+        return tokens;
+      },
+    };
   }
 }
 
 interface CountedUserMessage {
   message: ChatMessage;
-  tokens: number;
+  tokensUnder(tokenizer: Tokenizer): number;
+}
+
+function planKey({ tokenizer, tokenLimit }: ModelDeployment): string {
+  return `${tokenizer.encoding}/${tokenLimit}`;
 }
 
 export function messageId(seq: number): string {
@@ -377,6 +477,7 @@ function toResult(record: TurnRecord, reply: StoredMessage, replayed: boolean): 
     usage: { ...NO_USAGE, ...record.usage },
     context: record.context,
     replayed,
+    ...(record.deployment !== undefined ? { deployment: record.deployment } : {}),
   };
 }
 

@@ -106,10 +106,16 @@ export const turnResultSchema = z.object({
   finishReason: finishReasonSchema,
   usage: usageSchema,
   context: contextSchema,
+  deployment: z
+    .string()
+    .optional()
+    .describe(
+      'The model deployment that answered (its name in AZURE_OPENAI_DEPLOYMENTS, else AZURE_OPENAI_DEPLOYMENT). Absent on replays of turns stored before it was recorded.',
+    ),
 });
 
 /** The reply of a webhook delivery: a turn result without the context figures. */
-export const webhookTurnResultSchema = turnResultSchema.omit({ context: true });
+export const webhookTurnResultSchema = turnResultSchema.omit({ context: true, deployment: true });
 
 export const healthSchema = z.object({ status: z.literal('ok'), storage: z.literal('ok') });
 

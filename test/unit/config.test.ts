@@ -158,3 +158,88 @@ describe('the app entry point', () => {
     assert.equal(result.status, 0, result.stderr);
   });
 });
+
+describe('AZURE_OPENAI_DEPLOYMENTS', () => {
+  const { AZURE_OPENAI_ENDPOINT: _endpoint, AZURE_OPENAI_DEPLOYMENT: _deployment, ...storageOnly } = minimal;
+  const list = (value: unknown) => ({ ...storageOnly, AZURE_OPENAI_DEPLOYMENTS: JSON.stringify(value) });
+
+  it('reads an ordered list; names default to the deployment; the first is the primary', () => {
+    const config = loadConfig(
+      list([
+        { endpoint: 'https://east.openai.azure.com/', deployment: 'chat', model: 'gpt-4o-mini' },
+        { endpoint: 'https://west.openai.azure.com', deployment: 'chat-w', model: 'gpt-4', apiKey: 'k' },
+      ]),
+    );
+    assert.deepEqual(config.model.deployments, [
+      { name: 'chat', endpoint: 'https://east.openai.azure.com', deployment: 'chat', modelName: 'gpt-4o-mini' },
+      {
+        name: 'chat-w',
+        endpoint: 'https://west.openai.azure.com',
+        deployment: 'chat-w',
+        modelName: 'gpt-4',
+        apiKey: 'k',
+      },
+    ]);
+    assert.equal(config.model.endpoint, 'https://east.openai.azure.com');
+    assert.equal(config.model.modelName, 'gpt-4o-mini');
+    assert.equal(config.model.attemptTimeoutMs, 60_000);
+    assert.equal(config.model.failoverCooldownMs, 30_000);
+  });
+
+  it('keeps the single-deployment settings working unchanged', () => {
+    const config = loadConfig({ ...minimal, AZURE_OPENAI_MODEL: 'gpt-4o' });
+    assert.deepEqual(config.model.deployments, [
+      { name: 'chat', endpoint: 'https://example.openai.azure.com', deployment: 'chat', modelName: 'gpt-4o' },
+    ]);
+  });
+
+  it('names the setting and the entry for every kind of mistake, never echoing a key', () => {
+    assert.deepEqual(problems({ ...storageOnly, AZURE_OPENAI_DEPLOYMENTS: '[{endpoint:' }), [
+      'AZURE_OPENAI_DEPLOYMENTS: expected JSON: a list of {"endpoint","deployment","model"?,"name"?,"apiKey"?}',
+    ]);
+    assert.deepEqual(problems(list([])), ['AZURE_OPENAI_DEPLOYMENTS: the list: expected at least one deployment']);
+    assert.deepEqual(problems(list([{ endpoint: 'https://a.example', deployment: 'x' }, { deployment: 'y' }])), [
+      'AZURE_OPENAI_DEPLOYMENTS: [1].endpoint: expected an http(s) URL',
+    ]);
+    const unknown = problems(list([{ endpoint: 'https://a.example', deployment: 'x', apikey: 'sk-secret' }]));
+    assert.match(unknown[0] ?? '', /^AZURE_OPENAI_DEPLOYMENTS: \[0\]: Unrecognized key/);
+    assert.doesNotMatch(unknown.join(), /sk-secret/);
+    assert.deepEqual(
+      problems(
+        list([
+          { endpoint: 'https://east.example', deployment: 'chat' },
+          { endpoint: 'https://west.example', deployment: 'chat' },
+        ]),
+      ),
+      ['AZURE_OPENAI_DEPLOYMENTS: [1]: the name "chat" is taken by an earlier entry: give each a distinct "name"'],
+    );
+  });
+
+  it('still requires the single settings when there is no list', () => {
+    assert.deepEqual(problems(storageOnly).sort(), [
+      'AZURE_OPENAI_DEPLOYMENT: required',
+      'AZURE_OPENAI_ENDPOINT: expected an http(s) URL',
+    ]);
+  });
+
+  it('checks the reply reserve against every deployment’s window', () => {
+    const config = loadConfig(
+      list([
+        { endpoint: 'https://east.example', deployment: 'big', model: 'gpt-4o-mini' },
+        { endpoint: 'https://west.example', deployment: 'small', model: 'gpt-4' },
+      ]),
+    );
+    const fits = resolveChatSettings({ ...config, chat: { ...config.chat, maxResponseTokens: 8000 } }, quiet);
+    assert.deepEqual(
+      fits.deployments.map((deployment) => [deployment.config.name, deployment.encoding, deployment.tokenLimit]),
+      [
+        ['big', 'o200k_base', 128_000],
+        ['small', 'cl100k_base', 8192],
+      ],
+    );
+    assert.throws(
+      () => resolveChatSettings({ ...config, chat: { ...config.chat, maxResponseTokens: 9000 } }, quiet),
+      /CHAT_MAX_RESPONSE_TOKENS: 9000 leaves no room for the prompt in a 8192-token context window \(gpt-4\)/,
+    );
+  });
+});

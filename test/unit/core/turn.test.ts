@@ -10,10 +10,11 @@ import {
   SpecialTokenRejectedError,
   UpstreamError,
 } from '../../../src/core/errors';
+import { ModelDeployments, type ModelDeployment } from '../../../src/core/failover';
 import type { Caller, CompletionRequest, StoredMessage } from '../../../src/core/ports';
 import { countPromptTokens } from '../../../src/core/tokens/countTokens';
 import { TurnRunner, messageId } from '../../../src/core/turn';
-import { fakeDependencies, ScriptedModel, type MemoryStore } from '../../support/fakes';
+import { fakeDependencies, ScriptedModel, WordTokenizer, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
 const bob: Caller = { id: 'bob', kind: 'user' };
@@ -421,5 +422,85 @@ describe('summaries of dropped turns', () => {
     const view = await conversations.get(alice, conversationId, { limit: 1 });
     assert.equal(view.summary?.content, 'summary 1');
     assert.equal(view.summary?.lastMessageId, messageId(2 * results.at(-1)!.context.droppedTurns));
+  });
+});
+
+describe('TurnRunner with several deployments', () => {
+  /** Counts two tokens a word: stands for a model family whose encoding counts differently. */
+  class DoubleTokenizer extends WordTokenizer {
+    override countTokens(text: string): number {
+      return 2 * super.countTokens(text);
+    }
+  }
+
+  async function twoDeployments(secondWindow: number) {
+    const fakes = await setup();
+    const first = fakes.model;
+    const second = new ScriptedModel();
+    const deployments: ModelDeployment[] = [
+      { name: 'east', modelName: 'gpt-4o-mini', model: first, tokenizer: fakes.tokenizer, tokenLimit: 4096 },
+      {
+        name: 'west',
+        modelName: 'gpt-4',
+        model: second,
+        tokenizer: new DoubleTokenizer('cl100k_base'),
+        tokenLimit: secondWindow,
+      },
+    ];
+    const pool = new ModelDeployments(deployments, fakes.deps.clock, fakes.deps.log, {
+      turnTimeoutMs: 10_000,
+      attemptTimeoutMs: 10_000,
+      cooldownMs: 30_000,
+    });
+    const turns = new TurnRunner({ ...fakes.deps, deployments: pool });
+    return { ...fakes, turns, first, second };
+  }
+
+  it('counts, trims and stores with the encoding and window of the deployment that answered', async () => {
+    const { turns, first, second, store, conversationId } = await twoDeployments(200);
+    const long = 'word '.repeat(20).trim();
+    first.answers.push({ content: 'one two three' });
+    const served = await turns.send({ caller: alice, conversationId, content: long });
+    assert.equal(served.deployment, 'east');
+
+    first.answers.push(new RateLimitedError('busy', 5, 'upstream_rate_limited'));
+    second.answers.push({ content: 'four five' });
+    const result = await turns.send({ caller: alice, conversationId, content: long });
+
+    assert.equal(result.deployment, 'west');
+    assert.equal(first.requests.length, 2);
+    assert.equal(second.requests.length, 1, 'one model answer for the one stored reply');
+    // At two tokens a word the first turn no longer fits west's 200-token window beside the new one: it was dropped.
+    assert.equal(result.context.droppedTurns, 1);
+    assert.equal(second.requests[0]?.messages.length, 2, 'system message and the new user message');
+    // System 3 + 2 + 4, user 3 + 2 + 40, reply priming 3: counted at two tokens a word.
+    assert.equal(result.context.promptTokens, 57);
+    const stored = storedMessages(store, conversationId).slice(2);
+    assert.deepEqual(
+      stored.map((message) => [message.role, message.encoding, message.tokens]),
+      [
+        ['user', 'cl100k_base', 3 + 2 + 40],
+        ['assistant', 'cl100k_base', 3 + 2 + 4],
+      ],
+    );
+  });
+
+  it('stores nothing and asks no second deployment when a stream breaks after its first delta', async () => {
+    const { turns, first, second, store, conversationId } = await twoDeployments(4096);
+    first.stream = async function* () {
+      yield { type: 'delta', content: 'Hel' } as const;
+      throw new UpstreamError('upstream_error', 'The model’s reply stream broke off.');
+    };
+    const deltas: string[] = [];
+    await assert.rejects(
+      turns.stream(
+        { caller: alice, conversationId, content: 'Hello' },
+        { onStart: () => {}, onDelta: (delta) => deltas.push(delta), onReplay: () => {} },
+      ),
+      UpstreamError,
+    );
+    assert.deepEqual(deltas, ['Hel']);
+    assert.equal(second.requests.length, 0);
+    assert.equal(storedMessages(store, conversationId).length, 0);
   });
 });
