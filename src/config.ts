@@ -171,8 +171,9 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'IDEMPOTENCY_LEASE_SECONDS',
-    description: 'How long a running request holds its Idempotency-Key before a retry may take it over.',
-    default: '300',
+    description:
+      'How long a running request holds its Idempotency-Key before a retry may take it over; at least CHAT_TURN_ATTEMPTS x AZURE_OPENAI_TIMEOUT_MS + 60 s, the longest a turn can run.',
+    default: '420',
     example: '600',
   },
   // Callers
@@ -260,6 +261,9 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
 ] as const;
 
+/** Room a turn needs beyond its model calls (storage reads and writes, backoff between attempts), in ms. */
+export const LEASE_MARGIN_MS = 60_000;
+
 const empty = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? undefined : value);
 const optionalString = z.preprocess(empty, z.string().optional());
 const int = (min: number, max: number) => z.preprocess(empty, z.coerce.number().int().min(min).max(max));
@@ -314,7 +318,7 @@ const schema = z
     CHAT_TURN_ATTEMPTS: int(1, 20).default(3),
     CHAT_HISTORY_CACHE_MB: int(0, 16_384).default(64),
     CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
-    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400).default(300),
+    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400).default(420),
     AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
     AUTH_ALLOW_NONE: bool,
     AUTH_JWKS_URL: url,
@@ -371,6 +375,17 @@ const schema = z
       for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
         if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'required when AUTH_MODE=jwt' });
       }
+    }
+    const longestTurnMs = env.CHAT_TURN_ATTEMPTS * env.AZURE_OPENAI_TIMEOUT_MS + LEASE_MARGIN_MS;
+    if (env.IDEMPOTENCY_LEASE_SECONDS * 1000 < longestTurnMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['IDEMPOTENCY_LEASE_SECONDS'],
+        message:
+          `must be at least ${Math.ceil(longestTurnMs / 1000)} (CHAT_TURN_ATTEMPTS ${env.CHAT_TURN_ATTEMPTS} x AZURE_OPENAI_TIMEOUT_MS ` +
+          `${env.AZURE_OPENAI_TIMEOUT_MS} + ${LEASE_MARGIN_MS / 1000} s), the longest a turn can run: a shorter lease lets a retry ` +
+          'take over a key whose first request is still calling the model',
+      });
     }
     if (env.AUTH_MODE === 'none' && env.WEBSITE_INSTANCE_ID && !env.AUTH_ALLOW_NONE) {
       ctx.addIssue({

@@ -16,6 +16,7 @@ import type { TokenCredential } from '@azure/identity';
 import { randomUUID } from 'node:crypto';
 import { ConversationBusyError, InvalidRequestError, StorageUnavailableError } from '../core/errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type Conversation,
@@ -434,7 +435,14 @@ export class TableConversationStore implements ConversationStore {
         // The SDK retries a batch whose response was lost; the retry then fails although the first attempt stored
         // the turn. Our commit id on the last message tells the two apart.
         const stored = await this.readEntity(partitionKey, messageRow(last.seq), ['commitId']);
-        if (stored?.['commitId'] !== commitId) throw new ConcurrencyConflict();
+        if (stored?.['commitId'] !== commitId) {
+          // A claim whose lease ran out and was taken over is lost for good: re-running the turn would pay again.
+          if (commit.idempotency) {
+            const record = await this.readEntity(partitionKey, idempotencyRow(commit.idempotency.key), ['state']);
+            if (record?.etag !== commit.idempotency.claim.token) throw new ClaimLost();
+          }
+          throw new ConcurrencyConflict();
+        }
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);

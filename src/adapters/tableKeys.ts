@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Caller } from '../core/ports';
+import { isStorableText } from '../core/text';
 
 export const HEADER_ROW = 'h';
 export const MESSAGE_ROW_PREFIX = 'm';
@@ -91,6 +92,8 @@ export function decodeListCursor(cursor: string): string | undefined {
     : undefined;
 }
 
+/** Injective over what it accepts: UTF-8 would map every unpaired surrogate to U+FFFD, so those are refused. */
 function sha256Hex(text: string): string {
+  if (!isStorableText(text)) throw new Error('Only well-formed Unicode without NUL can be hashed into a key.');
   return createHash('sha256').update(text, 'utf8').digest('hex');
 }

@@ -5,6 +5,7 @@
  * exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
  */
 import { createHash } from 'node:crypto';
+import { ClaimReleases } from './claimReleases';
 import {
   ConversationBusyError,
   IdempotencyInProgressError,
@@ -13,6 +14,7 @@ import {
   SpecialTokenRejectedError,
 } from './errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   NO_USAGE,
   type Caller,
@@ -23,6 +25,7 @@ import {
   type HistorySummary,
   type IdempotencyClaim,
   type StoredMessage,
+  type Tokenizer,
   type TurnRecord,
   type Usage,
 } from './ports';
@@ -54,12 +57,20 @@ export interface TurnResult {
 export interface PreparedTurn {
   conversationId: string;
   plan: ContextPlan;
-  /** Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on. */
-  commit(completion: Completion): Promise<TurnResult>;
+  /**
+   * Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on, ClaimLost
+   * when another request took this one's Idempotency-Key over.
+   */
+  commit(completion: CountedCompletion): Promise<TurnResult>;
 }
 
 export class TurnRunner {
-  constructor(private readonly deps: ChatDependencies) {}
+  /** Claims of failed turns that storage did not let us release yet (see claimReleases.ts). */
+  private readonly releases: ClaimReleases;
+
+  constructor(private readonly deps: ChatDependencies) {
+    this.releases = new ClaimReleases(deps.log, () => deps.clock.now().getTime());
+  }
 
   /** Runs a whole turn and returns the stored reply. */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
@@ -68,13 +79,18 @@ export class TurnRunner {
       const user = this.userMessage(input);
       for (let attempt = 1; ; attempt++) {
         const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const completion = await this.deps.model.complete(this.completionRequest(turn), signal);
+        const { completion, settled } = await this.metered(input.caller, turn, () =>
+          this.deps.model.complete(this.completionRequest(turn), signal),
+        );
         try {
-          return await this.commitAndRecord(input.caller, turn, completion);
+          return await turn.commit(completion);
         } catch (error) {
+          if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
           if (!(error instanceof ConcurrencyConflict)) throw error;
           if (attempt >= settings.turnAttempts) throw new ConversationBusyError();
           await delay(jitteredBackoff(attempt));
+        } finally {
+          await settled;
         }
       }
     });
@@ -98,28 +114,34 @@ export class TurnRunner {
       input,
       async (claim) => {
         const turn = await this.prepareAdmitted(input, this.userMessage(input), claim, true);
-        handlers.onStart({
-          conversationId: turn.conversationId,
-          messageId: turn.replyId,
-          promptTokens: turn.plan.promptTokens,
-          droppedTurns: turn.plan.droppedTurns,
+        const { completion, settled } = await this.metered(input.caller, turn, () => {
+          handlers.onStart({
+            conversationId: turn.conversationId,
+            messageId: turn.replyId,
+            promptTokens: turn.plan.promptTokens,
+            droppedTurns: turn.plan.droppedTurns,
+          });
+          return collectStream(this.deps.model.stream(this.completionRequest(turn), signal), handlers.onDelta);
         });
-        const completion = await collectStream(
-          this.deps.model.stream(this.completionRequest(turn), signal),
-          handlers.onDelta,
-        );
         try {
-          return await this.commitAndRecord(input.caller, turn, completion);
+          return await turn.commit(completion);
         } catch (error) {
+          if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
           if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
           throw error;
+        } finally {
+          await settled;
         }
       },
       handlers.onReplay,
     );
   }
 
-  /** The limiter's check runs beside the conversation load, so it adds no round trip to the turn's latency. */
+  /**
+   * The limiter's check runs beside the conversation load: it counts the request against the per-minute limit and
+   * refuses a caller already over the quota before anything (a summary) calls the model. The quota's reservation
+   * needs the planned prompt, so it comes after (see metered).
+   */
   private async prepareAdmitted(
     input: TurnInput,
     user: CountedUserMessage,
@@ -127,21 +149,41 @@ export class TurnRunner {
     admit: boolean,
   ): Promise<PreparedTurn & { replyId: string }> {
     if (!admit) return this.prepare(input, user, claim, Promise.resolve());
-    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now());
+    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now()).then(() => undefined);
     const [, turn] = await Promise.all([admitted, this.prepare(input, user, claim, admitted)]);
     return turn;
   }
 
-  /** Tokens are recorded beside the commit: they were spent whether or not this attempt's commit wins. */
-  private async commitAndRecord(caller: Caller, turn: PreparedTurn, completion: Completion): Promise<TurnResult> {
-    const recording = this.deps.limiter
-      .record(caller, completion.usage.totalTokens, this.deps.clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record token usage: ${String(error)}`));
+  /**
+   * One model call under the caller's daily quota: its worst case (the prompt as planned plus the reply reserve) is
+   * reserved before the call, so calls admitted at the same time cannot together pass the quota by more than one
+   * call; the reservation settles on what the call spent (0 when it failed) beside the commit. A re-run after a lost
+   * race reserves again (it calls the model again) without counting as another request. A reply without `usage` is
+   * counted here: the prompt as planned plus the reply, tokenized.
+   */
+  private async metered(
+    caller: Caller,
+    turn: PreparedTurn,
+    call: () => Promise<Completion>,
+  ): Promise<{ completion: CountedCompletion; settled: Promise<void> }> {
+    const { limiter, clock, settings, tokenizer, log } = this.deps;
+    const reservation = await limiter.admit(caller, clock.now(), {
+      reserveTokens: turn.plan.promptTokens + settings.maxResponseTokens,
+      countRequest: false,
+    });
+    const settle = (spent: number) =>
+      limiter
+        .settle(caller, reservation, spent, clock.now())
+        .catch((error: unknown) => log.warn(`Could not settle token usage: ${String(error)}`));
+    let completion: CountedCompletion;
     try {
-      return await turn.commit(completion);
-    } finally {
-      await recording;
+      const answered = await call();
+      completion = { ...answered, usage: answered.usage ?? countedUsage(answered.content, turn.plan, tokenizer) };
+    } catch (error) {
+      await settle(0);
+      throw error;
     }
+    return { completion, settled: settle(completion.usage.totalTokens) };
   }
 
   private completionRequest(turn: PreparedTurn) {
@@ -169,8 +211,11 @@ export class TurnRunner {
     // No existence check first: a key claimed for a missing conversation (or another caller's, which is a different
     // partition) is released when the turn finds nothing to load, and the answer is the same 404.
     const requestHash = hashTurnRequest(input);
+    const releaseId = JSON.stringify([input.caller.kind, input.caller.id, input.conversationId, key]);
+    await this.releases.flush(releaseId);
+    const claimedAt = clock.now().getTime();
     const begun = await store.beginIdempotent(input.caller, input.conversationId, key, requestHash, {
-      now: clock.now(),
+      now: new Date(claimedAt),
       leaseMs: settings.idempotencyLeaseMs,
     });
     if (begun.state !== 'claimed') {
@@ -183,9 +228,12 @@ export class TurnRunner {
     try {
       return await run(begun.claim);
     } catch (error) {
-      // Nothing was stored: free the key so the client's retry runs the turn again.
-      await store.releaseIdempotent(input.caller, input.conversationId, key, begun.claim).catch((releaseError) => {
+      // Nothing was stored: free the key so the client's retry runs the turn again. When storage does not answer,
+      // keep trying in the background: the client was told to retry shortly, and nothing runs under this claim.
+      const release = () => store.releaseIdempotent(input.caller, input.conversationId, key, begun.claim);
+      await release().catch((releaseError: unknown) => {
         this.deps.log.warn(`Could not release an idempotency key after a failed turn: ${String(releaseError)}`);
+        this.releases.add(releaseId, release, claimedAt + settings.idempotencyLeaseMs);
       });
       throw error;
     }
@@ -349,6 +397,23 @@ export class TurnRunner {
     return { message, tokens: countMessageTokens(message, this.deps.tokenizer) };
   }
 }
+
+/** A completion whose usage is known: reported by the service or counted by the core. */
+export type CountedCompletion = Completion & { usage: Usage };
+
+/** When the service reports no usage: the prompt as the app counted it, plus the reply's tokens. */
+function countedUsage(content: string, plan: ContextPlan, tokenizer: Tokenizer): Usage {
+  const completionTokens = tokenizer.countTokens(content);
+  return {
+    ...NO_USAGE,
+    promptTokens: plan.promptTokens,
+    completionTokens,
+    totalTokens: plan.promptTokens + completionTokens,
+  };
+}
+
+const CLAIM_LOST =
+  'This request held its Idempotency-Key longer than the lease, and a retry took the key over; that retry answers.';
 
 interface CountedUserMessage {
   message: ChatMessage;

@@ -1,5 +1,6 @@
 /** Request bodies, as zod schemas built from the configured limits. Unknown fields are refused. */
 import { z } from 'zod';
+import { isStorableText, STORABLE_TEXT_RULE } from '../core/text';
 
 export interface BodyLimits {
   maxMessageChars: number;
@@ -18,7 +19,12 @@ const text = (field: string, maxChars: number) =>
     .string({ message: `${field} must be a string` })
     .min(1, `${field} must not be empty`)
     .max(maxChars, `${field} is longer than ${maxChars} characters`)
-    .refine((value) => value.trim().length > 0, `${field} must not be blank`);
+    .refine((value) => value.trim().length > 0, `${field} must not be blank`)
+    .refine(isStorableText, `${field} ${STORABLE_TEXT_RULE}`);
+
+/** A string that is stored or hashed: well-formed Unicode without NUL (see core/text.ts). */
+export const storableString = (field: string) =>
+  z.string({ message: `${field} must be a string` }).refine(isStorableText, `${field} ${STORABLE_TEXT_RULE}`);
 
 export function createConversationSchema(limits: BodyLimits) {
   return z.strictObject({
@@ -34,19 +40,34 @@ export function createConversationSchema(limits: BodyLimits) {
       .max(limits.maxExamples, `at most ${limits.maxExamples} examples`)
       .optional(),
     title: text('title', MAX_TITLE_CHARS).optional(),
+    // zod skips a `__proto__` key without a word (a plain object cannot hold one): refused here, never dropped.
     metadata: z
-      .record(
+      .custom<unknown>((value) => !hasOwnProtoKey(value), 'metadata key __proto__ is reserved')
+      .pipe(
         z
-          .string()
-          .regex(/^[A-Za-z0-9_.-]{1,64}$/, `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`),
-        z.string({ message: 'metadata values must be strings' }).max(MAX_METADATA_VALUE_CHARS),
-      )
-      .refine(
-        (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,
-        `at most ${MAX_METADATA_ENTRIES} metadata entries`,
+          .record(
+            z
+              .string()
+              .regex(
+                /^[A-Za-z0-9_.-]{1,64}$/,
+                `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`,
+              ),
+            z
+              .string({ message: 'metadata values must be strings' })
+              .max(MAX_METADATA_VALUE_CHARS)
+              .refine(isStorableText, `metadata values ${STORABLE_TEXT_RULE}`),
+          )
+          .refine(
+            (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,
+            `at most ${MAX_METADATA_ENTRIES} metadata entries`,
+          ),
       )
       .optional(),
   });
+}
+
+function hasOwnProtoKey(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__');
 }
 
 export function sendMessageSchema(limits: BodyLimits) {

@@ -3,6 +3,7 @@
  * and a deterministic tokenizer that counts its encode calls.
  */
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type ChatModel,
@@ -22,6 +23,7 @@ import {
   type TurnCommit,
   type TurnRecord,
   NO_TOTALS,
+  unlimited,
 } from '../../src/core/ports';
 import type { ChatDependencies, ChatSettings } from '../../src/core/dependencies';
 
@@ -129,11 +131,12 @@ export class MemoryStore implements ConversationStore {
   async commitTurn(owner: Caller, commit: TurnCommit): Promise<void> {
     await this.beforeCommit?.(commit);
     const found = this.find(owner, commit.conversationId);
-    if (!found || found.conversation.version !== commit.expectedVersion) throw new ConcurrencyConflict();
+    if (!found) throw new ConcurrencyConflict();
     if (commit.idempotency) {
       const record = found.idempotency.get(commit.idempotency.key);
-      if (!record || record.token !== commit.idempotency.claim.token) throw new ConcurrencyConflict();
+      if (!record || record.token !== commit.idempotency.claim.token) throw new ClaimLost();
     }
+    if (found.conversation.version !== commit.expectedVersion) throw new ConcurrencyConflict();
     const seqs = new Set(found.messages.map((message) => message.seq));
     if (commit.messages.some((message) => seqs.has(message.seq))) throw new ConcurrencyConflict();
     this.commits++;
@@ -212,17 +215,22 @@ export class ScriptedModel implements ChatModel {
     const answer = this.answers.shift();
     if (answer instanceof Error) throw answer;
     const content = answer?.content ?? `echo: ${request.messages.at(-1)?.content ?? ''}`;
-    return {
-      content,
-      finishReason: answer?.finishReason ?? 'stop',
-      usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
-    };
+    // An answer that names `usage: undefined` is one the service sent without usage.
+    const usage =
+      answer && 'usage' in answer
+        ? answer.usage
+        : { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 };
+    return { content, finishReason: answer?.finishReason ?? 'stop', ...(usage ? { usage } : {}) };
   }
 
   async *stream(request: CompletionRequest): AsyncIterable<CompletionChunk> {
     const completion = await this.complete(request);
     for (const word of completion.content.split(/(?<= )/)) yield { type: 'delta', content: word };
-    yield { type: 'done', finishReason: completion.finishReason, usage: completion.usage };
+    yield {
+      type: 'done',
+      finishReason: completion.finishReason,
+      ...(completion.usage ? { usage: completion.usage } : {}),
+    };
   }
 }
 
@@ -254,7 +262,7 @@ export function fakeDependencies(
     tokenizer,
     clock: overrides.clock ?? { now: () => new Date((time += 1000)) },
     ids: overrides.ids ?? { newConversationId: () => `conv${++ids}` },
-    limiter: overrides.limiter ?? { admit: async () => {}, record: async () => {} },
+    limiter: overrides.limiter ?? unlimited,
     settings: { ...TEST_SETTINGS, ...overrides.settings },
     log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
   };

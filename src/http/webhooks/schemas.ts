@@ -1,7 +1,8 @@
 /** Bodies of the webhook routes, as zod schemas built from the configured limits. */
 import { z } from 'zod';
 import type { BodyLimits } from '../schemas';
-import { NAME_PATTERN } from '../schemas';
+import { NAME_PATTERN, storableString } from '../schemas';
+import { isStorableText, STORABLE_TEXT_RULE } from '../../core/text';
 import { MAX_THREAD_ID_CHARS } from './threadTurn';
 
 // eslint-disable-next-line no-control-regex -- the point is to refuse control characters
@@ -14,14 +15,16 @@ export function webhookMessageSchema(limits: Pick<BodyLimits, 'maxMessageChars'>
       .string({ message: 'threadId must be a string' })
       .min(1, 'threadId must not be empty')
       .max(MAX_THREAD_ID_CHARS, `threadId is longer than ${MAX_THREAD_ID_CHARS} characters`)
-      .refine((value) => !CONTROL_CHARACTERS.test(value), 'threadId must not contain control characters'),
+      .refine((value) => !CONTROL_CHARACTERS.test(value), 'threadId must not contain control characters')
+      // Hashed into the conversation id: an unpaired surrogate would hash like U+FFFD and merge two threads.
+      .refine(isStorableText, `threadId ${STORABLE_TEXT_RULE}`),
     content: z
       .string({ message: 'content must be a string' })
       .min(1, 'content must not be empty')
       .max(limits.maxMessageChars, `content is longer than ${limits.maxMessageChars} characters`)
-      .refine((value) => value.trim().length > 0, 'content must not be blank'),
-    user: z
-      .string({ message: 'user must be a string' })
+      .refine((value) => value.trim().length > 0, 'content must not be blank')
+      .refine(isStorableText, `content ${STORABLE_TEXT_RULE}`),
+    user: storableString('user')
       .min(1, 'user must not be empty')
       .max(256, 'user is longer than 256 characters')
       .optional(),
@@ -32,19 +35,22 @@ export function webhookMessageSchema(limits: Pick<BodyLimits, 'maxMessageChars'>
   });
 }
 
-/** The part of a GitHub issues / issue_comment payload we use; GitHub sends much more, which is ignored. */
+/**
+ * The part of a GitHub issues / issue_comment payload we use; GitHub sends much more, which is ignored. What becomes
+ * a key, a hash or stored text must be well-formed Unicode without NUL (see core/text.ts); the rest is not checked.
+ */
 export const githubIssuePayloadSchema = z.object({
   action: z.string(),
-  repository: z.object({ full_name: z.string().min(1).max(200) }),
+  repository: z.object({ full_name: storableString('repository/full_name').min(1).max(200) }),
   issue: z.object({
     number: z.number().int().positive(),
-    title: z.string(),
-    body: z.string().nullable().optional(),
+    title: storableString('issue/title'),
+    body: storableString('issue/body').nullable().optional(),
     user: z.object({ login: z.string(), type: z.string().optional() }).optional(),
   }),
   comment: z
     .object({
-      body: z.string().nullable().optional(),
+      body: storableString('comment/body').nullable().optional(),
       user: z.object({ login: z.string(), type: z.string().optional() }).optional(),
     })
     .optional(),
