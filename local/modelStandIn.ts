@@ -35,7 +35,14 @@ export type ModelFault =
   /** 400 `context_length_exceeded`; the limit quoted defaults to `contextWindowTokens` or one below the request. */
   | { kind: 'context_length_exceeded'; maxContextTokens?: number }
   /** A stream sends this many content deltas, then the socket is destroyed. Not streamed: 500. */
-  | { kind: 'stream_error_after'; deltas: number };
+  | { kind: 'stream_error_after'; deltas: number }
+  /**
+   * A 200 that is not a chat completion (not streamed): an HTML page as text/html or labelled JSON, `choices: []`,
+   * `content: null`, JSON cut short (`truncated`: a complete HTTP message; `cut`: the connection drops mid-body).
+   */
+  | { kind: 'not_a_completion'; variant: 'html' | 'html_as_json' | 'no_choices' | 'null_content' | 'truncated' | 'cut' }
+  /** A normal completion without `usage` (streamed: no usage chunk even when asked for). */
+  | { kind: 'no_usage' };
 
 export interface ContentPart {
   type: string;
@@ -534,6 +541,52 @@ function sendJson(response: ServerResponse, status: number, body: unknown, heade
   response.end(JSON.stringify(body));
 }
 
+const HTML_PAGE = '<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>Bad gateway</body></html>';
+
+/** What a proxy or a broken upstream may answer with status 200 instead of a chat completion. */
+function sendNotACompletion(
+  response: ServerResponse,
+  variant: Extract<ModelFault, { kind: 'not_a_completion' }>['variant'],
+  model: string,
+  id: string,
+): void {
+  const json = { 'content-type': 'application/json', ...requestIdHeaders() };
+  const message = (content: string | null) => ({
+    id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop', logprobs: null }],
+    usage: usageOf(10, 0),
+  });
+  switch (variant) {
+    case 'html':
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      response.end(HTML_PAGE);
+      return;
+    case 'html_as_json':
+      response.writeHead(200, json);
+      response.end(HTML_PAGE);
+      return;
+    case 'no_choices':
+      return sendJson(response, 200, { ...message('unused'), choices: [] });
+    case 'null_content':
+      return sendJson(response, 200, message(null));
+    case 'truncated': {
+      const text = JSON.stringify(message('A reply whose body is cut short'));
+      response.writeHead(200, json);
+      response.end(text.slice(0, Math.floor(text.length / 2)));
+      return;
+    }
+    case 'cut': {
+      const text = JSON.stringify(message('A reply whose connection drops'));
+      response.writeHead(200, { ...json, 'content-length': String(Buffer.byteLength(text)) });
+      response.write(text.slice(0, Math.floor(text.length / 2)), () => response.destroy());
+      return;
+    }
+  }
+}
+
 function sendError(response: ServerResponse, error: ErrorReply): void {
   sendJson(response, error.status, error.body, error.headers);
 }
@@ -661,6 +714,9 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
     record.completionTokens = reply.completionTokens;
     const usage = usageOf(promptTokens, reply.completionTokens, record.cachedTokens);
 
+    if (fault?.kind === 'not_a_completion' && body.stream !== true) {
+      return sendNotACompletion(response, fault.variant, body.model, id);
+    }
     if (body.stream !== true) {
       return sendJson(response, 200, {
         id,
@@ -676,13 +732,13 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
             content_filter_results: categoryResults(reply.filteredCategory),
           },
         ],
-        usage,
+        ...(fault?.kind === 'no_usage' ? {} : { usage }),
         prompt_filter_results: promptFilterResults(),
         system_fingerprint: 'fp_local_model',
       });
     }
 
-    const includeUsage = body.stream_options?.include_usage === true;
+    const includeUsage = body.stream_options?.include_usage === true && fault?.kind !== 'no_usage';
     const chunk = (choice: Record<string, unknown>): Record<string, unknown> => ({
       id,
       object: 'chat.completion.chunk',

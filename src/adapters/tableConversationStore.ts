@@ -13,8 +13,8 @@ import {
   type TransactionAction,
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
-import { randomUUID } from 'node:crypto';
-import { ConversationBusyError, InvalidRequestError, StorageUnavailableError } from '../core/errors';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { ConversationBusyError, InvalidRequestError, RateLimitedError, StorageUnavailableError } from '../core/errors';
 import {
   ClaimLost,
   ConcurrencyConflict,
@@ -44,10 +44,14 @@ import {
   callerIndexPartition,
   callerIndexRow,
   conversationPartition,
+  CONVERSATION_COUNT_ROW,
+  CURSOR_KEY_PARTITION,
+  CURSOR_KEY_ROW,
   decodeListCursor,
   encodeListCursor,
   HEADER_ROW,
   idempotencyRow,
+  INDEX_ROWS_END,
   isValidKeyValue,
   isValidSeq,
   MESSAGE_ROW_PREFIX,
@@ -88,6 +92,13 @@ const MAX_PAGE_SIZE = 1_000;
 /** How many times `delete` starts over when a turn commits while it runs. */
 const DELETE_ATTEMPTS = 5;
 const IDEMPOTENCY_ATTEMPTS = 3;
+/** How many times a change of the caller's conversation count starts over after another change won the race. */
+const COUNT_ATTEMPTS = 12;
+
+export interface CreateOptions {
+  /** Refuse the create (429 conversation_limit_reached) when the caller already has this many. */
+  maxConversations?: number;
+}
 
 export async function createTableConversationStore(
   options: TableConversationStoreOptions,
@@ -121,10 +132,16 @@ export class TableConversationStore implements ConversationStore {
     });
   }
 
-  create(owner: Caller, conversation: NewConversation): Promise<Conversation> {
+  create(owner: Caller, conversation: NewConversation, options: CreateOptions = {}): Promise<Conversation> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversation.id))
         throw new Error(`Conversation id ${JSON.stringify(conversation.id)} cannot be a key.`);
+      const { maxConversations } = options;
+      if (maxConversations !== undefined) {
+        // Refused before anything is written; the check that holds under concurrency is the one in indexEntry.
+        const count = (await this.readCount(owner)).count;
+        if (count >= maxConversations) throw conversationLimitReached(count);
+      }
       const partitionKey = conversationPartition(owner, conversation.id);
       const header: Entity = {
         partitionKey,
@@ -158,7 +175,13 @@ export class TableConversationStore implements ConversationStore {
         createdAt: conversation.createdAt,
       };
       if (conversation.title !== null) writeLongText(index, 'title', conversation.title);
-      await this.createTolerant(index);
+      try {
+        await this.addIndexEntry(owner, index, maxConversations);
+      } catch (error) {
+        // Refused (or unreachable) after the header was written: take it back, so nothing half-made remains.
+        await this.deleteTolerant({ partitionKey, rowKey: HEADER_ROW }).catch(() => {});
+        throw error;
+      }
 
       return {
         id: conversation.id,
@@ -279,9 +302,10 @@ export class TableConversationStore implements ConversationStore {
   list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
     return this.guard(async () => {
       const partitionKey = callerIndexPartition(owner);
-      let filter = odata`PartitionKey eq ${partitionKey}`;
+      let filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+      const secret = await this.cursorSecret();
       if (options.cursor !== undefined) {
-        const after = decodeListCursor(options.cursor);
+        const after = decodeListCursor(options.cursor, secret, partitionKey);
         if (after === undefined) {
           throw new InvalidRequestError('The cursor is not one this API returned.', [
             { field: 'cursor', message: 'unknown cursor' },
@@ -313,21 +337,17 @@ export class TableConversationStore implements ConversationStore {
         });
       });
       // An index entry without its header is what an interrupted delete leaves (create writes the header first).
-      await Promise.all(orphans.map((orphan) => this.deleteTolerant(orphan)));
+      await Promise.all(orphans.map((orphan) => this.removeIndexEntry(owner, orphan.rowKey ?? '')));
       const last = page.at(-1);
       return entries.length > options.limit && last?.rowKey
-        ? { items, nextCursor: encodeListCursor(last.rowKey) }
+        ? { items, nextCursor: encodeListCursor(last.rowKey, secret, partitionKey) }
         : { items };
     });
   }
 
-  /** How many conversations the caller has, counting up to `atMost` (for a per-caller cap). */
+  /** How many conversations the caller has (the count kept beside the index), at most `atMost`. */
   countConversations(owner: Caller, atMost: number): Promise<number> {
-    return this.guard(async () => {
-      if (atMost < 1) return 0;
-      const filter = odata`PartitionKey eq ${callerIndexPartition(owner)}`;
-      return (await this.queryAtMost(filter, atMost, ['RowKey'])).length;
-    });
+    return this.guard(async () => Math.max(0, Math.min(atMost, (await this.readCount(owner)).count)));
   }
 
   delete(owner: Caller, conversationId: string): Promise<boolean> {
@@ -368,10 +388,7 @@ export class TableConversationStore implements ConversationStore {
           if (hasStatus(error, 412)) continue;
           if (!hasStatus(error, 404)) throw error;
         }
-        await this.deleteTolerant({
-          partitionKey: callerIndexPartition(owner),
-          rowKey: callerIndexRow(stringProperty(header, 'createdAt'), conversationId),
-        });
+        await this.removeIndexEntry(owner, callerIndexRow(stringProperty(header, 'createdAt'), conversationId));
         return true;
       }
       throw new ConversationBusyError('The conversation kept changing while it was being deleted. Try again.');
@@ -532,6 +549,102 @@ export class TableConversationStore implements ConversationStore {
   }
 
   // ---- helpers --------------------------------------------------------------------------------------------------
+
+  /**
+   * The caller's conversation count and its ETag. A caller from before the count existed has none yet: their index
+   * entries are counted once, and the first entry added or removed stores the count.
+   */
+  private async readCount(owner: Caller): Promise<{ count: number; etag?: string }> {
+    const partitionKey = callerIndexPartition(owner);
+    const stored = await this.readEntity(partitionKey, CONVERSATION_COUNT_ROW);
+    if (stored) return { count: numberProperty(stored, 'count'), etag: requireEtag(stored.etag) };
+    const filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+    let count = 0;
+    for await (const entity of this.table.listEntities({ queryOptions: { filter, select: ['RowKey'] } })) {
+      if (entity.rowKey) count++;
+    }
+    return { count };
+  }
+
+  /** The count row written with `count`, conditional on the one read (or created, when there was none). */
+  private countAction(owner: Caller, current: { count: number; etag?: string }, count: number): TransactionAction {
+    const entity: Entity = { partitionKey: callerIndexPartition(owner), rowKey: CONVERSATION_COUNT_ROW, count };
+    return current.etag ? ['update', entity, 'Replace', { etag: current.etag }] : ['create', entity];
+  }
+
+  /**
+   * Adds the caller's index entry and raises their count in ONE transaction, conditional on the count read: two
+   * creates that read the same count cannot both commit, so the cap holds exactly however many run at once.
+   */
+  private async addIndexEntry(owner: Caller, index: Entity, maxConversations: number | undefined): Promise<void> {
+    for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
+      const current = await this.readCount(owner);
+      if (maxConversations !== undefined && current.count >= maxConversations) {
+        throw conversationLimitReached(current.count);
+      }
+      try {
+        await this.table.submitTransaction([['create', index], this.countAction(owner, current, current.count + 1)]);
+        return;
+      } catch (error) {
+        if (!hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        // The entry exists: an earlier attempt of this same create committed (the SDK retried a lost response).
+        if (await this.readEntity(index.partitionKey, index.rowKey, ['RowKey'])) return;
+        await sleep(Math.random() * 20 * 2 ** attempt);
+      }
+    }
+    throw new ConversationBusyError('Too many conversations were being created at once. Try again.');
+  }
+
+  /** Removes an index entry and lowers the count in one transaction; an entry already gone was counted down then. */
+  private async removeIndexEntry(owner: Caller, rowKey: string): Promise<void> {
+    if (!rowKey) return;
+    const partitionKey = callerIndexPartition(owner);
+    for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
+      const current = await this.readCount(owner);
+      try {
+        await this.table.submitTransaction([
+          ['delete', { partitionKey, rowKey }],
+          this.countAction(owner, current, Math.max(0, current.count - 1)),
+        ]);
+        return;
+      } catch (error) {
+        if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        if (!(await this.readEntity(partitionKey, rowKey, ['RowKey']))) return;
+        await sleep(Math.random() * 20 * 2 ** attempt);
+      }
+    }
+    throw new ConversationBusyError('The conversation list kept changing while it was being updated. Try again.');
+  }
+
+  private cursorSecretRead?: Promise<Buffer>;
+
+  /**
+   * The key that signs list cursors: 32 random bytes kept in the table itself, so every instance signs and checks
+   * alike without another setting. Made by whichever instance lists first; read once per process.
+   */
+  private cursorSecret(): Promise<Buffer> {
+    this.cursorSecretRead ??= (async () => {
+      const read = async () => {
+        const entity = await this.readEntity(CURSOR_KEY_PARTITION, CURSOR_KEY_ROW);
+        const value = entity?.['secret'];
+        return value instanceof Uint8Array ? Buffer.from(value) : undefined;
+      };
+      const existing = await read();
+      if (existing) return existing;
+      await this.createTolerant({
+        partitionKey: CURSOR_KEY_PARTITION,
+        rowKey: CURSOR_KEY_ROW,
+        secret: randomBytes(32),
+      });
+      const made = await read(); // ours, or the one another instance made first
+      if (!made) throw new Error('The list cursor key could not be stored.');
+      return made;
+    })().catch((error: unknown) => {
+      this.cursorSecretRead = undefined; // try again on the next list
+      throw error;
+    });
+    return this.cursorSecretRead;
+  }
 
   /** Runs one store operation, turning "storage did not answer" into StorageUnavailableError (once, here). */
   private async guard<T>(operation: () => Promise<T>): Promise<T> {
@@ -696,6 +809,18 @@ function requireEtag(etag: string | undefined): string {
 }
 
 // ---- errors ----------------------------------------------------------------------------------------------------
+
+function conversationLimitReached(count: number): RateLimitedError {
+  return new RateLimitedError(
+    `You already have ${count} conversations, the most one caller may keep. Delete some and try again.`,
+    60,
+    'conversation_limit_reached',
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 function hasStatus(error: unknown, status: number): boolean {
   return error instanceof RestError && error.statusCode === status;

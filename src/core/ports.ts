@@ -161,7 +161,11 @@ export class ClaimLost extends Error {
 }
 
 export interface ConversationStore {
-  create(owner: Caller, conversation: NewConversation): Promise<Conversation>;
+  /**
+   * Creates the conversation; with `maxConversations`, refuses it (RateLimitedError conversation_limit_reached) when
+   * the caller already has that many, exactly, however many creates run at once.
+   */
+  create(owner: Caller, conversation: NewConversation, options?: { maxConversations?: number }): Promise<Conversation>;
   /** The conversation header, or undefined when missing or owned by another caller. */
   get(owner: Caller, conversationId: string): Promise<Conversation | undefined>;
   /** Header plus every stored message in order: what a turn needs. */

@@ -95,7 +95,7 @@ export function parsePage(
     }
   }
   const cursor = request.query.get('cursor');
-  if (cursor !== null && !/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) {
+  if (cursor !== null && !/^[A-Za-z0-9_.-]{1,1024}$/.test(cursor)) {
     throw new InvalidRequestError('The cursor is not one this API returned.', [
       { field: 'cursor', message: 'unknown cursor' },
     ]);

@@ -26,6 +26,7 @@ import {
   unlimited,
 } from '../../src/core/ports';
 import type { ChatDependencies, ChatSettings } from '../../src/core/dependencies';
+import { RateLimitedError } from '../../src/core/errors';
 
 /** One token per whitespace-separated word (and one per role name); counts what it encodes. */
 export class WordTokenizer implements Tokenizer {
@@ -67,7 +68,15 @@ export class MemoryStore implements ConversationStore {
     return this.conversations.get(this.key(owner, id));
   }
 
-  async create(owner: Caller, input: NewConversation): Promise<Conversation> {
+  async create(
+    owner: Caller,
+    input: NewConversation,
+    options: { maxConversations?: number } = {},
+  ): Promise<Conversation> {
+    const count = await this.countConversations(owner, Number.MAX_SAFE_INTEGER);
+    if (options.maxConversations !== undefined && count >= options.maxConversations) {
+      throw new RateLimitedError(`You already have ${count} conversations.`, 60, 'conversation_limit_reached');
+    }
     const conversation: Conversation = {
       ...input,
       updatedAt: input.createdAt,

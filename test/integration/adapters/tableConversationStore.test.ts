@@ -10,6 +10,7 @@ import {
 import { callerIndexPartition, conversationPartition } from '../../../src/adapters/tableKeys';
 import { InvalidRequestError, StorageUnavailableError } from '../../../src/core/errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type NewConversation,
@@ -196,6 +197,26 @@ describe('list', () => {
     assert.equal(await store.countConversations(owner, 3), 3);
   });
 
+  test('the per-caller cap holds exactly under 32 concurrent creates, and a delete frees a place', async () => {
+    const owner: Caller = { id: 'capped', kind: 'user' };
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 32 }, () => store.create(owner, newConversation(), { maxConversations: 5 })),
+    );
+    const created = outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+    assert.equal(created.length, 5);
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected')
+        assert.equal((outcome.reason as { code?: string }).code, 'conversation_limit_reached');
+    }
+    assert.equal((await store.list(owner, { limit: 100 })).items.length, 5);
+    assert.equal(await store.countConversations(owner, 100), 5);
+    // The refused creates left no header behind: the caller's partitions hold the five and nothing else.
+    await store.delete(owner, created[0]!.id);
+    assert.equal(await store.countConversations(owner, 100), 4);
+    await store.create(owner, newConversation(), { maxConversations: 5 });
+    await assert.rejects(store.create(owner, newConversation(), { maxConversations: 5 }), /already have 5/);
+  });
+
   test('updatedAt comes from the header, and half-deleted conversations are skipped and cleaned', async () => {
     const owner: Caller = { id: 'lister2', kind: 'user' };
     const kept = await store.create(owner, newConversation());
@@ -212,7 +233,8 @@ describe('list', () => {
 
     const page = await store.list(owner, { limit: 10 });
     assert.deepEqual(page.items, [{ id: kept.id, title: kept.title, createdAt: kept.createdAt, updatedAt }]);
-    assert.equal((await rowsOf(callerIndexPartition(owner))).length, 1);
+    assert.deepEqual((await rowsOf(callerIndexPartition(owner))).length, 2, 'one index entry and the count');
+    assert.equal(await store.countConversations(owner, 10), 1);
   });
 
   test('a cursor the store did not issue is a client error', async () => {
@@ -523,7 +545,7 @@ describe('idempotency', () => {
         updatedAt: nextTime(),
         idempotency: { key: 'key-2', claim: first.claim, requestHash: 'hash-a', record: record(created.id, 2) },
       }),
-      ConcurrencyConflict,
+      ClaimLost,
     );
     assert.equal((await store.get(alice, created.id))?.messageCount, 0);
     // A stale release does not free the current claim.
@@ -581,7 +603,8 @@ describe('delete', () => {
     assert.equal(await store.delete(bob, created.id), false);
     assert.equal(await store.delete(owner, created.id), true);
     assert.deepEqual(await rowsOf(partition), []);
-    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), []);
+    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), ['count'], 'only the count is left, at 0');
+    assert.equal(await store.countConversations(owner, 10), 0);
     assert.equal(await store.get(owner, created.id), undefined);
     assert.deepEqual(await store.list(owner, { limit: 10 }), { items: [] });
     assert.equal(await store.delete(owner, created.id), false);
