@@ -166,7 +166,7 @@ function decodePrefix(tokens: number[], count: number, encoding: StandInEncoding
     .replace(/\uFFFD+$/, '');
 }
 
-function contentText(content: StandInMessage['content']): string {
+export function contentText(content: StandInMessage['content']): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) return content.map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
   return '';
