@@ -577,6 +577,7 @@ export class TableConversationStore implements ConversationStore {
    * creates that read the same count cannot both commit, so the cap holds exactly however many run at once.
    */
   private async addIndexEntry(owner: Caller, index: Entity, maxConversations: number | undefined): Promise<void> {
+    if (!isCounted(owner)) return this.createTolerant(index);
     for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
       const current = await this.readCount(owner);
       if (maxConversations !== undefined && current.count >= maxConversations) {
@@ -599,6 +600,7 @@ export class TableConversationStore implements ConversationStore {
   private async removeIndexEntry(owner: Caller, rowKey: string): Promise<void> {
     if (!rowKey) return;
     const partitionKey = callerIndexPartition(owner);
+    if (!isCounted(owner)) return this.deleteTolerant({ partitionKey, rowKey });
     for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
       const current = await this.readCount(owner);
       try {
@@ -809,6 +811,14 @@ function requireEtag(etag: string | undefined): string {
 }
 
 // ---- errors ----------------------------------------------------------------------------------------------------
+
+/**
+ * Integrations (webhook principals) open a conversation per thread of theirs and are never capped: their creates
+ * skip the count, so a burst of new threads does not queue on one row.
+ */
+function isCounted(owner: Caller): boolean {
+  return owner.kind !== 'integration';
+}
 
 function conversationLimitReached(count: number): RateLimitedError {
   return new RateLimitedError(
