@@ -212,7 +212,7 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'AUTH_CLOCK_SKEW_SECONDS',
-    description: 'Clock skew tolerated on exp/nbf (AUTH_MODE=jwt).',
+    description: 'Clock skew tolerated on exp/nbf/iat (AUTH_MODE=jwt).',
     default: '60',
     example: '30',
   },
