@@ -40,34 +40,22 @@ export function createConversationSchema(limits: BodyLimits) {
       .max(limits.maxExamples, `at most ${limits.maxExamples} examples`)
       .optional(),
     title: text('title', MAX_TITLE_CHARS).optional(),
-    // zod skips a `__proto__` key without a word (a plain object cannot hold one): refused here, never dropped.
     metadata: z
-      .custom<unknown>((value) => !hasOwnProtoKey(value), 'metadata key __proto__ is reserved')
-      .pipe(
+      .record(
         z
-          .record(
-            z
-              .string()
-              .regex(
-                /^[A-Za-z0-9_.-]{1,64}$/,
-                `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`,
-              ),
-            z
-              .string({ message: 'metadata values must be strings' })
-              .max(MAX_METADATA_VALUE_CHARS)
-              .refine(isStorableText, `metadata values ${STORABLE_TEXT_RULE}`),
-          )
-          .refine(
-            (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,
-            `at most ${MAX_METADATA_ENTRIES} metadata entries`,
-          ),
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{1,64}$/, `metadata keys are 1 to ${MAX_METADATA_KEY_CHARS} letters, digits, _ . -`),
+        z
+          .string({ message: 'metadata values must be strings' })
+          .max(MAX_METADATA_VALUE_CHARS)
+          .refine(isStorableText, `metadata values ${STORABLE_TEXT_RULE}`),
+      )
+      .refine(
+        (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,
+        `at most ${MAX_METADATA_ENTRIES} metadata entries`,
       )
       .optional(),
   });
-}
-
-function hasOwnProtoKey(value: unknown): boolean {
-  return typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__');
 }
 
 export function sendMessageSchema(limits: BodyLimits) {
