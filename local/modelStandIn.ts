@@ -42,7 +42,12 @@ export type ModelFault =
    */
   | { kind: 'not_a_completion'; variant: 'html' | 'html_as_json' | 'no_choices' | 'null_content' | 'truncated' | 'cut' }
   /** A normal completion without `usage` (streamed: no usage chunk even when asked for). */
-  | { kind: 'no_usage' };
+  | { kind: 'no_usage' }
+  /**
+   * Answers `content` as it is, with `completionTokens` as its usage, without encoding it here (js-tiktoken is
+   * quadratic in long pieces: a very long reply of long tokens would take minutes). The test counts the tokens.
+   */
+  | { kind: 'verbatim'; content: string; completionTokens: number };
 
 export interface ContentPart {
   type: string;
@@ -557,7 +562,7 @@ function sendNotACompletion(
     created: Math.floor(Date.now() / 1000),
     model,
     choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop', logprobs: null }],
-    usage: usageOf(10, 0),
+    usage: usageOf(10, 0, 0),
   });
   switch (variant) {
     case 'html':
@@ -694,9 +699,14 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
     }
 
     const text =
-      options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
-      defaultReplyText(body.messages, promptTokens);
-    const reply = shapeReply(text, encoding, maxTokens, fault);
+      fault?.kind === 'verbatim'
+        ? ''
+        : (options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
+          defaultReplyText(body.messages, promptTokens));
+    const reply =
+      fault?.kind === 'verbatim'
+        ? { content: fault.content, finishReason: 'stop' as const, completionTokens: fault.completionTokens }
+        : shapeReply(text, encoding, maxTokens, fault);
     const id = completionId();
     const created = Math.floor(Date.now() / 1000);
     const key = typeof body.prompt_cache_key === 'string' ? body.prompt_cache_key : '';

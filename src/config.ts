@@ -4,6 +4,7 @@
  * local settings and the offline infra check all derive from it.
  */
 import { z } from 'zod';
+import { maxStorableReplyTokens } from './adapters/entitySize';
 import { TRIM_POLICIES, type TrimPolicy } from './core/trimming';
 
 export interface SettingInfo {
@@ -102,7 +103,8 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'CHAT_MAX_RESPONSE_TOKENS',
-    description: 'Tokens reserved for, and requested as, the reply (max_tokens / max_completion_tokens).',
+    description:
+      'Tokens reserved for, and requested as, the reply (max_tokens / max_completion_tokens); at most what one storage transaction holds beside a user message (27,568 with the default CHAT_MAX_MESSAGE_CHARS).',
     default: '1024',
     example: '800',
   },
@@ -375,6 +377,16 @@ const schema = z
       for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
         if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'required when AUTH_MODE=jwt' });
       }
+    }
+    const storableReply = maxStorableReplyTokens(env.CHAT_MAX_MESSAGE_CHARS);
+    if (env.CHAT_MAX_RESPONSE_TOKENS > storableReply) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['CHAT_MAX_RESPONSE_TOKENS'],
+        message:
+          `must be at most ${storableReply} with CHAT_MAX_MESSAGE_CHARS ${env.CHAT_MAX_MESSAGE_CHARS}: a reply of that many tokens ` +
+          'must always fit the one storage transaction (4 MiB) that stores it beside the user message, or a paid reply would be lost',
+      });
     }
     const longestTurnMs = env.CHAT_TURN_ATTEMPTS * env.AZURE_OPENAI_TIMEOUT_MS + LEASE_MARGIN_MS;
     if (env.IDEMPOTENCY_LEASE_SECONDS * 1000 < longestTurnMs) {

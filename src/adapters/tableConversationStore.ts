@@ -36,8 +36,16 @@ import {
   type Usage,
   NO_TOTALS,
 } from '../core/ports';
-import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
-import { readLongText, writeLongText } from './splitText';
+import {
+  assertBatchFits,
+  assertEntityFits,
+  entitySizeBytes,
+  MAX_BATCH_OPERATIONS,
+  MAX_ENTITY_BYTES,
+  MAX_ENTITY_PROPERTIES,
+  userPropertyCount,
+} from './entitySize';
+import { partName, readLongText, splitText, writeLongText } from './splitText';
 import { HistoryCache } from './historyCache';
 import { createTableClient } from './tableClient';
 import {
@@ -57,7 +65,10 @@ import {
   MESSAGE_ROW_PREFIX,
   MESSAGE_ROWS_END,
   messageIdForSeq,
+  messagePartRow,
   messageRow,
+  messageRowsAfter,
+  partFromMessageRow,
   seqFromMessageRow,
 } from './tableKeys';
 
@@ -232,11 +243,10 @@ export class TableConversationStore implements ConversationStore {
       if (conversation.messageCount > held) {
         // Turns another instance stored since: read just those. A turn committed after the header was read may
         // add more rows; they are left for the next read (this turn's commit would fail on the ETag anyway).
-        const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(held + 1)} and RowKey le ${messageRow(conversation.messageCount)}`;
-        const added: StoredMessage[] = [];
-        for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
-          added.push(toStoredMessage(entity));
-        }
+        const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(held + 1)} and RowKey lt ${messageRowsAfter(conversation.messageCount)}`;
+        const rows: StoredEntity[] = [];
+        for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) rows.push(entity);
+        const added = assembleMessages(rows);
         if (added.length !== conversation.messageCount - held) {
           this.historyCache.delete(partitionKey);
           return this.loadWhole(partitionKey, conversationId);
@@ -256,12 +266,14 @@ export class TableConversationStore implements ConversationStore {
     // Idempotency rows ('i...') sort between the header and the messages and are skipped by the filter.
     const filter = odata`PartitionKey eq ${partitionKey} and (RowKey eq ${HEADER_ROW} or (RowKey ge ${MESSAGE_ROW_PREFIX} and RowKey lt ${MESSAGE_ROWS_END}))`;
     let header: StoredEntity | undefined;
-    const messages: StoredMessage[] = [];
+    const rows: StoredEntity[] = [];
     // The SDK follows continuation tokens, including those of empty pages.
     for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
       if (entity.rowKey === HEADER_ROW) header = entity;
-      else messages.push(toStoredMessage(entity));
+      else rows.push(entity);
     }
+    // A turn committed during a multi-page read may show up only in part: its rows are past the header's count.
+    const messages = assembleMessages(rows, true);
     if (!header) return undefined;
     const conversation = toConversation(conversationId, header);
     // Read in one query, but not as of one instant: a turn committed during a multi-page read may show up in the
@@ -282,20 +294,33 @@ export class TableConversationStore implements ConversationStore {
       }
       const partitionKey = conversationPartition(owner, conversationId);
       const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(options.afterSeq + 1)} and RowKey lt ${MESSAGE_ROWS_END}`;
-      // One more than asked tells whether there is a next page.
-      const entities = await this.queryAtMost(filter, options.limit + 1);
-      return {
-        messages: entities.slice(0, options.limit).map(toStoredMessage),
-        hasMore: entities.length > options.limit,
-      };
+      // One more message than asked tells whether there is a next page; a long message spans several rows.
+      const rows: StoredEntity[] = [];
+      let started = 0;
+      const pages = this.table
+        .listEntities<Properties>({ queryOptions: { filter } })
+        .byPage({ maxPageSize: Math.min(options.limit + 1, MAX_PAGE_SIZE) });
+      reading: for await (const page of pages) {
+        for (const entity of page) {
+          if (!partFromMessageRow(entity.rowKey ?? '') && ++started > options.limit) break reading;
+          rows.push(entity);
+        }
+      }
+      return { messages: assembleMessages(rows), hasMore: started > options.limit };
     });
   }
 
   getMessage(owner: Caller, conversationId: string, seq: number): Promise<StoredMessage | undefined> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId) || !isValidSeq(seq)) return undefined;
-      const entity = await this.readEntity(conversationPartition(owner, conversationId), messageRow(seq));
-      return entity ? toStoredMessage(entity) : undefined;
+      const partitionKey = conversationPartition(owner, conversationId);
+      const entity = await this.readEntity(partitionKey, messageRow(seq));
+      if (!entity) return undefined;
+      if (typeof entity['contentRows'] !== 'number') return toStoredMessage(entity);
+      const filter = odata`PartitionKey eq ${partitionKey} and RowKey gt ${messageRow(seq)} and RowKey lt ${messageRowsAfter(seq)}`;
+      const rows = [entity];
+      for await (const part of this.table.listEntities<Properties>({ queryOptions: { filter } })) rows.push(part);
+      return assembleMessages(rows)[0];
     });
   }
 
@@ -408,10 +433,10 @@ export class TableConversationStore implements ConversationStore {
 
       // Marks this commit's rows, so a retried batch can recognise its own earlier success (see below).
       const commitId = randomUUID();
-      const messageEntities = commit.messages.map((message) => {
-        const entity = toMessageEntity(partitionKey, message, commitId);
-        assertEntityFits(entity, `Message ${message.seq}`);
-        return entity;
+      const messageEntities = commit.messages.flatMap((message) => {
+        const rows = toMessageEntities(partitionKey, message, commitId);
+        for (const row of rows) assertEntityFits(row, `Message ${message.seq}`);
+        return rows;
       });
       // Merge, not Replace: the commit carries only what changes; the ETag makes it conditional all the same.
       const header: Entity = {
@@ -740,8 +765,13 @@ function optionalNumber(entity: Properties, name: string): number | undefined {
   return typeof value === 'number' ? value : undefined;
 }
 
-function toMessageEntity(partitionKey: string, message: StoredMessage, commitId: string): Entity {
-  const entity: Entity = {
+/**
+ * A message as rows: the first holds everything and as much of the content as fits one entity (1 MiB counted as
+ * UTF-16, 252 properties, 32,768 units per string); a longer content goes on in rows `m<seq>.01`, `.02`, ... (each
+ * packed the same way), all written in the turn's one transaction. The first row says how many follow.
+ */
+function toMessageEntities(partitionKey: string, message: StoredMessage, commitId: string): Entity[] {
+  const first: Entity = {
     partitionKey,
     rowKey: messageRow(message.seq),
     commitId,
@@ -750,15 +780,70 @@ function toMessageEntity(partitionKey: string, message: StoredMessage, commitId:
     tokens: message.tokens,
     encoding: message.encoding,
   };
-  writeLongText(entity, 'content', message.content);
-  if (message.name !== undefined) writeLongText(entity, 'name', message.name);
-  if (message.finishReason !== undefined) entity['finishReason'] = message.finishReason;
+  if (message.name !== undefined) writeLongText(first, 'name', message.name);
+  if (message.finishReason !== undefined) first['finishReason'] = message.finishReason;
   if (message.usage !== undefined) {
-    entity['promptTokens'] = message.usage.promptTokens;
-    entity['cachedPromptTokens'] = message.usage.cachedPromptTokens;
-    entity['completionTokens'] = message.usage.completionTokens;
+    first['promptTokens'] = message.usage.promptTokens;
+    first['cachedPromptTokens'] = message.usage.cachedPromptTokens;
+    first['completionTokens'] = message.usage.completionTokens;
   }
-  return entity;
+  // Room for the count of rows that follow, so adding it cannot push the first row over.
+  first['contentRows'] = 0;
+  const rows = [first];
+  const chunks = splitText(message.content);
+  let row = first;
+  let part = 0;
+  for (const chunk of chunks) {
+    const name = partName('content', part);
+    const added = 8 + 2 * name.length + 4 + 2 * chunk.length;
+    if (
+      part > 0 &&
+      (entitySizeBytes(row) + added > MAX_ENTITY_BYTES || userPropertyCount(row) >= MAX_ENTITY_PROPERTIES)
+    ) {
+      row = { partitionKey, rowKey: messagePartRow(message.seq, rows.length) };
+      rows.push(row);
+      part = 0;
+    }
+    row[partName('content', part)] = chunk;
+    part++;
+  }
+  if (rows.length > 1) first['contentRows'] = rows.length - 1;
+  else delete first['contentRows'];
+  return rows;
+}
+
+/**
+ * Messages from their rows in RowKey order (a first row, then its continuation rows). A message whose rows are not
+ * all there (a range that ended inside it) is left out when `partialLast` allows, else it is an error.
+ */
+function assembleMessages(entities: readonly StoredEntity[], partialLast = false): StoredMessage[] {
+  const messages: { message: StoredMessage; rows: number; expected: number }[] = [];
+  for (const entity of entities) {
+    const continuation = partFromMessageRow(entity.rowKey ?? '');
+    if (continuation) {
+      const last = messages.at(-1);
+      if (!last || last.message.seq !== continuation.seq || last.rows !== continuation.part)
+        throw new Error(`Row ${String(entity.rowKey)} continues no message read before it.`);
+      last.message.content += readLongText(entity, 'content') ?? '';
+      last.rows++;
+      continue;
+    }
+    const expected = entity['contentRows'];
+    messages.push({
+      message: toStoredMessage(entity),
+      rows: 1,
+      expected: typeof expected === 'number' ? expected + 1 : 1,
+    });
+  }
+  const last = messages.at(-1);
+  if (last && last.rows !== last.expected) {
+    if (!partialLast) throw new Error(`Message ${last.message.seq} is missing some of its rows.`);
+    messages.pop();
+  }
+  for (const entry of messages) {
+    if (entry.rows !== entry.expected) throw new Error(`Message ${entry.message.seq} is missing some of its rows.`);
+  }
+  return messages.map((entry) => entry.message);
 }
 
 function toStoredMessage(entity: StoredEntity): StoredMessage {

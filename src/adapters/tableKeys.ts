@@ -4,6 +4,7 @@
  *
  *   c|<ck>|<id>   h             header: title, metadata, prologue, createdAt, updatedAt, messageCount
  *   c|<ck>|<id>   m0000000001   message seq 1 (zero-padded so RowKey order is turn order)
+ *   c|<ck>|<id>   m0000000001.01  the rest of a message too long for one entity (sorts before m0000000002)
  *   c|<ck>|<id>   i<sha256>     idempotency record of one Idempotency-Key
  *   u|<ck>        <inverted createdAt 13 digits>|<id>   per-caller index, newest first
  *   u|<ck>        count                                 how many index entries the partition holds
@@ -47,6 +48,27 @@ export function isValidKeyValue(value: string): boolean {
 export function messageRow(seq: number): string {
   if (!isValidSeq(seq)) throw new RangeError(`Message sequence ${seq} is not an integer in 1..${MAX_SEQ}.`);
   return MESSAGE_ROW_PREFIX + String(seq).padStart(SEQ_DIGITS, '0');
+}
+
+/** Continuation rows of one message: `m<seq>.01` to `m<seq>.99`. */
+export const MAX_MESSAGE_PARTS = 99;
+
+/** The row holding part `part` (1-based) of message `seq` beyond its first row. */
+export function messagePartRow(seq: number, part: number): string {
+  if (!Number.isInteger(part) || part < 1 || part > MAX_MESSAGE_PARTS)
+    throw new RangeError(`Message part ${part} is not an integer in 1..${MAX_MESSAGE_PARTS}.`);
+  return `${messageRow(seq)}.${String(part).padStart(2, '0')}`;
+}
+
+/** The seq and part of a continuation RowKey, or undefined for any other row. */
+export function partFromMessageRow(rowKey: string): { seq: number; part: number } | undefined {
+  const match = /^m(\d{10})\.(\d{2})$/.exec(rowKey);
+  return match ? { seq: Number(match[1]), part: Number(match[2]) } : undefined;
+}
+
+/** The first RowKey after every row of messages up to `seq` (continuations included). */
+export function messageRowsAfter(seq: number): string {
+  return seq >= MAX_SEQ ? MESSAGE_ROWS_END : messageRow(seq + 1);
 }
 
 /** The seq of a message RowKey, or undefined for any other row. */

@@ -19,6 +19,7 @@ const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 /** A user message that makes the stand-in answer with unpaired surrogates and NUL in its reply. */
 const BROKEN_REPLY_PLEASE = 'Answer with broken text, please.';
 const BROKEN_REPLY = 'ok \ud800 and \u0000 and \udfff end 😀';
+const LONG_REPLY_RESERVE = 20_000;
 
 let azurite: RunningAzurite;
 let proxy: FaultProxy;
@@ -32,6 +33,8 @@ before(async () => {
     env: {
       TABLES_CONNECTION_STRING: azuriteConnectionString(proxy.port),
       WEBHOOK_SECRET: SECRET,
+      // Room for a reply of long tokens longer than one entity holds (the most this message size allows is 27,568).
+      CHAT_MAX_RESPONSE_TOKENS: String(LONG_REPLY_RESERVE),
     },
     model: {
       reply: (request) =>
@@ -130,6 +133,24 @@ describe('text that storage would refuse', () => {
       assert.equal(reply.content, 'ok \ufffd and \ufffd and \ufffd end 😀');
       assert.ok(isStorableText(reply.content));
     }
+  });
+});
+
+describe('a reply longer than one entity holds', () => {
+  it('is stored whole (over several entities, one transaction) when the reply reserve allows it', async () => {
+    // 530,400 UTF-16 units, over the ~524,000 one 1 MiB entity holds, in 16,320 o200k tokens of 64 '=' and a
+    // newline: what the service would report (js-tiktoken's count; the app counts it again to store it, ~30 s,
+    // which is why the test does not count it a third time).
+    const reply = `${'='.repeat(64)}\n`.repeat(8_160);
+    assert.equal(reply.length, 530_400);
+    const id = await newConversation();
+    app.model.enqueueFault({ kind: 'verbatim', content: reply, completionTokens: 16_320 });
+    const sent = await call('POST', `${app.api}/conversations/${id}/messages`, { content: 'Draw a long line.' });
+    assert.equal(sent.status, 200, sent.text.slice(0, 500));
+    assert.equal(sent.body.message.content.length, reply.length);
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.equal(read.body.messageCount, 2);
+    assert.equal(read.body.messages[1].content, reply, 'stored whole');
   });
 });
 

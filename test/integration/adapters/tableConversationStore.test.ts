@@ -7,6 +7,8 @@ import {
   CONVERSATIONS_TABLE,
   TableConversationStore,
 } from '../../../src/adapters/tableConversationStore';
+import { entitySizeBytes, MAX_ENTITY_BYTES } from '../../../src/adapters/entitySize';
+import { HistoryCache } from '../../../src/adapters/historyCache';
 import { callerIndexPartition, conversationPartition } from '../../../src/adapters/tableKeys';
 import { InvalidRequestError, StorageUnavailableError } from '../../../src/core/errors';
 import {
@@ -106,12 +108,15 @@ async function appendMessages(owner: Caller, conversationId: string, count: numb
 
 /** A store over a client whose methods the test can intercept, to stage races deterministically. */
 function storeWith(
-  overrides: Partial<Pick<TableClient, 'submitTransaction' | 'deleteEntity' | 'createEntity'>>,
+  overrides: Partial<Pick<TableClient, 'submitTransaction' | 'deleteEntity' | 'createEntity'>> & {
+    historyCacheBytes?: number;
+  } = {},
 ): TableConversationStore {
+  const { historyCacheBytes = 0, ...clientOverrides } = overrides;
   const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
     allowInsecureConnection: true,
   });
-  return new TableConversationStore(Object.assign(client, overrides));
+  return new TableConversationStore(Object.assign(client, clientOverrides), new HistoryCache(historyCacheBytes));
 }
 
 async function rowsOf(partitionKey: string): Promise<string[]> {
@@ -474,17 +479,72 @@ describe('long messages', () => {
     });
   }
 
-  test('a message over 1 MiB as the service counts it (UTF-16) is refused before writing', async () => {
+  test('a reply over 1 MiB as the service counts it (UTF-16) spans rows of one transaction and reads back whole', async () => {
     const created = await store.create(alice, newConversation());
-    // ~1.06 MB as UTF-16 but only ~530 KB as UTF-8: Azurite alone would accept it.
+    // ~2.6 MB as UTF-16, three entities: Azurite alone (UTF-8 sizes) would take it in one and the service would not.
+    const reply = straddling(1_300_000);
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1, 'tell me everything'), message(2, reply), message(3, 'thanks')],
+      updatedAt: nextTime(),
+    });
+    const partition = conversationPartition(alice, created.id);
+    assert.deepEqual(await rowsOf(partition), [
+      'h',
+      'm0000000001',
+      'm0000000002',
+      'm0000000002.01',
+      'm0000000002.02',
+      'm0000000003',
+    ]);
+    for (const rowKey of ['m0000000002', 'm0000000002.01', 'm0000000002.02']) {
+      const entity = await raw.getEntity<Record<string, unknown>>(partition, rowKey);
+      assert.ok(entitySizeBytes(entity) <= MAX_ENTITY_BYTES, `${rowKey} fits the service's entity limit`);
+    }
+
+    const contents = (messages: { content: string }[] | undefined) => messages?.map((one) => one.content);
+    const expected = ['tell me everything', reply, 'thanks'];
+    assert.deepEqual(contents((await storeWith().loadForTurn(alice, created.id))?.messages), expected, 'a whole read');
+    assert.equal((await store.getMessage(alice, created.id, 2))?.content, reply);
+    assert.equal((await store.getMessage(alice, created.id, 3))?.content, 'thanks');
+    // Paged one message at a time: the long one is one message, and the page after it starts at the next.
+    const paged: string[] = [];
+    for (let afterSeq = 0, more = true; more;) {
+      const page = await store.listMessages(alice, created.id, { afterSeq, limit: 1 });
+      paged.push(...page.messages.map((one) => one.content));
+      afterSeq = page.messages.at(-1)?.seq ?? afterSeq;
+      more = page.hasMore;
+    }
+    assert.deepEqual(paged, expected);
+
+    // Another instance adds a turn after the long reply; this one's cached history reads just the new rows.
+    const cached = storeWith({ historyCacheBytes: 64 * 1024 * 1024 });
+    const before = await cached.loadForTurn(alice, created.id);
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: before!.conversation.version,
+      messages: [message(4, 'more'), message(5, reply)],
+      updatedAt: nextTime(),
+    });
+    const fresh = await storeWith().loadForTurn(alice, created.id);
+    assert.deepEqual(contents((await cached.loadForTurn(alice, created.id))?.messages), contents(fresh?.messages));
+    assert.deepEqual(contents(fresh?.messages), [...expected, 'more', reply]);
+
+    assert.equal(await store.delete(alice, created.id), true);
+    assert.deepEqual(await rowsOf(partition), []);
+  });
+
+  test('a turn over the 4 MiB transaction limit is refused before writing', async () => {
+    const created = await store.create(alice, newConversation());
     await assert.rejects(
       store.commitTurn(alice, {
         conversationId: created.id,
         expectedVersion: created.version,
-        messages: [message(1, 'x'.repeat(530_000)), message(2)],
+        messages: [message(1, 'x'), message(2, 'x'.repeat(4_300_000))],
         updatedAt: nextTime(),
       }),
-      /1048576-byte entity limit/,
+      /4194304-byte batch limit/,
     );
     assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), ['h']);
   });
