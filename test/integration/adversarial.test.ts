@@ -11,9 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Webhook } from 'standardwebhooks';
 import { isStorableText } from '../../src/core/text';
 import { call, startTestApp, type TestApp } from '../support/app';
-import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../support/azurite';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../../local/azurite';
 import { startFaultProxy, type FaultProxy } from '../support/faultProxy';
-import { contentText } from '../support/modelStandIn';
+import { contentText } from '../../local/modelStandIn';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 /** A user message that makes the stand-in answer with unpaired surrogates and NUL in its reply. */
