@@ -35,7 +35,19 @@ export type ModelFault =
   /** 400 `context_length_exceeded`; the limit quoted defaults to `contextWindowTokens` or one below the request. */
   | { kind: 'context_length_exceeded'; maxContextTokens?: number }
   /** A stream sends this many content deltas, then the socket is destroyed. Not streamed: 500. */
-  | { kind: 'stream_error_after'; deltas: number };
+  | { kind: 'stream_error_after'; deltas: number }
+  /**
+   * A 200 that is not a chat completion (not streamed): an HTML page as text/html or labelled JSON, `choices: []`,
+   * `content: null`, JSON cut short (`truncated`: a complete HTTP message; `cut`: the connection drops mid-body).
+   */
+  | { kind: 'not_a_completion'; variant: 'html' | 'html_as_json' | 'no_choices' | 'null_content' | 'truncated' | 'cut' }
+  /** A normal completion without `usage` (streamed: no usage chunk even when asked for). */
+  | { kind: 'no_usage' }
+  /**
+   * Answers `content` as it is, with `completionTokens` as its usage, without encoding it here (js-tiktoken is
+   * quadratic in long pieces: a very long reply of long tokens would take minutes). The test counts the tokens.
+   */
+  | { kind: 'verbatim'; content: string; completionTokens: number };
 
 export interface ContentPart {
   type: string;
@@ -161,7 +173,7 @@ function decodePrefix(tokens: number[], count: number, encoding: StandInEncoding
     .replace(/\uFFFD+$/, '');
 }
 
-function contentText(content: StandInMessage['content']): string {
+export function contentText(content: StandInMessage['content']): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) return content.map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
   return '';
@@ -537,6 +549,52 @@ function sendJson(response: ServerResponse, status: number, body: unknown, heade
   response.end(JSON.stringify(body));
 }
 
+const HTML_PAGE = '<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>Bad gateway</body></html>';
+
+/** What a proxy or a broken upstream may answer with status 200 instead of a chat completion. */
+function sendNotACompletion(
+  response: ServerResponse,
+  variant: Extract<ModelFault, { kind: 'not_a_completion' }>['variant'],
+  model: string,
+  id: string,
+): void {
+  const json = { 'content-type': 'application/json', ...requestIdHeaders() };
+  const message = (content: string | null) => ({
+    id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop', logprobs: null }],
+    usage: usageOf(10, 0, 0),
+  });
+  switch (variant) {
+    case 'html':
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      response.end(HTML_PAGE);
+      return;
+    case 'html_as_json':
+      response.writeHead(200, json);
+      response.end(HTML_PAGE);
+      return;
+    case 'no_choices':
+      return sendJson(response, 200, { ...message('unused'), choices: [] });
+    case 'null_content':
+      return sendJson(response, 200, message(null));
+    case 'truncated': {
+      const text = JSON.stringify(message('A reply whose body is cut short'));
+      response.writeHead(200, json);
+      response.end(text.slice(0, Math.floor(text.length / 2)));
+      return;
+    }
+    case 'cut': {
+      const text = JSON.stringify(message('A reply whose connection drops'));
+      response.writeHead(200, { ...json, 'content-length': String(Buffer.byteLength(text)) });
+      response.write(text.slice(0, Math.floor(text.length / 2)), () => response.destroy());
+      return;
+    }
+  }
+}
+
 function sendError(response: ServerResponse, error: ErrorReply): void {
   sendJson(response, error.status, error.body, error.headers);
 }
@@ -644,9 +702,14 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
     }
 
     const text =
-      options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
-      defaultReplyText(body.messages, promptTokens);
-    const reply = shapeReply(text, encoding, maxTokens, fault);
+      fault?.kind === 'verbatim'
+        ? ''
+        : (options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
+          defaultReplyText(body.messages, promptTokens));
+    const reply =
+      fault?.kind === 'verbatim'
+        ? { content: fault.content, finishReason: 'stop' as const, completionTokens: fault.completionTokens }
+        : shapeReply(text, encoding, maxTokens, fault);
     const id = completionId();
     const created = Math.floor(Date.now() / 1000);
     const key = typeof body.prompt_cache_key === 'string' ? body.prompt_cache_key : '';
@@ -664,6 +727,9 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
     record.completionTokens = reply.completionTokens;
     const usage = usageOf(promptTokens, reply.completionTokens, record.cachedTokens);
 
+    if (fault?.kind === 'not_a_completion' && body.stream !== true) {
+      return sendNotACompletion(response, fault.variant, body.model, id);
+    }
     if (body.stream !== true) {
       return sendJson(response, 200, {
         id,
@@ -679,13 +745,13 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
             content_filter_results: categoryResults(reply.filteredCategory),
           },
         ],
-        usage,
+        ...(fault?.kind === 'no_usage' ? {} : { usage }),
         prompt_filter_results: promptFilterResults(),
         system_fingerprint: 'fp_local_model',
       });
     }
 
-    const includeUsage = body.stream_options?.include_usage === true;
+    const includeUsage = body.stream_options?.include_usage === true && fault?.kind !== 'no_usage';
     const chunk = (choice: Record<string, unknown>): Record<string, unknown> => ({
       id,
       object: 'chat.completion.chunk',

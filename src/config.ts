@@ -4,6 +4,7 @@
  * local settings and the offline infra check all derive from it.
  */
 import { z } from 'zod';
+import { maxStorableReplyTokens } from './adapters/entitySize';
 import { TRIM_POLICIES, type TrimPolicy } from './core/trimming';
 
 export interface SettingInfo {
@@ -125,7 +126,8 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'CHAT_MAX_RESPONSE_TOKENS',
-    description: 'Tokens reserved for, and requested as, the reply (max_tokens / max_completion_tokens).',
+    description:
+      'Tokens reserved for, and requested as, the reply (max_tokens / max_completion_tokens); at most what one storage transaction holds beside a user message (27,568 with the default CHAT_MAX_MESSAGE_CHARS).',
     default: '1024',
     example: '800',
   },
@@ -194,8 +196,9 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'IDEMPOTENCY_LEASE_SECONDS',
-    description: 'How long a running request holds its Idempotency-Key before a retry may take it over.',
-    default: '300',
+    description:
+      'How long a running request holds its Idempotency-Key before a retry may take it over; at least CHAT_TURN_ATTEMPTS x AZURE_OPENAI_TIMEOUT_MS + 60 s, the longest a turn can run.',
+    default: '420',
     example: '600',
   },
   // Callers
@@ -234,7 +237,7 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'AUTH_CLOCK_SKEW_SECONDS',
-    description: 'Clock skew tolerated on exp/nbf (AUTH_MODE=jwt).',
+    description: 'Clock skew tolerated on exp/nbf/iat (AUTH_MODE=jwt).',
     default: '60',
     example: '30',
   },
@@ -282,6 +285,9 @@ export const SETTINGS: readonly SettingInfo[] = [
     example: '262144',
   },
 ] as const;
+
+/** Room a turn needs beyond its model calls (storage reads and writes, backoff between attempts), in ms. */
+export const LEASE_MARGIN_MS = 60_000;
 
 const empty = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? undefined : value);
 const optionalString = z.preprocess(empty, z.string().optional());
@@ -344,7 +350,7 @@ const schema = z
     CHAT_TURN_ATTEMPTS: int(1, 20, 3),
     CHAT_HISTORY_CACHE_MB: int(0, 16_384, 64),
     CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
-    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400, 300),
+    IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400, 420),
     AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
     AUTH_ALLOW_NONE: bool,
     AUTH_JWKS_URL: url,
@@ -409,6 +415,27 @@ const schema = z
       for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
         if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'required when AUTH_MODE=jwt' });
       }
+    }
+    const storableReply = maxStorableReplyTokens(env.CHAT_MAX_MESSAGE_CHARS);
+    if (env.CHAT_MAX_RESPONSE_TOKENS > storableReply) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['CHAT_MAX_RESPONSE_TOKENS'],
+        message:
+          `must be at most ${storableReply} with CHAT_MAX_MESSAGE_CHARS ${env.CHAT_MAX_MESSAGE_CHARS}: a reply of that many tokens ` +
+          'must always fit the one storage transaction (4 MiB) that stores it beside the user message, or a paid reply would be lost',
+      });
+    }
+    const longestTurnMs = env.CHAT_TURN_ATTEMPTS * env.AZURE_OPENAI_TIMEOUT_MS + LEASE_MARGIN_MS;
+    if (env.IDEMPOTENCY_LEASE_SECONDS * 1000 < longestTurnMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['IDEMPOTENCY_LEASE_SECONDS'],
+        message:
+          `must be at least ${Math.ceil(longestTurnMs / 1000)} (CHAT_TURN_ATTEMPTS ${env.CHAT_TURN_ATTEMPTS} x AZURE_OPENAI_TIMEOUT_MS ` +
+          `${env.AZURE_OPENAI_TIMEOUT_MS} + ${LEASE_MARGIN_MS / 1000} s), the longest a turn can run: a shorter lease lets a retry ` +
+          'take over a key whose first request is still calling the model',
+      });
     }
     if (env.AUTH_MODE === 'none' && env.WEBSITE_INSTANCE_ID && !env.AUTH_ALLOW_NONE) {
       ctx.addIssue({

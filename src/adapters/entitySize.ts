@@ -106,3 +106,24 @@ function valueSizeBytes(value: unknown): number {
 function isInt32(value: number): boolean {
   return Number.isInteger(value) && value >= -(2 ** 31) && value < 2 ** 31;
 }
+
+/**
+ * The most a token of a reply can take in a transaction's JSON, in bytes: the longest token of o200k_base and
+ * cl100k_base is 128 bytes, and decoded (invalid bytes as U+FFFD, NUL replaced) and JSON-escaped none takes more
+ * than 128 (computed over both vocabularies; a unit test checks it). A token is at most 128 UTF-16 units as well.
+ */
+export const MAX_JSON_BYTES_PER_TOKEN = 128;
+/** Room in a turn's transaction for everything but the two messages' text: header, idempotency record, row overhead. */
+const TURN_OVERHEAD_BYTES = 64 * 1024;
+/** The most JSON bytes one UTF-16 unit of a user message can take (a control character escaped as \u00XX). */
+const MAX_JSON_BYTES_PER_UNIT = 6;
+
+/**
+ * The largest reply reserve (CHAT_MAX_RESPONSE_TOKENS) whose reply always fits ONE transaction (4 MiB) beside a user
+ * message of `maxMessageChars`, however the reply is written: checked at start, so a reply that was paid for is
+ * never refused by storage. About 27,500 tokens with the default 100,000-character messages.
+ */
+export function maxStorableReplyTokens(maxMessageChars: number): number {
+  const room = MAX_BATCH_BYTES - TURN_OVERHEAD_BYTES - MAX_JSON_BYTES_PER_UNIT * maxMessageChars;
+  return Math.max(0, Math.floor(room / MAX_JSON_BYTES_PER_TOKEN));
+}

@@ -12,15 +12,8 @@ import {
   RateLimitedError,
   UpstreamError,
 } from '../core/errors';
-import {
-  NO_USAGE,
-  type ChatModel,
-  type Completion,
-  type CompletionChunk,
-  type CompletionRequest,
-  type FinishReason,
-  type Usage,
-} from '../core/ports';
+import type { ChatModel, Completion, CompletionChunk, CompletionRequest, FinishReason, Usage } from '../core/ports';
+import { toStorableText } from '../core/text';
 
 export interface OpenAiChatModelOptions {
   /** Resource endpoint, e.g. https://myresource.openai.azure.com (no /openai/v1). */
@@ -53,16 +46,11 @@ export class OpenAiChatModel implements ChatModel {
   async complete(request: CompletionRequest, signal?: AbortSignal): Promise<Completion> {
     const deadline = this.deadline(signal);
     try {
-      const response = await this.client.chat.completions.create(
-        { ...this.params(request), stream: false },
-        { signal: deadline.signal },
-      );
-      const choice = response.choices[0];
-      return {
-        content: choice?.message.content ?? '',
-        finishReason: toFinishReason(choice?.finish_reason),
-        usage: toUsage(response.usage),
-      };
+      // The raw response, not the SDK's parse: a 200 that is not a completion must be told apart deliberately.
+      const response = await this.client.chat.completions
+        .create({ ...this.params(request), stream: false }, { signal: deadline.signal })
+        .asResponse();
+      return parseCompletion(response.headers.get('content-type'), await readBody(response));
     } catch (error) {
       throw this.translate(error, deadline);
     } finally {
@@ -81,19 +69,23 @@ export class OpenAiChatModel implements ChatModel {
       replying = true;
       let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
+      const text = new StorableDeltas();
       for await (const chunk of stream) {
-        for (const choice of chunk.choices) {
-          const content = choice.delta?.content;
+        for (const choice of chunk.choices ?? []) {
+          const content = text.next(choice.delta?.content ?? '');
           if (content) yield { type: 'delta', content };
           if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
         }
         if (chunk.usage) usage = toUsage(chunk.usage);
       }
+      const rest = text.end();
+      if (rest) yield { type: 'delta', content: rest };
       // An aborted request ends the SDK's iteration quietly: half a reply must never pass for a whole one.
       // The same error as complete() gives: translate() makes it upstream_timeout when the deadline did it.
       if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
-      yield { type: 'done', finishReason, usage: usage ?? { ...NO_USAGE } };
+      // No usage reported: the core counts the turn itself (it must never go uncounted).
+      yield { type: 'done', finishReason, ...(usage ? { usage } : {}) };
     } catch (error) {
       throw this.translate(error, deadline, replying);
     } finally {
@@ -240,13 +232,111 @@ function toFinishReason(reason: string | null | undefined): FinishReason {
   }
 }
 
-function toUsage(usage: OpenAI.CompletionUsage | null | undefined): Usage {
+/** The service's usage, or undefined when it reported none (or nothing countable). */
+function toUsage(usage: unknown): Usage | undefined {
+  if (typeof usage !== 'object' || usage === null) return undefined;
+  const {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: total,
+  } = usage as Record<string, unknown>;
+  if (!isCount(prompt) || !isCount(completion)) return undefined;
   return {
-    promptTokens: usage?.prompt_tokens ?? 0,
-    completionTokens: usage?.completion_tokens ?? 0,
-    totalTokens: usage?.total_tokens ?? 0,
-    cachedPromptTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
+    promptTokens: prompt,
+    completionTokens: completion,
+    totalTokens: isCount(total) ? total : prompt + completion,
+    cachedPromptTokens: cachedTokens(usage),
   };
+}
+
+/** `prompt_tokens_details.cached_tokens`, or 0 when the service did not say. */
+function cachedTokens(usage: object): number {
+  const details = (usage as { prompt_tokens_details?: { cached_tokens?: unknown } }).prompt_tokens_details;
+  return isCount(details?.cached_tokens) ? details.cached_tokens : 0;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A 200's body; a connection that drops before its end is the upstream's failure, said so deliberately. */
+async function readBody(response: Response): Promise<string> {
+  try {
+    return await response.text();
+  } catch (error) {
+    if (error instanceof Error && error.name === 'AbortError') throw error;
+    throw notACompletion('its body broke off before the end', error);
+  }
+}
+
+/**
+ * A chat completion from a 200's body, or upstream_error (502) for anything else: an HTML page (whatever its content
+ * type says), JSON that is cut short, no choices, or a choice without text (unless it calls tools). Never a 500, and
+ * never an empty reply stored as if the model had said nothing.
+ */
+export function parseCompletion(contentType: string | null, body: string): Completion {
+  if (!/^application\/([a-z0-9.+-]*\+)?json\b/i.test(contentType ?? '')) {
+    throw notACompletion(
+      `it answered 200 with ${contentType ? `content type ${contentType.split(';')[0]}` : 'no content type'}`,
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch (error) {
+    throw notACompletion('its body is not valid JSON', error);
+  }
+  const choices =
+    typeof value === 'object' && value !== null ? (value as Record<string, unknown>)['choices'] : undefined;
+  if (!Array.isArray(choices) || choices.length === 0) throw notACompletion('the answer has no choices');
+  const choice = choices[0] as { message?: { content?: unknown; tool_calls?: unknown }; finish_reason?: unknown };
+  const message = typeof choice === 'object' && choice !== null ? choice.message : undefined;
+  const content = message?.content;
+  const finishReason = toFinishReason(typeof choice.finish_reason === 'string' ? choice.finish_reason : undefined);
+  // Null content is a completion only when the filter withheld the text or the model calls tools instead.
+  const callsTools = Array.isArray(message?.tool_calls) && message.tool_calls.length > 0;
+  if (typeof content !== 'string' && !(content === null && (callsTools || finishReason === 'content_filter'))) {
+    throw notACompletion('its choice carries no message text');
+  }
+  const usage = toUsage((value as Record<string, unknown>)['usage']);
+  return {
+    content: toStorableText(content ?? ''),
+    finishReason,
+    ...(usage ? { usage } : {}),
+  };
+}
+
+function notACompletion(why: string, cause?: unknown): UpstreamError {
+  return new UpstreamError(
+    'upstream_error',
+    `The model's answer is not a chat completion: ${why}. Nothing was stored.`,
+    {
+      cause,
+    },
+  );
+}
+
+/**
+ * Stream deltas made storable (core/text.ts): an unpaired surrogate or NUL becomes U+FFFD. A high surrogate that
+ * ends a delta is held back until the next one shows whether its low half follows, so a pair split across two
+ * deltas stays one character and the deltas shown always add up to the text stored.
+ */
+export class StorableDeltas {
+  private held = '';
+
+  next(delta: string): string {
+    const text = this.held + delta;
+    const last = text.charCodeAt(text.length - 1);
+    const holdBack = last >= 0xd800 && last <= 0xdbff;
+    this.held = holdBack ? text.slice(-1) : '';
+    return toStorableText(holdBack ? text.slice(0, -1) : text);
+  }
+
+  end(): string {
+    const rest = toStorableText(this.held);
+    this.held = '';
+    return rest;
+  }
 }
 
 function retryAfterSeconds(headers: Headers | undefined): number | undefined {

@@ -13,9 +13,10 @@ import {
   type TransactionAction,
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
-import { randomUUID } from 'node:crypto';
-import { ConversationBusyError, InvalidRequestError, StorageUnavailableError } from '../core/errors';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { ConversationBusyError, InvalidRequestError, RateLimitedError, StorageUnavailableError } from '../core/errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type Conversation,
@@ -35,24 +36,39 @@ import {
   type Usage,
   NO_TOTALS,
 } from '../core/ports';
-import { assertBatchFits, assertEntityFits, MAX_BATCH_OPERATIONS } from './entitySize';
-import { readLongText, writeLongText } from './splitText';
+import {
+  assertBatchFits,
+  assertEntityFits,
+  entitySizeBytes,
+  MAX_BATCH_OPERATIONS,
+  MAX_ENTITY_BYTES,
+  MAX_ENTITY_PROPERTIES,
+  userPropertyCount,
+} from './entitySize';
+import { partName, readLongText, splitText, writeLongText } from './splitText';
 import { HistoryCache } from './historyCache';
 import { createTableClient } from './tableClient';
 import {
   callerIndexPartition,
   callerIndexRow,
   conversationPartition,
+  CONVERSATION_COUNT_ROW,
+  CURSOR_KEY_PARTITION,
+  CURSOR_KEY_ROW,
   decodeListCursor,
   encodeListCursor,
   HEADER_ROW,
   idempotencyRow,
+  INDEX_ROWS_END,
   isValidKeyValue,
   isValidSeq,
   MESSAGE_ROW_PREFIX,
   MESSAGE_ROWS_END,
   messageIdForSeq,
+  messagePartRow,
   messageRow,
+  messageRowsAfter,
+  partFromMessageRow,
   seqFromMessageRow,
 } from './tableKeys';
 
@@ -87,6 +103,13 @@ const MAX_PAGE_SIZE = 1_000;
 /** How many times `delete` starts over when a turn commits while it runs. */
 const DELETE_ATTEMPTS = 5;
 const IDEMPOTENCY_ATTEMPTS = 3;
+/** How many times a change of the caller's conversation count starts over after another change won the race. */
+const COUNT_ATTEMPTS = 12;
+
+export interface CreateOptions {
+  /** Refuse the create (429 conversation_limit_reached) when the caller already has this many. */
+  maxConversations?: number;
+}
 
 export async function createTableConversationStore(
   options: TableConversationStoreOptions,
@@ -120,10 +143,16 @@ export class TableConversationStore implements ConversationStore {
     });
   }
 
-  create(owner: Caller, conversation: NewConversation): Promise<Conversation> {
+  create(owner: Caller, conversation: NewConversation, options: CreateOptions = {}): Promise<Conversation> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversation.id))
         throw new Error(`Conversation id ${JSON.stringify(conversation.id)} cannot be a key.`);
+      const { maxConversations } = options;
+      if (maxConversations !== undefined) {
+        // Refused before anything is written; the check that holds under concurrency is the one in indexEntry.
+        const count = (await this.readCount(owner)).count;
+        if (count >= maxConversations) throw conversationLimitReached(count);
+      }
       const partitionKey = conversationPartition(owner, conversation.id);
       const header: Entity = {
         partitionKey,
@@ -157,7 +186,13 @@ export class TableConversationStore implements ConversationStore {
         createdAt: conversation.createdAt,
       };
       if (conversation.title !== null) writeLongText(index, 'title', conversation.title);
-      await this.createTolerant(index);
+      try {
+        await this.addIndexEntry(owner, index, maxConversations);
+      } catch (error) {
+        // Refused (or unreachable) after the header was written: take it back, so nothing half-made remains.
+        await this.deleteTolerant({ partitionKey, rowKey: HEADER_ROW }).catch(() => {});
+        throw error;
+      }
 
       return {
         id: conversation.id,
@@ -208,11 +243,10 @@ export class TableConversationStore implements ConversationStore {
       if (conversation.messageCount > held) {
         // Turns another instance stored since: read just those. A turn committed after the header was read may
         // add more rows; they are left for the next read (this turn's commit would fail on the ETag anyway).
-        const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(held + 1)} and RowKey le ${messageRow(conversation.messageCount)}`;
-        const added: StoredMessage[] = [];
-        for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
-          added.push(toStoredMessage(entity));
-        }
+        const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(held + 1)} and RowKey lt ${messageRowsAfter(conversation.messageCount)}`;
+        const rows: StoredEntity[] = [];
+        for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) rows.push(entity);
+        const added = assembleMessages(rows);
         if (added.length !== conversation.messageCount - held) {
           this.historyCache.delete(partitionKey);
           return this.loadWhole(partitionKey, conversationId);
@@ -232,12 +266,14 @@ export class TableConversationStore implements ConversationStore {
     // Idempotency rows ('i...') sort between the header and the messages and are skipped by the filter.
     const filter = odata`PartitionKey eq ${partitionKey} and (RowKey eq ${HEADER_ROW} or (RowKey ge ${MESSAGE_ROW_PREFIX} and RowKey lt ${MESSAGE_ROWS_END}))`;
     let header: StoredEntity | undefined;
-    const messages: StoredMessage[] = [];
+    const rows: StoredEntity[] = [];
     // The SDK follows continuation tokens, including those of empty pages.
     for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
       if (entity.rowKey === HEADER_ROW) header = entity;
-      else messages.push(toStoredMessage(entity));
+      else rows.push(entity);
     }
+    // A turn committed during a multi-page read may show up only in part: its rows are past the header's count.
+    const messages = assembleMessages(rows, true);
     if (!header) return undefined;
     const conversation = toConversation(conversationId, header);
     // Read in one query, but not as of one instant: a turn committed during a multi-page read may show up in the
@@ -258,29 +294,43 @@ export class TableConversationStore implements ConversationStore {
       }
       const partitionKey = conversationPartition(owner, conversationId);
       const filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${messageRow(options.afterSeq + 1)} and RowKey lt ${MESSAGE_ROWS_END}`;
-      // One more than asked tells whether there is a next page.
-      const entities = await this.queryAtMost(filter, options.limit + 1);
-      return {
-        messages: entities.slice(0, options.limit).map(toStoredMessage),
-        hasMore: entities.length > options.limit,
-      };
+      // One more message than asked tells whether there is a next page; a long message spans several rows.
+      const rows: StoredEntity[] = [];
+      let started = 0;
+      const pages = this.table
+        .listEntities<Properties>({ queryOptions: { filter } })
+        .byPage({ maxPageSize: Math.min(options.limit + 1, MAX_PAGE_SIZE) });
+      reading: for await (const page of pages) {
+        for (const entity of page) {
+          if (!partFromMessageRow(entity.rowKey ?? '') && ++started > options.limit) break reading;
+          rows.push(entity);
+        }
+      }
+      return { messages: assembleMessages(rows), hasMore: started > options.limit };
     });
   }
 
   getMessage(owner: Caller, conversationId: string, seq: number): Promise<StoredMessage | undefined> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId) || !isValidSeq(seq)) return undefined;
-      const entity = await this.readEntity(conversationPartition(owner, conversationId), messageRow(seq));
-      return entity ? toStoredMessage(entity) : undefined;
+      const partitionKey = conversationPartition(owner, conversationId);
+      const entity = await this.readEntity(partitionKey, messageRow(seq));
+      if (!entity) return undefined;
+      if (typeof entity['contentRows'] !== 'number') return toStoredMessage(entity);
+      const filter = odata`PartitionKey eq ${partitionKey} and RowKey gt ${messageRow(seq)} and RowKey lt ${messageRowsAfter(seq)}`;
+      const rows = [entity];
+      for await (const part of this.table.listEntities<Properties>({ queryOptions: { filter } })) rows.push(part);
+      return assembleMessages(rows)[0];
     });
   }
 
   list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
     return this.guard(async () => {
       const partitionKey = callerIndexPartition(owner);
-      let filter = odata`PartitionKey eq ${partitionKey}`;
+      let filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+      const secret = await this.cursorSecret();
       if (options.cursor !== undefined) {
-        const after = decodeListCursor(options.cursor);
+        const after = decodeListCursor(options.cursor, secret, partitionKey);
         if (after === undefined) {
           throw new InvalidRequestError('The cursor is not one this API returned.', [
             { field: 'cursor', message: 'unknown cursor' },
@@ -312,21 +362,17 @@ export class TableConversationStore implements ConversationStore {
         });
       });
       // An index entry without its header is what an interrupted delete leaves (create writes the header first).
-      await Promise.all(orphans.map((orphan) => this.deleteTolerant(orphan)));
+      await Promise.all(orphans.map((orphan) => this.removeIndexEntry(owner, orphan.rowKey ?? '')));
       const last = page.at(-1);
       return entries.length > options.limit && last?.rowKey
-        ? { items, nextCursor: encodeListCursor(last.rowKey) }
+        ? { items, nextCursor: encodeListCursor(last.rowKey, secret, partitionKey) }
         : { items };
     });
   }
 
-  /** How many conversations the caller has, counting up to `atMost` (for a per-caller cap). */
+  /** How many conversations the caller has (the count kept beside the index), at most `atMost`. */
   countConversations(owner: Caller, atMost: number): Promise<number> {
-    return this.guard(async () => {
-      if (atMost < 1) return 0;
-      const filter = odata`PartitionKey eq ${callerIndexPartition(owner)}`;
-      return (await this.queryAtMost(filter, atMost, ['RowKey'])).length;
-    });
+    return this.guard(async () => Math.max(0, Math.min(atMost, (await this.readCount(owner)).count)));
   }
 
   delete(owner: Caller, conversationId: string): Promise<boolean> {
@@ -367,10 +413,7 @@ export class TableConversationStore implements ConversationStore {
           if (hasStatus(error, 412)) continue;
           if (!hasStatus(error, 404)) throw error;
         }
-        await this.deleteTolerant({
-          partitionKey: callerIndexPartition(owner),
-          rowKey: callerIndexRow(stringProperty(header, 'createdAt'), conversationId),
-        });
+        await this.removeIndexEntry(owner, callerIndexRow(stringProperty(header, 'createdAt'), conversationId));
         return true;
       }
       throw new ConversationBusyError('The conversation kept changing while it was being deleted. Try again.');
@@ -390,10 +433,10 @@ export class TableConversationStore implements ConversationStore {
 
       // Marks this commit's rows, so a retried batch can recognise its own earlier success (see below).
       const commitId = randomUUID();
-      const messageEntities = commit.messages.map((message) => {
-        const entity = toMessageEntity(partitionKey, message, commitId);
-        assertEntityFits(entity, `Message ${message.seq}`);
-        return entity;
+      const messageEntities = commit.messages.flatMap((message) => {
+        const rows = toMessageEntities(partitionKey, message, commitId);
+        for (const row of rows) assertEntityFits(row, `Message ${message.seq}`);
+        return rows;
       });
       // Merge, not Replace: the commit carries only what changes; the ETag makes it conditional all the same.
       const header: Entity = {
@@ -434,7 +477,14 @@ export class TableConversationStore implements ConversationStore {
         // The SDK retries a batch whose response was lost; the retry then fails although the first attempt stored
         // the turn. Our commit id on the last message tells the two apart.
         const stored = await this.readEntity(partitionKey, messageRow(last.seq), ['commitId']);
-        if (stored?.['commitId'] !== commitId) throw new ConcurrencyConflict();
+        if (stored?.['commitId'] !== commitId) {
+          // A claim whose lease ran out and was taken over is lost for good: re-running the turn would pay again.
+          if (commit.idempotency) {
+            const record = await this.readEntity(partitionKey, idempotencyRow(commit.idempotency.key), ['state']);
+            if (record?.etag !== commit.idempotency.claim.token) throw new ClaimLost();
+          }
+          throw new ConcurrencyConflict();
+        }
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
@@ -524,6 +574,104 @@ export class TableConversationStore implements ConversationStore {
   }
 
   // ---- helpers --------------------------------------------------------------------------------------------------
+
+  /**
+   * The caller's conversation count and its ETag. A caller from before the count existed has none yet: their index
+   * entries are counted once, and the first entry added or removed stores the count.
+   */
+  private async readCount(owner: Caller): Promise<{ count: number; etag?: string }> {
+    const partitionKey = callerIndexPartition(owner);
+    const stored = await this.readEntity(partitionKey, CONVERSATION_COUNT_ROW);
+    if (stored) return { count: numberProperty(stored, 'count'), etag: requireEtag(stored.etag) };
+    const filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+    let count = 0;
+    for await (const entity of this.table.listEntities({ queryOptions: { filter, select: ['RowKey'] } })) {
+      if (entity.rowKey) count++;
+    }
+    return { count };
+  }
+
+  /** The count row written with `count`, conditional on the one read (or created, when there was none). */
+  private countAction(owner: Caller, current: { count: number; etag?: string }, count: number): TransactionAction {
+    const entity: Entity = { partitionKey: callerIndexPartition(owner), rowKey: CONVERSATION_COUNT_ROW, count };
+    return current.etag ? ['update', entity, 'Replace', { etag: current.etag }] : ['create', entity];
+  }
+
+  /**
+   * Adds the caller's index entry and raises their count in ONE transaction, conditional on the count read: two
+   * creates that read the same count cannot both commit, so the cap holds exactly however many run at once.
+   */
+  private async addIndexEntry(owner: Caller, index: Entity, maxConversations: number | undefined): Promise<void> {
+    if (!isCounted(owner)) return this.createTolerant(index);
+    for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
+      const current = await this.readCount(owner);
+      if (maxConversations !== undefined && current.count >= maxConversations) {
+        throw conversationLimitReached(current.count);
+      }
+      try {
+        await this.table.submitTransaction([['create', index], this.countAction(owner, current, current.count + 1)]);
+        return;
+      } catch (error) {
+        if (!hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        // The entry exists: an earlier attempt of this same create committed (the SDK retried a lost response).
+        if (await this.readEntity(index.partitionKey, index.rowKey, ['RowKey'])) return;
+        await sleep(Math.random() * 20 * 2 ** attempt);
+      }
+    }
+    throw new ConversationBusyError('Too many conversations were being created at once. Try again.');
+  }
+
+  /** Removes an index entry and lowers the count in one transaction; an entry already gone was counted down then. */
+  private async removeIndexEntry(owner: Caller, rowKey: string): Promise<void> {
+    if (!rowKey) return;
+    const partitionKey = callerIndexPartition(owner);
+    if (!isCounted(owner)) return this.deleteTolerant({ partitionKey, rowKey });
+    for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
+      const current = await this.readCount(owner);
+      try {
+        await this.table.submitTransaction([
+          ['delete', { partitionKey, rowKey }],
+          this.countAction(owner, current, Math.max(0, current.count - 1)),
+        ]);
+        return;
+      } catch (error) {
+        if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        if (!(await this.readEntity(partitionKey, rowKey, ['RowKey']))) return;
+        await sleep(Math.random() * 20 * 2 ** attempt);
+      }
+    }
+    throw new ConversationBusyError('The conversation list kept changing while it was being updated. Try again.');
+  }
+
+  private cursorSecretRead?: Promise<Buffer>;
+
+  /**
+   * The key that signs list cursors: 32 random bytes kept in the table itself, so every instance signs and checks
+   * alike without another setting. Made by whichever instance lists first; read once per process.
+   */
+  private cursorSecret(): Promise<Buffer> {
+    this.cursorSecretRead ??= (async () => {
+      const read = async () => {
+        const entity = await this.readEntity(CURSOR_KEY_PARTITION, CURSOR_KEY_ROW);
+        const value = entity?.['secret'];
+        return value instanceof Uint8Array ? Buffer.from(value) : undefined;
+      };
+      const existing = await read();
+      if (existing) return existing;
+      await this.createTolerant({
+        partitionKey: CURSOR_KEY_PARTITION,
+        rowKey: CURSOR_KEY_ROW,
+        secret: randomBytes(32),
+      });
+      const made = await read(); // ours, or the one another instance made first
+      if (!made) throw new Error('The list cursor key could not be stored.');
+      return made;
+    })().catch((error: unknown) => {
+      this.cursorSecretRead = undefined; // try again on the next list
+      throw error;
+    });
+    return this.cursorSecretRead;
+  }
 
   /** Runs one store operation, turning "storage did not answer" into StorageUnavailableError (once, here). */
   private async guard<T>(operation: () => Promise<T>): Promise<T> {
@@ -617,8 +765,13 @@ function optionalNumber(entity: Properties, name: string): number | undefined {
   return typeof value === 'number' ? value : undefined;
 }
 
-function toMessageEntity(partitionKey: string, message: StoredMessage, commitId: string): Entity {
-  const entity: Entity = {
+/**
+ * A message as rows: the first holds everything and as much of the content as fits one entity (1 MiB counted as
+ * UTF-16, 252 properties, 32,768 units per string); a longer content goes on in rows `m<seq>.01`, `.02`, ... (each
+ * packed the same way), all written in the turn's one transaction. The first row says how many follow.
+ */
+function toMessageEntities(partitionKey: string, message: StoredMessage, commitId: string): Entity[] {
+  const first: Entity = {
     partitionKey,
     rowKey: messageRow(message.seq),
     commitId,
@@ -627,15 +780,70 @@ function toMessageEntity(partitionKey: string, message: StoredMessage, commitId:
     tokens: message.tokens,
     encoding: message.encoding,
   };
-  writeLongText(entity, 'content', message.content);
-  if (message.name !== undefined) writeLongText(entity, 'name', message.name);
-  if (message.finishReason !== undefined) entity['finishReason'] = message.finishReason;
+  if (message.name !== undefined) writeLongText(first, 'name', message.name);
+  if (message.finishReason !== undefined) first['finishReason'] = message.finishReason;
   if (message.usage !== undefined) {
-    entity['promptTokens'] = message.usage.promptTokens;
-    entity['cachedPromptTokens'] = message.usage.cachedPromptTokens;
-    entity['completionTokens'] = message.usage.completionTokens;
+    first['promptTokens'] = message.usage.promptTokens;
+    first['cachedPromptTokens'] = message.usage.cachedPromptTokens;
+    first['completionTokens'] = message.usage.completionTokens;
   }
-  return entity;
+  // Room for the count of rows that follow, so adding it cannot push the first row over.
+  first['contentRows'] = 0;
+  const rows = [first];
+  const chunks = splitText(message.content);
+  let row = first;
+  let part = 0;
+  for (const chunk of chunks) {
+    const name = partName('content', part);
+    const added = 8 + 2 * name.length + 4 + 2 * chunk.length;
+    if (
+      part > 0 &&
+      (entitySizeBytes(row) + added > MAX_ENTITY_BYTES || userPropertyCount(row) >= MAX_ENTITY_PROPERTIES)
+    ) {
+      row = { partitionKey, rowKey: messagePartRow(message.seq, rows.length) };
+      rows.push(row);
+      part = 0;
+    }
+    row[partName('content', part)] = chunk;
+    part++;
+  }
+  if (rows.length > 1) first['contentRows'] = rows.length - 1;
+  else delete first['contentRows'];
+  return rows;
+}
+
+/**
+ * Messages from their rows in RowKey order (a first row, then its continuation rows). A message whose rows are not
+ * all there (a range that ended inside it) is left out when `partialLast` allows, else it is an error.
+ */
+function assembleMessages(entities: readonly StoredEntity[], partialLast = false): StoredMessage[] {
+  const messages: { message: StoredMessage; rows: number; expected: number }[] = [];
+  for (const entity of entities) {
+    const continuation = partFromMessageRow(entity.rowKey ?? '');
+    if (continuation) {
+      const last = messages.at(-1);
+      if (!last || last.message.seq !== continuation.seq || last.rows !== continuation.part)
+        throw new Error(`Row ${String(entity.rowKey)} continues no message read before it.`);
+      last.message.content += readLongText(entity, 'content') ?? '';
+      last.rows++;
+      continue;
+    }
+    const expected = entity['contentRows'];
+    messages.push({
+      message: toStoredMessage(entity),
+      rows: 1,
+      expected: typeof expected === 'number' ? expected + 1 : 1,
+    });
+  }
+  const last = messages.at(-1);
+  if (last && last.rows !== last.expected) {
+    if (!partialLast) throw new Error(`Message ${last.message.seq} is missing some of its rows.`);
+    messages.pop();
+  }
+  for (const entry of messages) {
+    if (entry.rows !== entry.expected) throw new Error(`Message ${entry.message.seq} is missing some of its rows.`);
+  }
+  return messages.map((entry) => entry.message);
 }
 
 function toStoredMessage(entity: StoredEntity): StoredMessage {
@@ -688,6 +896,26 @@ function requireEtag(etag: string | undefined): string {
 }
 
 // ---- errors ----------------------------------------------------------------------------------------------------
+
+/**
+ * Integrations (webhook principals) open a conversation per thread of theirs and are never capped: their creates
+ * skip the count, so a burst of new threads does not queue on one row.
+ */
+function isCounted(owner: Caller): boolean {
+  return owner.kind !== 'integration';
+}
+
+function conversationLimitReached(count: number): RateLimitedError {
+  return new RateLimitedError(
+    `You already have ${count} conversations, the most one caller may keep. Delete some and try again.`,
+    60,
+    'conversation_limit_reached',
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 function hasStatus(error: unknown, status: number): boolean {
   return error instanceof RestError && error.statusCode === status;

@@ -4,11 +4,14 @@
  *
  *   c|<ck>|<id>   h             header: title, metadata, prologue, createdAt, updatedAt, messageCount
  *   c|<ck>|<id>   m0000000001   message seq 1 (zero-padded so RowKey order is turn order)
+ *   c|<ck>|<id>   m0000000001.01  the rest of a message too long for one entity (sorts before m0000000002)
  *   c|<ck>|<id>   i<sha256>     idempotency record of one Idempotency-Key
  *   u|<ck>        <inverted createdAt 13 digits>|<id>   per-caller index, newest first
+ *   u|<ck>        count                                 how many index entries the partition holds
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Caller } from '../core/ports';
+import { isStorableText } from '../core/text';
 
 export const HEADER_ROW = 'h';
 export const MESSAGE_ROW_PREFIX = 'm';
@@ -47,6 +50,27 @@ export function messageRow(seq: number): string {
   return MESSAGE_ROW_PREFIX + String(seq).padStart(SEQ_DIGITS, '0');
 }
 
+/** Continuation rows of one message: `m<seq>.01` to `m<seq>.99`. */
+export const MAX_MESSAGE_PARTS = 99;
+
+/** The row holding part `part` (1-based) of message `seq` beyond its first row. */
+export function messagePartRow(seq: number, part: number): string {
+  if (!Number.isInteger(part) || part < 1 || part > MAX_MESSAGE_PARTS)
+    throw new RangeError(`Message part ${part} is not an integer in 1..${MAX_MESSAGE_PARTS}.`);
+  return `${messageRow(seq)}.${String(part).padStart(2, '0')}`;
+}
+
+/** The seq and part of a continuation RowKey, or undefined for any other row. */
+export function partFromMessageRow(rowKey: string): { seq: number; part: number } | undefined {
+  const match = /^m(\d{10})\.(\d{2})$/.exec(rowKey);
+  return match ? { seq: Number(match[1]), part: Number(match[2]) } : undefined;
+}
+
+/** The first RowKey after every row of messages up to `seq` (continuations included). */
+export function messageRowsAfter(seq: number): string {
+  return seq >= MAX_SEQ ? MESSAGE_ROWS_END : messageRow(seq + 1);
+}
+
 /** The seq of a message RowKey, or undefined for any other row. */
 export function seqFromMessageRow(rowKey: string): number | undefined {
   const match = /^m(\d{10})$/.exec(rowKey);
@@ -76,21 +100,42 @@ export function callerIndexRow(createdAt: string, conversationId: string): strin
 }
 
 const INDEX_ROW_PATTERN = /^\d{13}\|.+$/s;
+/** The first RowKey after every index entry (':' follows '9'): index ranges are `[..., :)`; the counter is past it. */
+export const INDEX_ROWS_END = ':';
+/** The caller's conversation count, kept in the index partition so it changes in one transaction with an entry. */
+export const CONVERSATION_COUNT_ROW = 'count';
 
-/** The list cursor is the last index RowKey returned, base64url so clients treat it as opaque. */
-export function encodeListCursor(lastRowKey: string): string {
-  return Buffer.from(lastRowKey, 'utf8').toString('base64url');
+/** Where the key that signs list cursors is kept (a partition no conversation or caller index can have). */
+export const CURSOR_KEY_PARTITION = 'k';
+export const CURSOR_KEY_ROW = 'cursor';
+const CURSOR_MAC_CHARS = 22; // 132 bits of HMAC-SHA256
+
+/**
+ * The list cursor: the last index RowKey returned (base64url) and an HMAC of it with the caller's index partition,
+ * keyed by a secret kept in storage. A cursor the API never issued (made up, edited, or another caller's) fails the
+ * check and is refused, as the API documents.
+ */
+export function encodeListCursor(lastRowKey: string, secret: Buffer, partition: string): string {
+  return `${Buffer.from(lastRowKey, 'utf8').toString('base64url')}.${cursorMac(secret, partition, lastRowKey)}`;
 }
 
-/** The RowKey a cursor stands for, or undefined when it is not one this store issued. */
-export function decodeListCursor(cursor: string): string | undefined {
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) return undefined;
-  const rowKey = Buffer.from(cursor, 'base64url').toString('utf8');
-  return INDEX_ROW_PATTERN.test(rowKey) && isValidKeyValue(rowKey) && encodeListCursor(rowKey) === cursor
-    ? rowKey
-    : undefined;
+/** The RowKey a cursor stands for, or undefined when it is not one this store issued to this caller. */
+export function decodeListCursor(cursor: string, secret: Buffer, partition: string): string | undefined {
+  const match = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(cursor);
+  if (!match?.[1] || !match[2]) return undefined;
+  const rowKey = Buffer.from(match[1], 'base64url').toString('utf8');
+  const expected = Buffer.from(cursorMac(secret, partition, rowKey));
+  const given = Buffer.from(match[2]);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  return INDEX_ROW_PATTERN.test(rowKey) && isValidKeyValue(rowKey) ? rowKey : undefined;
 }
 
+function cursorMac(secret: Buffer, partition: string, rowKey: string): string {
+  return createHmac('sha256', secret).update(`${partition}\n${rowKey}`).digest('base64url').slice(0, CURSOR_MAC_CHARS);
+}
+
+/** Injective over what it accepts: UTF-8 would map every unpaired surrogate to U+FFFD, so those are refused. */
 function sha256Hex(text: string): string {
+  if (!isStorableText(text)) throw new Error('Only well-formed Unicode without NUL can be hashed into a key.');
   return createHash('sha256').update(text, 'utf8').digest('hex');
 }

@@ -8,9 +8,17 @@
 import { RestError, TableClient, type TableEntityResult } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { RateLimitedError, StorageUnavailableError } from '../core/errors';
-import { addTokens, admitRequest, utcDay, type UsageCounters, type UsageLimits } from '../core/limits';
+import {
+  addTokens,
+  admitRequest,
+  settleTokens,
+  utcDay,
+  type AdmissionRequest,
+  type UsageCounters,
+  type UsageLimits,
+} from '../core/limits';
 import type { Config } from '../config';
-import { unlimited, type Caller, type UsageLimiter } from '../core/ports';
+import { unlimited, type Caller, type TokenReservation, type UsageLimiter } from '../core/ports';
 import { isUnavailable } from './tableConversationStore';
 import { createTableClient } from './tableClient';
 import { callerKey } from './tableKeys';
@@ -49,8 +57,8 @@ export class TableUsageLimiter implements UsageLimiter {
   /**
    * The row and ETag this instance last wrote, per caller and day. The next update writes on top of it without
    * reading first (one round trip instead of two); if another instance wrote meanwhile the ETag no longer matches,
-   * the write fails and the update falls back to reading. Counters only grow within a day and a minute window, so
-   * a stale row can only under-count: a refusal computed from it is right, an admission is confirmed by its write.
+   * the write fails and the update falls back to reading. A settled reservation can lower the day's total, so a
+   * refusal computed from a remembered row is checked on a fresh read; an admission is confirmed by its write.
    */
   private readonly known = new Map<string, { row: UsageCounters; etag: string }>();
 
@@ -62,11 +70,13 @@ export class TableUsageLimiter implements UsageLimiter {
     this.backoffMs = options.backoffMs ?? 20;
   }
 
-  async admit(caller: Caller, now: Date): Promise<void> {
+  async admit(caller: Caller, now: Date, request: AdmissionRequest = {}): Promise<TokenReservation> {
     const { limits } = this.options;
-    if (limits.requestsPerMinute === 0 && limits.tokensPerDay === 0) return;
-    const outcome = await this.update(caller, now, (stored) => {
-      const admission = admitRequest(stored, now, limits);
+    const day = utcDay(now);
+    const reserved = limits.tokensPerDay > 0 ? Math.max(0, Math.ceil(request.reserveTokens ?? 0)) : 0;
+    if (limits.requestsPerMinute === 0 && limits.tokensPerDay === 0) return { day, tokens: 0 };
+    const outcome = await this.update(caller, day, (stored) => {
+      const admission = admitRequest(stored, now, limits, request);
       if (!admission.admitted) throw admission.error;
       return admission.changed ? admission.counters : undefined;
     });
@@ -78,11 +88,22 @@ export class TableUsageLimiter implements UsageLimiter {
         'rate_limited',
       );
     }
+    return { day, tokens: reserved };
+  }
+
+  async settle(caller: Caller, reservation: TokenReservation, spentTokens: number, _now: Date): Promise<void> {
+    if (this.options.limits.tokensPerDay === 0 || reservation.tokens === spentTokens) return;
+    const outcome = await this.update(caller, reservation.day, (stored) =>
+      settleTokens(stored, reservation.day, reservation.tokens, spentTokens),
+    );
+    // The turn already answered; the caller of settle() logs this and the reservation stays counted (never less).
+    if (outcome === 'contended')
+      throw new Error('Could not settle a token reservation: the usage record kept changing.');
   }
 
   async record(caller: Caller, tokens: number, now: Date): Promise<void> {
     if (this.options.limits.tokensPerDay === 0 || !(tokens > 0)) return;
-    const outcome = await this.update(caller, now, (stored) => addTokens(stored, tokens, now));
+    const outcome = await this.update(caller, utcDay(now), (stored) => addTokens(stored, tokens, now));
     // The turn already answered; the caller of record() logs this and the tokens go uncounted.
     if (outcome === 'contended') throw new Error(`Could not record ${tokens} tokens: the usage record kept changing.`);
   }
@@ -93,11 +114,11 @@ export class TableUsageLimiter implements UsageLimiter {
    */
   private async update(
     caller: Caller,
-    now: Date,
+    day: string,
     compute: (stored: UsageCounters | undefined) => UsageCounters | undefined,
   ): Promise<'done' | 'contended'> {
     const partitionKey = callerKey(caller);
-    const rowKey = utcDay(now);
+    const rowKey = day;
     const knownKey = `${partitionKey}/${rowKey}`;
     const toRow = (counters: UsageCounters): UsageRow => ({
       ...counters,
@@ -113,7 +134,14 @@ export class TableUsageLimiter implements UsageLimiter {
     try {
       const known = this.known.get(knownKey);
       if (known) {
-        const next = compute(known.row);
+        let next: UsageCounters | undefined;
+        try {
+          next = compute(known.row);
+        } catch (error) {
+          // A refusal stands only on the stored row: a settlement elsewhere may have lowered the total since.
+          if (!(error instanceof RateLimitedError)) throw error;
+          next = undefined;
+        }
         const etag = next ? await this.table.replace(toRow(next), known.etag) : undefined;
         if (next && etag) {
           remember(next, etag);

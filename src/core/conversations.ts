@@ -2,13 +2,7 @@
  * Conversation lifecycle apart from turns: create, read (with paged messages), list, delete. The prologue (system
  * message and few-shot examples) is counted once here and stored with its counts, like every message.
  */
-import {
-  ContextLengthExceededError,
-  InvalidRequestError,
-  NotFoundError,
-  RateLimitedError,
-  SpecialTokenRejectedError,
-} from './errors';
+import { ContextLengthExceededError, InvalidRequestError, NotFoundError, SpecialTokenRejectedError } from './errors';
 import type {
   Caller,
   ChatMessage,
@@ -113,25 +107,19 @@ export class Conversations {
 
     // Integrations open a conversation per thread of theirs and are authenticated by a shared secret: the per-caller
     // count is for end users. Their turns still count against the rate limit and the token quota.
-    if (settings.maxConversationsPerCaller > 0 && caller.kind !== 'integration') {
-      const count = await store.countConversations(caller, settings.maxConversationsPerCaller);
-      if (count >= settings.maxConversationsPerCaller) {
-        throw new RateLimitedError(
-          `You already have ${count} conversations, the most one caller may keep. Delete some and try again.`,
-          60,
-          'conversation_limit_reached',
-        );
-      }
-    }
-
+    const capped = settings.maxConversationsPerCaller > 0 && caller.kind !== 'integration';
     const createdAt = clock.now().toISOString();
-    const conversation = await store.create(caller, {
-      id: id ?? ids.newConversationId(),
-      title: input.title ?? null,
-      metadata: input.metadata ?? {},
-      prologue,
-      createdAt,
-    });
+    const conversation = await store.create(
+      caller,
+      {
+        id: id ?? ids.newConversationId(),
+        title: input.title ?? null,
+        metadata: input.metadata ?? {},
+        prologue,
+        createdAt,
+      },
+      capped ? { maxConversations: settings.maxConversationsPerCaller } : {},
+    );
     return toView(conversation);
   }
 

@@ -60,11 +60,30 @@ export function currentCounters(stored: UsageCounters | undefined, now: Date): U
   return { ...stored };
 }
 
+/** What one admission asks for: a request to count, tokens to reserve against the day's quota. */
+export interface AdmissionRequest {
+  /** Count one request against the per-minute limit (false for a turn's later model calls). Default true. */
+  countRequest?: boolean;
+  /** The call's worst case (prompt + reply reserve), held until the call settles. Default 0. */
+  reserveTokens?: number;
+}
+
 /**
  * Admits one request or says why not. The daily quota is checked first: when both are exhausted, its later
  * Retry-After is the one worth telling. A refused request is not counted, so refusals cost no write.
+ *
+ * An admitted request reserves its worst case at once, so requests admitted at the same time see each other's
+ * reservations: together they pass the quota by at most one request's worst case (the last one admitted while
+ * below it). `settleTokens` later replaces the reservation with what was spent.
  */
-export function admitRequest(stored: UsageCounters | undefined, now: Date, limits: UsageLimits): Admission {
+export function admitRequest(
+  stored: UsageCounters | undefined,
+  now: Date,
+  limits: UsageLimits,
+  request: AdmissionRequest = {},
+): Admission {
+  const { countRequest = true } = request;
+  const reserve = limits.tokensPerDay > 0 ? wholeTokens(request.reserveTokens ?? 0) : 0;
   const counters = currentCounters(stored, now);
   if (limits.tokensPerDay > 0 && counters.dayTokens >= limits.tokensPerDay) {
     const retryAfter = secondsUntilNextUtcDay(now);
@@ -78,7 +97,8 @@ export function admitRequest(stored: UsageCounters | undefined, now: Date, limit
       ),
     };
   }
-  if (limits.requestsPerMinute > 0) {
+  const reserved = { ...counters, dayTokens: counters.dayTokens + reserve };
+  if (limits.requestsPerMinute > 0 && countRequest) {
     if (counters.windowRequests >= limits.requestsPerMinute) {
       const retryAfter = secondsUntilNextMinute(now);
       return {
@@ -91,15 +111,33 @@ export function admitRequest(stored: UsageCounters | undefined, now: Date, limit
         ),
       };
     }
-    return { admitted: true, counters: { ...counters, windowRequests: counters.windowRequests + 1 }, changed: true };
+    return { admitted: true, counters: { ...reserved, windowRequests: counters.windowRequests + 1 }, changed: true };
   }
-  // Only the quota applies: nothing to count per request.
-  return { admitted: true, counters, changed: false };
+  // Nothing to count per request: a write only when tokens are reserved.
+  return { admitted: true, counters: reserved, changed: reserve > 0 };
 }
 
 /** The counters after a turn spent `tokens` (negative or fractional input is not a real spend). */
 export function addTokens(stored: UsageCounters | undefined, tokens: number, now: Date): UsageCounters {
   const counters = currentCounters(stored, now);
-  const spent = Number.isFinite(tokens) && tokens > 0 ? Math.ceil(tokens) : 0;
-  return { ...counters, dayTokens: counters.dayTokens + spent };
+  return { ...counters, dayTokens: counters.dayTokens + wholeTokens(tokens) };
+}
+
+/**
+ * The counters of the reservation's day after a call that reserved `reserved` tokens spent `spent`: the day the
+ * reservation was made pays, even when the call ended after midnight. Never below zero.
+ */
+export function settleTokens(
+  stored: UsageCounters | undefined,
+  day: string,
+  reserved: number,
+  spent: number,
+): UsageCounters | undefined {
+  if (!stored || stored.day !== day) return undefined; // nothing was reserved on a record that is not there
+  const dayTokens = Math.max(0, stored.dayTokens - wholeTokens(reserved) + wholeTokens(spent));
+  return dayTokens === stored.dayTokens ? undefined : { ...stored, dayTokens };
+}
+
+function wholeTokens(tokens: number): number {
+  return Number.isFinite(tokens) && tokens > 0 ? Math.ceil(tokens) : 0;
 }

@@ -154,8 +154,20 @@ export class ConcurrencyConflict extends Error {
   }
 }
 
+/** Raised by the store when a turn's Idempotency-Key was taken over by another request (its lease ran out). */
+export class ClaimLost extends Error {
+  constructor(message = 'Another request took over this Idempotency-Key.') {
+    super(message);
+    this.name = 'ClaimLost';
+  }
+}
+
 export interface ConversationStore {
-  create(owner: Caller, conversation: NewConversation): Promise<Conversation>;
+  /**
+   * Creates the conversation; with `maxConversations`, refuses it (RateLimitedError conversation_limit_reached) when
+   * the caller already has that many, exactly, however many creates run at once.
+   */
+  create(owner: Caller, conversation: NewConversation, options?: { maxConversations?: number }): Promise<Conversation>;
   /** The conversation header, or undefined when missing or owned by another caller. */
   get(owner: Caller, conversationId: string): Promise<Conversation | undefined>;
   /** Header plus every stored message in order: what a turn needs. */
@@ -213,13 +225,15 @@ export interface CompletionRequest {
 }
 
 export interface Completion {
+  /** Well-formed Unicode without NUL (adapters replace what is not): it is stored as it is. */
   content: string;
   finishReason: FinishReason;
-  usage: Usage;
+  /** What the service reported; absent when it reported nothing, and then the core counts the turn itself. */
+  usage?: Usage;
 }
 
 export type CompletionChunk =
-  { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage: Usage };
+  { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage?: Usage };
 
 export interface ChatModel {
   /** Errors are ChatErrors (content_filtered, upstream_*), already retried where retrying helps. */
@@ -230,16 +244,33 @@ export interface ChatModel {
 
 // ---- Limits against abuse ------------------------------------------------------------------------
 
+/** Tokens held against a caller's daily quota for one model call, until it settles with what it spent. */
+export interface TokenReservation {
+  /** The UTC day (`YYYY-MM-DD`) whose total holds them. */
+  day: string;
+  tokens: number;
+}
+
 /** Per-caller request rate and daily token quota, shared by every instance. */
 export interface UsageLimiter {
-  /** Counts one request against the caller's limits; throws RateLimitedError (429 with Retry-After) when over. */
-  admit(caller: Caller, now: Date): Promise<void>;
-  /** Adds the tokens a turn spent (prompt + completion) to the caller's daily total. */
+  /**
+   * Counts one request (unless `countRequest` is false) and reserves `reserveTokens` (the call's worst case) against
+   * the caller's daily quota; throws RateLimitedError (429 with Retry-After) when over.
+   */
+  admit(
+    caller: Caller,
+    now: Date,
+    options?: { reserveTokens?: number; countRequest?: boolean },
+  ): Promise<TokenReservation>;
+  /** Replaces a reservation with the tokens the call spent (0 when it failed). */
+  settle(caller: Caller, reservation: TokenReservation, spentTokens: number, now: Date): Promise<void>;
+  /** Adds tokens spent without a reservation (prompt + completion) to the caller's daily total. */
   record(caller: Caller, tokens: number, now: Date): Promise<void>;
 }
 
 export const unlimited: UsageLimiter = {
-  admit: async () => {},
+  admit: async (_caller, now) => ({ day: now.toISOString().slice(0, 10), tokens: 0 }),
+  settle: async () => {},
   record: async () => {},
 };
 

@@ -8,8 +8,16 @@
  * times out, answers nothing usable) is reported as `undefined`, the turn goes on with the old summary, and the
  * next turn that finds dropped messages not covered tries again.
  */
-import type { ChatModel, ChatMessage, HistorySummary, StoredMessage, Tokenizer, Usage } from './ports';
-import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
+import {
+  NO_USAGE,
+  type ChatModel,
+  type ChatMessage,
+  type HistorySummary,
+  type StoredMessage,
+  type Tokenizer,
+  type Usage,
+} from './ports';
+import { countMessageTokens, countPromptTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import type { CountedMessage } from './trimming';
 
 /** What the pinned summary message starts with, so the model reads it as context, not as an instruction. */
@@ -117,5 +125,14 @@ export async function writeSummary(input: {
     throughSeq: input.throughSeq,
     createdAt: input.now.toISOString(),
   };
-  return { summary, usage: completion.usage };
+  // No usage reported: counted here (the prompt by the guide's formula, the reply tokenized), never free.
+  const promptTokens = countPromptTokens([system, user], tokenizer);
+  const completionTokens = tokenizer.countTokens(completion.content);
+  const usage = completion.usage ?? {
+    ...NO_USAGE,
+    promptTokens,
+    completionTokens,
+    totalTokens: promptTokens + completionTokens,
+  };
+  return { summary, usage };
 }

@@ -5,6 +5,7 @@
  * exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
  */
 import { createHash } from 'node:crypto';
+import { ClaimReleases } from './claimReleases';
 import {
   ConversationBusyError,
   IdempotencyInProgressError,
@@ -13,6 +14,7 @@ import {
   SpecialTokenRejectedError,
 } from './errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   NO_USAGE,
   type Caller,
@@ -61,13 +63,18 @@ export interface PreparedTurn {
   plan: ContextPlan;
   /** What goes to a given deployment: counted with its encoding, trimmed to its window. */
   planFor(deployment: ModelDeployment): ContextPlan;
-  /** Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on. */
-  commit(completion: Completion, deployment: ModelDeployment): Promise<TurnResult>;
+  /**
+   * Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on, ClaimLost
+   * when another request took this one's Idempotency-Key over.
+   */
+  commit(completion: CountedCompletion, deployment: ModelDeployment): Promise<TurnResult>;
 }
 
 export class TurnRunner {
   /** The deployments a model call may go to, with failover (one, built from `model`, unless configured). */
   private readonly models: ModelDeployments;
+  /** Claims of failed turns that storage did not let us release yet (see claimReleases.ts). */
+  private readonly releases: ClaimReleases;
 
   constructor(private readonly deps: ChatDependencies) {
     this.models =
@@ -83,6 +90,7 @@ export class TurnRunner {
         deps.clock,
         deps.log,
       );
+    this.releases = new ClaimReleases(deps.log, () => deps.clock.now().getTime());
   }
 
   /** Runs a whole turn and returns the stored reply. */
@@ -92,18 +100,23 @@ export class TurnRunner {
       const user = this.userMessage(input);
       for (let attempt = 1; ; attempt++) {
         const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const { value: completion, deployment } = await this.models.call(
-          turn.conversationId,
-          (candidate, attemptSignal) =>
-            candidate.model.complete(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
-          signal,
+        const { completion, deployment, settled } = await this.metered(input.caller, turn, () =>
+          this.models.call(
+            turn.conversationId,
+            (candidate, attemptSignal) =>
+              candidate.model.complete(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+            signal,
+          ),
         );
         try {
-          return await this.commitAndRecord(input.caller, turn, completion, deployment);
+          return await turn.commit(completion, deployment);
         } catch (error) {
+          if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
           if (!(error instanceof ConcurrencyConflict)) throw error;
           if (attempt >= settings.turnAttempts) throw new ConversationBusyError();
           await delay(jitteredBackoff(attempt));
+        } finally {
+          await settled;
         }
       }
     });
@@ -127,32 +140,41 @@ export class TurnRunner {
       input,
       async (claim) => {
         const turn = await this.prepareAdmitted(input, this.userMessage(input), claim, true);
-        handlers.onStart({
-          conversationId: turn.conversationId,
-          messageId: turn.replyId,
-          promptTokens: turn.plan.promptTokens,
-          droppedTurns: turn.plan.droppedTurns,
+        const { completion, deployment, settled } = await this.metered(input.caller, turn, async () => {
+          handlers.onStart({
+            conversationId: turn.conversationId,
+            messageId: turn.replyId,
+            promptTokens: turn.plan.promptTokens,
+            droppedTurns: turn.plan.droppedTurns,
+          });
+          // Failover only until the first chunk: after it the user has seen the reply begin.
+          const { value: chunks, deployment: answering } = await this.models.stream(
+            turn.conversationId,
+            (candidate, attemptSignal) =>
+              candidate.model.stream(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+            signal,
+          );
+          return { value: await collectStream(chunks, handlers.onDelta), deployment: answering };
         });
-        // Failover only until the first chunk: after it the user has seen the reply begin.
-        const { value: chunks, deployment } = await this.models.stream(
-          turn.conversationId,
-          (candidate, attemptSignal) =>
-            candidate.model.stream(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
-          signal,
-        );
-        const completion = await collectStream(chunks, handlers.onDelta);
         try {
-          return await this.commitAndRecord(input.caller, turn, completion, deployment);
+          return await turn.commit(completion, deployment);
         } catch (error) {
+          if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
           if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
           throw error;
+        } finally {
+          await settled;
         }
       },
       handlers.onReplay,
     );
   }
 
-  /** The limiter's check runs beside the conversation load, so it adds no round trip to the turn's latency. */
+  /**
+   * The limiter's check runs beside the conversation load: it counts the request against the per-minute limit and
+   * refuses a caller already over the quota before anything (a summary) calls the model. The quota's reservation
+   * needs the planned prompt, so it comes after (see metered).
+   */
   private async prepareAdmitted(
     input: TurnInput,
     user: CountedUserMessage,
@@ -160,26 +182,47 @@ export class TurnRunner {
     admit: boolean,
   ): Promise<PreparedTurn & { replyId: string }> {
     if (!admit) return this.prepare(input, user, claim, Promise.resolve());
-    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now());
+    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now()).then(() => undefined);
     const [, turn] = await Promise.all([admitted, this.prepare(input, user, claim, admitted)]);
     return turn;
   }
 
-  /** Tokens are recorded beside the commit: they were spent whether or not this attempt's commit wins. */
-  private async commitAndRecord(
+  /**
+   * One model call under the caller's daily quota: its worst case (the prompt as planned plus the reply reserve) is
+   * reserved before the call, so calls admitted at the same time cannot together pass the quota by more than one
+   * call; the reservation settles on what the call spent (0 when it failed) beside the commit. A re-run after a lost
+   * race reserves again (it calls the model again) without counting as another request. A reply without `usage` is
+   * counted here: the prompt as planned for the deployment that answered, plus the reply, with its tokenizer.
+   */
+  private async metered(
     caller: Caller,
     turn: PreparedTurn,
-    completion: Completion,
-    deployment: ModelDeployment,
-  ): Promise<TurnResult> {
-    const recording = this.deps.limiter
-      .record(caller, completion.usage.totalTokens, this.deps.clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record token usage: ${String(error)}`));
+    call: () => Promise<{ value: Completion; deployment: ModelDeployment }>,
+  ): Promise<{ completion: CountedCompletion; deployment: ModelDeployment; settled: Promise<void> }> {
+    const { limiter, clock, settings, log } = this.deps;
+    const reservation = await limiter.admit(caller, clock.now(), {
+      reserveTokens: turn.plan.promptTokens + settings.maxResponseTokens,
+      countRequest: false,
+    });
+    const settle = (spent: number) =>
+      limiter
+        .settle(caller, reservation, spent, clock.now())
+        .catch((error: unknown) => log.warn(`Could not settle token usage: ${String(error)}`));
+    let completion: CountedCompletion;
+    let deployment: ModelDeployment;
     try {
-      return await turn.commit(completion, deployment);
-    } finally {
-      await recording;
+      const answered = await call();
+      deployment = answered.deployment;
+      completion = {
+        ...answered.value,
+        usage:
+          answered.value.usage ?? countedUsage(answered.value.content, turn.planFor(deployment), deployment.tokenizer),
+      };
+    } catch (error) {
+      await settle(0);
+      throw error;
     }
+    return { completion, deployment, settled: settle(completion.usage.totalTokens) };
   }
 
   private completionRequest(turn: PreparedTurn, plan: ContextPlan) {
@@ -207,8 +250,11 @@ export class TurnRunner {
     // No existence check first: a key claimed for a missing conversation (or another caller's, which is a different
     // partition) is released when the turn finds nothing to load, and the answer is the same 404.
     const requestHash = hashTurnRequest(input);
+    const releaseId = JSON.stringify([input.caller.kind, input.caller.id, input.conversationId, key]);
+    await this.releases.flush(releaseId);
+    const claimedAt = clock.now().getTime();
     const begun = await store.beginIdempotent(input.caller, input.conversationId, key, requestHash, {
-      now: clock.now(),
+      now: new Date(claimedAt),
       leaseMs: settings.idempotencyLeaseMs,
     });
     if (begun.state !== 'claimed') {
@@ -221,9 +267,12 @@ export class TurnRunner {
     try {
       return await run(begun.claim);
     } catch (error) {
-      // Nothing was stored: free the key so the client's retry runs the turn again.
-      await store.releaseIdempotent(input.caller, input.conversationId, key, begun.claim).catch((releaseError) => {
+      // Nothing was stored: free the key so the client's retry runs the turn again. When storage does not answer,
+      // keep trying in the background: the client was told to retry shortly, and nothing runs under this claim.
+      const release = () => store.releaseIdempotent(input.caller, input.conversationId, key, begun.claim);
+      await release().catch((releaseError: unknown) => {
         this.deps.log.warn(`Could not release an idempotency key after a failed turn: ${String(releaseError)}`);
+        this.releases.add(releaseId, release, claimedAt + settings.idempotencyLeaseMs);
       });
       throw error;
     }
@@ -445,6 +494,23 @@ export class TurnRunner {
     };
   }
 }
+
+/** A completion whose usage is known: reported by the service or counted by the core. */
+export type CountedCompletion = Completion & { usage: Usage };
+
+/** When the service reports no usage: the prompt as the app counted it, plus the reply's tokens. */
+function countedUsage(content: string, plan: ContextPlan, tokenizer: Tokenizer): Usage {
+  const completionTokens = tokenizer.countTokens(content);
+  return {
+    ...NO_USAGE,
+    promptTokens: plan.promptTokens,
+    completionTokens,
+    totalTokens: plan.promptTokens + completionTokens,
+  };
+}
+
+const CLAIM_LOST =
+  'This request held its Idempotency-Key longer than the lease, and a retry took the key over; that retry answers.';
 
 interface CountedUserMessage {
   message: ChatMessage;

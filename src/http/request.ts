@@ -38,7 +38,33 @@ export function parseJsonBytes<S extends z.ZodType>(request: HttpRequest, bytes:
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new InvalidJsonError('The request body must be a JSON object.');
   }
+  const protoKey = findProtoKey(value);
+  if (protoKey !== undefined) {
+    throw new InvalidRequestError(`The request is not valid: ${protoKey}: the key __proto__ is reserved.`, [
+      { field: protoKey, message: 'the key __proto__ is reserved' },
+    ]);
+  }
   return validate(schema, value);
+}
+
+/**
+ * The path of the first `__proto__` key in a parsed body. JSON.parse keeps it as an own key, but a schema copying
+ * the object (zod's record) skips it, since assigning it to a plain object would set the prototype: refused here,
+ * never silently dropped.
+ */
+function findProtoKey(body: object): string | undefined {
+  // Iterative: a deeply nested body must not exhaust the stack.
+  const pending: [unknown, string][] = [[body, '']];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [value, path] = next;
+    if (value === null || typeof value !== 'object') continue;
+    for (const [key, inner] of Object.entries(value)) {
+      const field = path ? `${path}/${key}` : key;
+      if (key === '__proto__') return field;
+      pending.push([inner, field]);
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -105,7 +131,7 @@ export function parsePage(
     }
   }
   const cursor = request.query.get('cursor');
-  if (cursor !== null && !/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) {
+  if (cursor !== null && !/^[A-Za-z0-9_.-]{1,1024}$/.test(cursor)) {
     throw new InvalidRequestError('The cursor is not one this API returned.', [
       { field: 'cursor', message: 'unknown cursor' },
     ]);

@@ -1,5 +1,6 @@
 /** Request bodies, as zod schemas built from the configured limits. Unknown fields are refused. */
 import { z } from 'zod';
+import { isStorableText, STORABLE_TEXT_RULE } from '../core/text';
 
 export interface BodyLimits {
   maxMessageChars: number;
@@ -52,7 +53,12 @@ const text = (field: string, maxUnits: number) =>
       });
     })
     .refine((value) => value.length <= maxUnits, { message: `${field} is longer than ${maxUnits} UTF-16 code units` })
+    .refine(isStorableText, `${field} ${STORABLE_TEXT_RULE}`)
     .meta({ minLength: 1, maxLength: maxUnits });
+
+/** A string that is stored or hashed: well-formed Unicode without NUL (see core/text.ts). */
+export const storableString = (field: string) =>
+  z.string({ message: `${field} must be a string` }).refine(isStorableText, `${field} ${STORABLE_TEXT_RULE}`);
 
 export function createConversationSchema(limits: BodyLimits) {
   return z.strictObject({
@@ -75,7 +81,7 @@ export function createConversationSchema(limits: BodyLimits) {
           z.string({ message: 'metadata values must be strings' }),
           'a metadata value',
           MAX_METADATA_VALUE_CHARS,
-        ),
+        ).refine(isStorableText, `metadata values ${STORABLE_TEXT_RULE}`),
       )
       .refine(
         (value) => Object.keys(value).length <= MAX_METADATA_ENTRIES,

@@ -623,7 +623,7 @@ function parameters(): JsonObject {
       in: 'query',
       required: false,
       description: 'The `nextCursor` of the previous page.',
-      schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,1024}$' },
+      schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,1024}$' },
     },
     IdempotencyKey: header(
       'Idempotency-Key',

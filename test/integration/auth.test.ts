@@ -150,6 +150,18 @@ describe('AUTH_MODE=jwt', () => {
       /algorithm/,
     ],
     [
+      'issued a day in the future (iat)',
+      () => jwks.sign({}, { subject: 'ann', issuedAt: Math.floor(Date.now() / 1000) + 86_400 }),
+      /issued in the future/,
+    ],
+    [
+      'issued ten years in the future (iat)',
+      () => jwks.sign({}, { subject: 'ann', issuedAt: Math.floor(Date.now() / 1000) + 10 * 365 * 86_400 }),
+      /issued in the future/,
+    ],
+    ['whose sub has an unpaired high surrogate', () => jwks.sign({}, { subject: 'ann-\ud800' }), /no usable sub/],
+    ['whose sub has an unpaired low surrogate', () => jwks.sign({}, { subject: 'ann-\udfff' }), /no usable sub/],
+    [
       'with a tampered payload',
       async () => tamperPayload(await jwks.sign({}, { subject: 'ann' }), (claims) => ({ ...claims, sub: 'admin' })),
       /signature is not valid/,
@@ -166,6 +178,29 @@ describe('AUTH_MODE=jwt', () => {
       );
     });
   }
+
+  it('accepts a token issued a little in the future, within the clock skew', async () => {
+    const token = await jwks.sign({}, { subject: 'ann', issuedAt: Math.floor(Date.now() / 1000) + 10 });
+    const response = await call('GET', `${jwtApp.api}/conversations`, undefined, bearer(token));
+    assert.equal(response.status, 200, response.text);
+  });
+
+  it('keeps callers whose ids UTF-8 would merge apart: an unpaired surrogate in sub is refused, U+FFFD is its own', async () => {
+    // UTF-8 turns \ud800 and \udfff into U+FFFD: hashed as UTF-8, all three subs were one caller.
+    for (const sub of ['merge-X-\ud800', 'merge-X-\udfff']) {
+      const refused = await call(
+        'POST',
+        `${jwtApp.api}/conversations`,
+        { title: sub },
+        bearer(await jwks.sign({}, { subject: sub })),
+      );
+      assertProblem(refused, 401, 'unauthorized');
+    }
+    const replacement = bearer(await jwks.sign({}, { subject: 'merge-X-\ufffd' }));
+    const listed = await call('GET', `${jwtApp.api}/conversations`, undefined, replacement);
+    assert.equal(listed.status, 200, listed.text);
+    assert.deepEqual(listed.body.conversations, []);
+  });
 
   it('picks up a key the issuer publishes after the app started (unknown kid -> refetch)', async () => {
     // The app has already fetched the key set for the tokens above.

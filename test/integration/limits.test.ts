@@ -39,6 +39,8 @@ before(async () => {
     LIMIT_TOKENS_PER_DAY: String(TOKENS_PER_DAY),
     LIMIT_CONVERSATIONS_PER_CALLER: String(CONVERSATIONS_PER_CALLER),
     LIMIT_BODY_BYTES: String(BODY_BYTES),
+    // Each turn reserves its prompt plus this much of the quota while it runs: three at once must fit in it.
+    CHAT_MAX_RESPONSE_TOKENS: '100',
   };
   [first, second] = await Promise.all([startAppProcess(env), startAppProcess(env)]);
 });

@@ -57,9 +57,14 @@ describe('indexing the app as the Functions worker does', () => {
   });
 
   it('fails the index for a setting that only the model family can judge', async () => {
-    const result = await indexLikeTheWorker(appDir, { ...good, CHAT_MAX_RESPONSE_TOKENS: '200000' });
+    // Storable (under the reply cap the settings check alone), but over gpt-35-turbo's 16,385-token window.
+    const result = await indexLikeTheWorker(appDir, {
+      ...good,
+      AZURE_OPENAI_MODEL: 'gpt-35-turbo',
+      CHAT_MAX_RESPONSE_TOKENS: '20000',
+    });
     assert.ok('status' in result && result.status === 'Failure', JSON.stringify(result));
-    assert.match(result.exception, /CHAT_MAX_RESPONSE_TOKENS: 200000 leaves no room/);
+    assert.match(result.exception, /CHAT_MAX_RESPONSE_TOKENS: 20000 leaves no room/);
   });
 
   it('fails the index when a required setting is missing', async () => {

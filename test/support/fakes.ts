@@ -3,6 +3,7 @@
  * and a deterministic tokenizer that counts its encode calls.
  */
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type ChatModel,
@@ -22,8 +23,10 @@ import {
   type TurnCommit,
   type TurnRecord,
   NO_TOTALS,
+  unlimited,
 } from '../../src/core/ports';
 import type { ChatDependencies, ChatSettings } from '../../src/core/dependencies';
+import { RateLimitedError } from '../../src/core/errors';
 
 /** One token per whitespace-separated word (and one per role name); counts what it encodes. */
 export class WordTokenizer implements Tokenizer {
@@ -65,7 +68,15 @@ export class MemoryStore implements ConversationStore {
     return this.conversations.get(this.key(owner, id));
   }
 
-  async create(owner: Caller, input: NewConversation): Promise<Conversation> {
+  async create(
+    owner: Caller,
+    input: NewConversation,
+    options: { maxConversations?: number } = {},
+  ): Promise<Conversation> {
+    const count = await this.countConversations(owner, Number.MAX_SAFE_INTEGER);
+    if (options.maxConversations !== undefined && count >= options.maxConversations) {
+      throw new RateLimitedError(`You already have ${count} conversations.`, 60, 'conversation_limit_reached');
+    }
     const conversation: Conversation = {
       ...input,
       updatedAt: input.createdAt,
@@ -129,11 +140,12 @@ export class MemoryStore implements ConversationStore {
   async commitTurn(owner: Caller, commit: TurnCommit): Promise<void> {
     await this.beforeCommit?.(commit);
     const found = this.find(owner, commit.conversationId);
-    if (!found || found.conversation.version !== commit.expectedVersion) throw new ConcurrencyConflict();
+    if (!found) throw new ConcurrencyConflict();
     if (commit.idempotency) {
       const record = found.idempotency.get(commit.idempotency.key);
-      if (!record || record.token !== commit.idempotency.claim.token) throw new ConcurrencyConflict();
+      if (!record || record.token !== commit.idempotency.claim.token) throw new ClaimLost();
     }
+    if (found.conversation.version !== commit.expectedVersion) throw new ConcurrencyConflict();
     const seqs = new Set(found.messages.map((message) => message.seq));
     if (commit.messages.some((message) => seqs.has(message.seq))) throw new ConcurrencyConflict();
     this.commits++;
@@ -212,17 +224,22 @@ export class ScriptedModel implements ChatModel {
     const answer = this.answers.shift();
     if (answer instanceof Error) throw answer;
     const content = answer?.content ?? `echo: ${request.messages.at(-1)?.content ?? ''}`;
-    return {
-      content,
-      finishReason: answer?.finishReason ?? 'stop',
-      usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
-    };
+    // An answer that names `usage: undefined` is one the service sent without usage.
+    const usage =
+      answer && 'usage' in answer
+        ? answer.usage
+        : { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 };
+    return { content, finishReason: answer?.finishReason ?? 'stop', ...(usage ? { usage } : {}) };
   }
 
   async *stream(request: CompletionRequest): AsyncIterable<CompletionChunk> {
     const completion = await this.complete(request);
     for (const word of completion.content.split(/(?<= )/)) yield { type: 'delta', content: word };
-    yield { type: 'done', finishReason: completion.finishReason, usage: completion.usage };
+    yield {
+      type: 'done',
+      finishReason: completion.finishReason,
+      ...(completion.usage ? { usage: completion.usage } : {}),
+    };
   }
 }
 
@@ -254,7 +271,7 @@ export function fakeDependencies(
     tokenizer,
     clock: overrides.clock ?? { now: () => new Date((time += 1000)) },
     ids: overrides.ids ?? { newConversationId: () => `conv${++ids}` },
-    limiter: overrides.limiter ?? { admit: async () => {}, record: async () => {} },
+    limiter: overrides.limiter ?? unlimited,
     settings: { ...TEST_SETTINGS, ...overrides.settings },
     log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
   };

@@ -31,6 +31,8 @@ export interface SignOptions {
   issuer?: string;
   audience?: string;
   subject?: string;
+  /** `iat` in seconds since the epoch; default now. */
+  issuedAt?: number;
 }
 
 export interface JwksServer {
@@ -113,7 +115,7 @@ export async function startJwksServer(
         .setProtectedHeader({ alg: key.alg, kid: signOptions.kid ?? key.kid, typ: 'JWT' })
         .setIssuer(signOptions.issuer ?? issuer)
         .setAudience(signOptions.audience ?? audience)
-        .setIssuedAt();
+        .setIssuedAt(signOptions.issuedAt);
       if (signOptions.subject !== undefined) jwt.setSubject(signOptions.subject);
       if (!signOptions.noExpiry) {
         jwt.setExpirationTime(Math.floor(Date.now() / 1000) + (signOptions.expiresIn ?? 300));

@@ -92,6 +92,29 @@ describe('loadConfig', () => {
     }
   });
 
+  it('refuses an idempotency lease shorter than the longest turn, and its defaults pass', () => {
+    const found = problems({
+      ...minimal,
+      IDEMPOTENCY_LEASE_SECONDS: '10',
+      AZURE_OPENAI_TIMEOUT_MS: '15000',
+      CHAT_TURN_ATTEMPTS: '3',
+    }).join('\n');
+    assert.match(
+      found,
+      /^IDEMPOTENCY_LEASE_SECONDS: must be at least 105 \(CHAT_TURN_ATTEMPTS 3 x AZURE_OPENAI_TIMEOUT_MS 15000/m,
+    );
+    const defaults = loadConfig(minimal);
+    assert.ok(
+      defaults.chat.idempotencyLeaseMs >= defaults.chat.turnAttempts * defaults.model.timeoutMs + 60_000,
+      `lease ${defaults.chat.idempotencyLeaseMs} ms vs ${defaults.chat.turnAttempts} x ${defaults.model.timeoutMs} ms`,
+    );
+    assert.equal(
+      problems({ ...minimal, IDEMPOTENCY_LEASE_SECONDS: '419' }).length,
+      1,
+      'the default timeout needs 420 s',
+    );
+  });
+
   it('requires storage, and the jwt settings in jwt mode', () => {
     assert.match(problems({ ...minimal, TABLES_CONNECTION_STRING: '' }).join('\n'), /^TABLES_CONNECTION_STRING: set/m);
     const jwt = problems({ ...minimal, AUTH_MODE: 'jwt' }).join('\n');

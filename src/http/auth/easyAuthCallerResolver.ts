@@ -6,6 +6,7 @@
  */
 import type { HttpRequest } from '@azure/functions';
 import type { Caller } from '../../core/ports';
+import { isStorableText } from '../../core/text';
 import type { CallerResolver } from '../caller';
 import { credentialsMissing } from './challenge';
 
@@ -39,7 +40,8 @@ export const easyAuthCallerResolver: CallerResolver = {
         'The sign-in information from App Service Authentication is not readable. Sign in again.',
       );
     const id = request.headers.get(PRINCIPAL_ID_HEADER)?.trim() || (principal && idFromClaims(principal));
-    if (!id || !CALLER_ID.test(id)) {
+    // Hashed into every storage key: an unpaired surrogate would hash like U+FFFD and merge two callers.
+    if (!id || !CALLER_ID.test(id) || !isStorableText(id)) {
       throw credentialsMissing('Sign in first: this API needs a user signed in through App Service Authentication.');
     }
     return { id, kind: 'user' };

@@ -8,6 +8,7 @@ import type { HttpRequest } from '@azure/functions';
 import type { JWTPayload, JWTVerifyGetKey } from 'jose' with { 'resolution-mode': 'import' };
 import { AuthUnavailableError, type ChatError } from '../../core/errors';
 import type { Caller } from '../../core/ports';
+import { isStorableText } from '../../core/text';
 import type { CallerResolver } from '../caller';
 import { credentialsMissing, invalidToken } from './challenge';
 
@@ -77,8 +78,13 @@ export function createJwtCallerResolver(options: JwtCallerResolverOptions): Call
       } catch (error) {
         throw refusal(error);
       }
+      // Refused beyond the skew: jose checks `iat` only when a maximum token age is set.
+      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + options.clockSkewSeconds) {
+        throw invalidToken('The access token was issued in the future (iat).');
+      }
       const id = payload[options.userClaim];
-      if (typeof id !== 'string' || !CALLER_ID.test(id)) {
+      // The id is hashed into every storage key: an unpaired surrogate would hash like U+FFFD and merge two callers.
+      if (typeof id !== 'string' || !CALLER_ID.test(id) || !isStorableText(id)) {
         throw invalidToken(`The access token has no usable ${options.userClaim} claim to identify the caller.`);
       }
       return { id, kind: 'user' };

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { AppServices } from '../../composition';
 import type { Caller, Usage } from '../../core/ports';
+import { isStorableText } from '../../core/text';
 import { MAX_TITLE_CHARS, NAME_PATTERN } from '../schemas';
 
 /** The principal that owns every conversation of POST /api/webhooks/messages. */
@@ -20,6 +21,8 @@ export const MAX_THREAD_ID_CHARS = 256;
  * of one thread finds the same conversation without a lookup table, and shaped like any other conversation id.
  */
 export function threadConversationId(threadId: string): string {
+  // UTF-8 turns unpaired surrogates into U+FFFD: only well-formed ids hash injectively (the schemas refuse others).
+  if (!isStorableText(threadId)) throw new Error('A thread id must be well-formed Unicode without NUL to be hashed.');
   return createHash('sha256').update(threadId, 'utf8').digest('base64url').slice(0, 32);
 }
 

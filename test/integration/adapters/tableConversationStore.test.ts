@@ -7,9 +7,12 @@ import {
   CONVERSATIONS_TABLE,
   TableConversationStore,
 } from '../../../src/adapters/tableConversationStore';
+import { entitySizeBytes, MAX_ENTITY_BYTES } from '../../../src/adapters/entitySize';
+import { HistoryCache } from '../../../src/adapters/historyCache';
 import { callerIndexPartition, conversationPartition } from '../../../src/adapters/tableKeys';
 import { InvalidRequestError, StorageUnavailableError } from '../../../src/core/errors';
 import {
+  ClaimLost,
   ConcurrencyConflict,
   type Caller,
   type NewConversation,
@@ -105,12 +108,15 @@ async function appendMessages(owner: Caller, conversationId: string, count: numb
 
 /** A store over a client whose methods the test can intercept, to stage races deterministically. */
 function storeWith(
-  overrides: Partial<Pick<TableClient, 'submitTransaction' | 'deleteEntity' | 'createEntity'>>,
+  overrides: Partial<Pick<TableClient, 'submitTransaction' | 'deleteEntity' | 'createEntity'>> & {
+    historyCacheBytes?: number;
+  } = {},
 ): TableConversationStore {
+  const { historyCacheBytes = 0, ...clientOverrides } = overrides;
   const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
     allowInsecureConnection: true,
   });
-  return new TableConversationStore(Object.assign(client, overrides));
+  return new TableConversationStore(Object.assign(client, clientOverrides), new HistoryCache(historyCacheBytes));
 }
 
 async function rowsOf(partitionKey: string): Promise<string[]> {
@@ -196,6 +202,26 @@ describe('list', () => {
     assert.equal(await store.countConversations(owner, 3), 3);
   });
 
+  test('the per-caller cap holds exactly under 32 concurrent creates, and a delete frees a place', async () => {
+    const owner: Caller = { id: 'capped', kind: 'user' };
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 32 }, () => store.create(owner, newConversation(), { maxConversations: 5 })),
+    );
+    const created = outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+    assert.equal(created.length, 5);
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected')
+        assert.equal((outcome.reason as { code?: string }).code, 'conversation_limit_reached');
+    }
+    assert.equal((await store.list(owner, { limit: 100 })).items.length, 5);
+    assert.equal(await store.countConversations(owner, 100), 5);
+    // The refused creates left no header behind: the caller's partitions hold the five and nothing else.
+    await store.delete(owner, created[0]!.id);
+    assert.equal(await store.countConversations(owner, 100), 4);
+    await store.create(owner, newConversation(), { maxConversations: 5 });
+    await assert.rejects(store.create(owner, newConversation(), { maxConversations: 5 }), /already have 5/);
+  });
+
   test('updatedAt comes from the header, and half-deleted conversations are skipped and cleaned', async () => {
     const owner: Caller = { id: 'lister2', kind: 'user' };
     const kept = await store.create(owner, newConversation());
@@ -212,7 +238,8 @@ describe('list', () => {
 
     const page = await store.list(owner, { limit: 10 });
     assert.deepEqual(page.items, [{ id: kept.id, title: kept.title, createdAt: kept.createdAt, updatedAt }]);
-    assert.equal((await rowsOf(callerIndexPartition(owner))).length, 1);
+    assert.deepEqual((await rowsOf(callerIndexPartition(owner))).length, 2, 'one index entry and the count');
+    assert.equal(await store.countConversations(owner, 10), 1);
   });
 
   test('a cursor the store did not issue is a client error', async () => {
@@ -452,17 +479,72 @@ describe('long messages', () => {
     });
   }
 
-  test('a message over 1 MiB as the service counts it (UTF-16) is refused before writing', async () => {
+  test('a reply over 1 MiB as the service counts it (UTF-16) spans rows of one transaction and reads back whole', async () => {
     const created = await store.create(alice, newConversation());
-    // ~1.06 MB as UTF-16 but only ~530 KB as UTF-8: Azurite alone would accept it.
+    // ~2.6 MB as UTF-16, three entities: Azurite alone (UTF-8 sizes) would take it in one and the service would not.
+    const reply = straddling(1_300_000);
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1, 'tell me everything'), message(2, reply), message(3, 'thanks')],
+      updatedAt: nextTime(),
+    });
+    const partition = conversationPartition(alice, created.id);
+    assert.deepEqual(await rowsOf(partition), [
+      'h',
+      'm0000000001',
+      'm0000000002',
+      'm0000000002.01',
+      'm0000000002.02',
+      'm0000000003',
+    ]);
+    for (const rowKey of ['m0000000002', 'm0000000002.01', 'm0000000002.02']) {
+      const entity = await raw.getEntity<Record<string, unknown>>(partition, rowKey);
+      assert.ok(entitySizeBytes(entity) <= MAX_ENTITY_BYTES, `${rowKey} fits the service's entity limit`);
+    }
+
+    const contents = (messages: { content: string }[] | undefined) => messages?.map((one) => one.content);
+    const expected = ['tell me everything', reply, 'thanks'];
+    assert.deepEqual(contents((await storeWith().loadForTurn(alice, created.id))?.messages), expected, 'a whole read');
+    assert.equal((await store.getMessage(alice, created.id, 2))?.content, reply);
+    assert.equal((await store.getMessage(alice, created.id, 3))?.content, 'thanks');
+    // Paged one message at a time: the long one is one message, and the page after it starts at the next.
+    const paged: string[] = [];
+    for (let afterSeq = 0, more = true; more;) {
+      const page = await store.listMessages(alice, created.id, { afterSeq, limit: 1 });
+      paged.push(...page.messages.map((one) => one.content));
+      afterSeq = page.messages.at(-1)?.seq ?? afterSeq;
+      more = page.hasMore;
+    }
+    assert.deepEqual(paged, expected);
+
+    // Another instance adds a turn after the long reply; this one's cached history reads just the new rows.
+    const cached = storeWith({ historyCacheBytes: 64 * 1024 * 1024 });
+    const before = await cached.loadForTurn(alice, created.id);
+    await store.commitTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: before!.conversation.version,
+      messages: [message(4, 'more'), message(5, reply)],
+      updatedAt: nextTime(),
+    });
+    const fresh = await storeWith().loadForTurn(alice, created.id);
+    assert.deepEqual(contents((await cached.loadForTurn(alice, created.id))?.messages), contents(fresh?.messages));
+    assert.deepEqual(contents(fresh?.messages), [...expected, 'more', reply]);
+
+    assert.equal(await store.delete(alice, created.id), true);
+    assert.deepEqual(await rowsOf(partition), []);
+  });
+
+  test('a turn over the 4 MiB transaction limit is refused before writing', async () => {
+    const created = await store.create(alice, newConversation());
     await assert.rejects(
       store.commitTurn(alice, {
         conversationId: created.id,
         expectedVersion: created.version,
-        messages: [message(1, 'x'.repeat(530_000)), message(2)],
+        messages: [message(1, 'x'), message(2, 'x'.repeat(4_300_000))],
         updatedAt: nextTime(),
       }),
-      /1048576-byte entity limit/,
+      /4194304-byte batch limit/,
     );
     assert.deepEqual(await rowsOf(conversationPartition(alice, created.id)), ['h']);
   });
@@ -523,7 +605,7 @@ describe('idempotency', () => {
         updatedAt: nextTime(),
         idempotency: { key: 'key-2', claim: first.claim, requestHash: 'hash-a', record: record(created.id, 2) },
       }),
-      ConcurrencyConflict,
+      ClaimLost,
     );
     assert.equal((await store.get(alice, created.id))?.messageCount, 0);
     // A stale release does not free the current claim.
@@ -581,7 +663,8 @@ describe('delete', () => {
     assert.equal(await store.delete(bob, created.id), false);
     assert.equal(await store.delete(owner, created.id), true);
     assert.deepEqual(await rowsOf(partition), []);
-    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), []);
+    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), ['count'], 'only the count is left, at 0');
+    assert.equal(await store.countConversations(owner, 10), 0);
     assert.equal(await store.get(owner, created.id), undefined);
     assert.deepEqual(await store.list(owner, { limit: 10 }), { items: [] });
     assert.equal(await store.delete(owner, created.id), false);

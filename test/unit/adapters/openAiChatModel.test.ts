@@ -4,6 +4,7 @@
  * SDK builds the requests, retries, parses SSE and raises its errors. No network, milliseconds each.
  */
 import assert from 'node:assert/strict';
+import { isStorableText } from '../../../src/core/text';
 import { describe, it } from 'node:test';
 import OpenAI from 'openai';
 import { OpenAiChatModel, type OpenAiChatModelOptions } from '../../../src/adapters/openAiChatModel';
@@ -85,13 +86,15 @@ function model(fetch: typeof globalThis.fetch, options: Partial<OpenAiChatModelO
 
 // ---- canned Azure OpenAI answers ---------------------------------------------------------------
 
-function completion(overrides: { content?: string | null; finish_reason?: string | null; usage?: unknown } = {}) {
+function completion(
+  overrides: { content?: string | null; finish_reason?: string | null; usage?: unknown; choices?: unknown[] } = {},
+) {
   return {
     id: 'chatcmpl-1',
     object: 'chat.completion',
     created: 1_700_000_000,
     model: 'gpt-4o-2024-11-20',
-    choices: [
+    choices: overrides.choices ?? [
       {
         index: 0,
         message: { role: 'assistant', content: overrides.content === undefined ? 'Hello!' : overrides.content },
@@ -371,15 +374,50 @@ describe('OpenAiChatModel: a completed reply', () => {
     });
   }
 
-  it('reports zero usage when the answer carries none, and empty content for a null message', async () => {
+  it('reports no usage when the answer carries none (the core counts it), and empty content for a filtered one', async () => {
     const { fetch } = scriptedFetch(
       ok(completion({ content: null, finish_reason: 'content_filter', usage: undefined })),
     );
-    assert.deepEqual(await model(fetch).complete(REQUEST), {
-      content: '',
-      finishReason: 'content_filter',
-      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 },
+    assert.deepEqual(await model(fetch).complete(REQUEST), { content: '', finishReason: 'content_filter' });
+  });
+
+  const notCompletions: [string, () => Response][] = [
+    [
+      'an HTML page as text/html',
+      () => new Response('<html><body>Bad gateway</body></html>', { headers: { 'content-type': 'text/html' } }),
+    ],
+    [
+      'an HTML page labelled JSON',
+      () => new Response('<html><body>Bad gateway</body></html>', { headers: { 'content-type': 'application/json' } }),
+    ],
+    [
+      'JSON cut short',
+      () => new Response('{"id":"x","choices":[{"index":0,"mess', { headers: { 'content-type': 'application/json' } }),
+    ],
+    ['no choices', () => ok(completion({ choices: [] }))],
+    ['a null message content', () => ok(completion({ content: null }))],
+    ['a choice without a message', () => ok(completion({ choices: [{ index: 0, finish_reason: 'stop' }] }))],
+  ];
+  for (const [label, reply] of notCompletions) {
+    it(`answers upstream_error (502) for a 200 that is not a completion: ${label}`, async () => {
+      const { fetch } = scriptedFetch(reply());
+      const error = await model(fetch)
+        .complete(REQUEST)
+        .then(
+          () => assert.fail('expected a rejection'),
+          (reason: unknown) => reason,
+        );
+      assert.ok(error instanceof UpstreamError, String(error));
+      assert.equal(error.status, 502);
+      assert.equal(error.code, 'upstream_error');
+      assert.match(error.detail, /not a chat completion/);
     });
+  }
+
+  it('replaces unpaired surrogates and NUL in the reply with U+FFFD, keeping pairs', async () => {
+    const { fetch } = scriptedFetch(ok(completion({ content: 'a\ud800b\u0000c\udfffd😀' })));
+    const { content } = await model(fetch).complete(REQUEST);
+    assert.equal(content, 'a\ufffdb\ufffdc\ufffdd😀');
   });
 });
 
@@ -638,7 +676,7 @@ describe('OpenAiChatModel: streaming', () => {
     assert.equal(body.max_tokens, 256);
   });
 
-  it('reports finish reason length and zero usage when the stream carries no usage', async () => {
+  it('reports finish reason length and no usage when the stream carries none', async () => {
     const { fetch } = scriptedFetch(
       eventStream(sseBody([chunk({ content: 'Partial' }), chunk({}, 'length'), '[DONE]'], { kind: 'close' })),
     );
@@ -646,12 +684,31 @@ describe('OpenAiChatModel: streaming', () => {
     assert.equal(error, undefined);
     assert.deepEqual(received, [
       { type: 'delta', content: 'Partial' },
-      {
-        type: 'done',
-        finishReason: 'length',
-        usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 },
-      },
+      { type: 'done', finishReason: 'length' },
     ]);
+  });
+
+  it('keeps a surrogate pair split across two deltas whole and replaces unpaired ones and NUL', async () => {
+    const { fetch } = scriptedFetch(
+      eventStream(
+        sseBody(
+          [
+            chunk({ content: 'a\ud83d' }),
+            chunk({ content: '\ude00b\u0000' }),
+            chunk({ content: 'c\ud800' }),
+            chunk({}, 'stop'),
+            '[DONE]',
+          ],
+          { kind: 'close' },
+        ),
+      ),
+    );
+    const { received, error } = await collect(model(fetch).stream(REQUEST));
+    assert.equal(error, undefined);
+    const text = received.flatMap((item) => (item.type === 'delta' ? [item.content] : [])).join('');
+    assert.equal(text, 'a😀b\ufffdc\ufffd');
+    for (const item of received)
+      if (item.type === 'delta') assert.ok(isStorableText(item.content), JSON.stringify(item));
   });
 
   const breaks: Array<[string, unknown]> = [

@@ -72,11 +72,17 @@ describe('tableKeys', () => {
     assert.equal(isValidKeyValue('x'.repeat(512)), true);
   });
 
-  test('list cursors round-trip and anything else is refused', () => {
-    const rowKey = callerIndexRow('2025-01-01T00:00:00.000Z', 'conv_1');
-    assert.equal(decodeListCursor(encodeListCursor(rowKey)), rowKey);
-    assert.equal(decodeListCursor('garbage!'), undefined);
-    assert.equal(decodeListCursor(Buffer.from('no-digits|x').toString('base64url')), undefined);
-    assert.equal(decodeListCursor(Buffer.from('0000000000001|a/b').toString('base64url')), undefined);
+  test('list cursors round-trip for their caller; made-up, edited and foreign ones are refused', () => {
+    const secret = Buffer.alloc(32, 7);
+    const rowKey = callerIndexRow('2026-01-01T00:00:00.000Z', 'abc');
+    const cursor = encodeListCursor(rowKey, secret, 'u|alice');
+    assert.equal(decodeListCursor(cursor, secret, 'u|alice'), rowKey);
+    assert.equal(decodeListCursor(cursor, secret, 'u|bob'), undefined, "another caller's cursor");
+    assert.equal(decodeListCursor(cursor, Buffer.alloc(32, 8), 'u|alice'), undefined, 'signed with another key');
+    // A well-formed RowKey the API never returned, with or without a made-up signature.
+    const forged = Buffer.from('0000000000001|abc').toString('base64url');
+    assert.equal(decodeListCursor(forged, secret, 'u|alice'), undefined);
+    assert.equal(decodeListCursor(`${forged}.${cursor.split('.')[1]}`, secret, 'u|alice'), undefined);
+    assert.equal(decodeListCursor('garbage!', secret, 'u|alice'), undefined);
   });
 });

@@ -7,14 +7,15 @@ import {
   IdempotencyKeyReusedError,
   NotFoundError,
   RateLimitedError,
+  StorageUnavailableError,
   SpecialTokenRejectedError,
   UpstreamError,
 } from '../../../src/core/errors';
 import { ModelDeployments, type ModelDeployment } from '../../../src/core/failover';
-import type { Caller, CompletionRequest, StoredMessage } from '../../../src/core/ports';
+import { unlimited, type Caller, type CompletionRequest, type StoredMessage } from '../../../src/core/ports';
 import { countPromptTokens } from '../../../src/core/tokens/countTokens';
 import { TurnRunner, messageId } from '../../../src/core/turn';
-import { fakeDependencies, ScriptedModel, WordTokenizer, type MemoryStore } from '../../support/fakes';
+import { fakeDependencies, ScriptedModel, TEST_SETTINGS, WordTokenizer, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
 const bob: Caller = { id: 'bob', kind: 'user' };
@@ -217,6 +218,72 @@ describe('TurnRunner.send', () => {
     await running;
   });
 
+  it('stops a request whose key a retry took over once its lease ran out: no further model call', async () => {
+    const { turns, model, store, conversationId } = await setup();
+    // While the first request waits for the model, its lease runs out and a retry claims the key.
+    model.during = async () => {
+      model.during = undefined;
+      const taken = await store.beginIdempotent(alice, conversationId, 'k', 'any-hash', {
+        now: new Date(Date.parse('2030-01-01T00:00:00Z')),
+        leaseMs: 60_000,
+      });
+      assert.equal(taken.state, 'claimed');
+    };
+    await assert.rejects(
+      turns.send({ caller: alice, conversationId, content: 'hello', idempotencyKey: 'k' }),
+      (error: unknown) => error instanceof IdempotencyInProgressError && /took the key over/.test(error.detail),
+    );
+    assert.equal(model.requests.length, 1, 'the request that lost its claim did not call the model again');
+    assert.equal(storedMessages(store, conversationId).length, 0);
+  });
+
+  it('keeps releasing the key of a turn that failed while storage was down, so the retry runs', async () => {
+    const { turns, model, store, conversationId } = await setup();
+    const release = store.releaseIdempotent.bind(store);
+    let storageDown = true;
+    store.releaseIdempotent = async (...args) => {
+      if (storageDown) throw new StorageUnavailableError();
+      return release(...args);
+    };
+    model.answers.push(new StorageUnavailableError());
+    await assert.rejects(
+      turns.send({ caller: alice, conversationId, content: 'hello', idempotencyKey: 'k' }),
+      StorageUnavailableError,
+    );
+    // Storage is back: the retry (after the 503's Retry-After) runs instead of meeting its own dead claim.
+    storageDown = false;
+    const retried = await turns.send({ caller: alice, conversationId, content: 'hello', idempotencyKey: 'k' });
+    assert.equal(retried.replayed, false);
+    assert.equal(model.requests.length, 2);
+  });
+
+  it('counts a reply the service sent without usage: the prompt as planned plus the reply tokenized', async () => {
+    const settled: number[] = [];
+    const { turns, model, conversationId } = await setup({
+      limiter: {
+        admit: async (_caller, now, options) => ({
+          day: now.toISOString().slice(0, 10),
+          tokens: options?.reserveTokens ?? 0,
+        }),
+        settle: async (_caller, _reservation, spent) => {
+          settled.push(spent);
+        },
+        record: async () => {},
+      },
+    });
+    model.answers.push({ content: 'four words of reply', usage: undefined });
+    const result = await turns.send({ caller: alice, conversationId, content: 'hello' });
+    const promptTokens = result.context.promptTokens;
+    assert.ok(promptTokens > 0);
+    assert.deepEqual(result.usage, {
+      promptTokens,
+      completionTokens: 4,
+      totalTokens: promptTokens + 4,
+      cachedPromptTokens: 0,
+    });
+    assert.deepEqual(settled, [promptTokens + 4]);
+  });
+
   it('frees the key after a failed turn so the retry runs', async () => {
     const { turns, model, conversationId } = await setup();
     model.answers.push(new UpstreamError('upstream_unavailable', 'down'));
@@ -229,23 +296,30 @@ describe('TurnRunner.send', () => {
     assert.equal(model.requests.length, 2);
   });
 
-  it('checks the limiter before the model and records the tokens spent', async () => {
-    const recorded: number[] = [];
+  it('reserves the worst case before the model and settles on the tokens spent', async () => {
+    const reserved: number[] = [];
+    const settled: [number, number][] = [];
     let admitted = 0;
     const { turns, model, conversationId } = await setup({
       limiter: {
-        admit: async () => {
-          if (++admitted > 1) throw new RateLimitedError('slow down', 30);
+        admit: async (_caller, now, options) => {
+          // The request is counted beside the load; the reservation follows once the prompt is planned.
+          if (options?.countRequest !== false && ++admitted > 1) throw new RateLimitedError('slow down', 30);
+          if (options?.reserveTokens) reserved.push(options.reserveTokens);
+          return { day: now.toISOString().slice(0, 10), tokens: options?.reserveTokens ?? 0 };
         },
-        record: async (_caller, tokens) => {
-          recorded.push(tokens);
+        settle: async (_caller, reservation, spent) => {
+          settled.push([reservation.tokens, spent]);
         },
+        record: async () => assert.fail('a turn settles its reservation'),
       },
     });
-    await turns.send({ caller: alice, conversationId, content: 'hello' });
+    const first = await turns.send({ caller: alice, conversationId, content: 'hello' });
     await assert.rejects(turns.send({ caller: alice, conversationId, content: 'again' }), RateLimitedError);
     assert.equal(model.requests.length, 1);
-    assert.deepEqual(recorded, [15]);
+    // The prompt as planned plus the reply reserve; then what the model reported.
+    assert.deepEqual(reserved, [first.context.promptTokens + TEST_SETTINGS.maxResponseTokens]);
+    assert.deepEqual(settled, [[reserved[0], 15]]);
   });
 });
 
@@ -337,7 +411,7 @@ describe('summaries of dropped turns', () => {
     const fakes = await setup({
       model,
       settings,
-      limiter: { admit: async () => {}, record: async (_caller, tokens) => void recorded.push(tokens) },
+      limiter: { ...unlimited, record: async (_caller, tokens) => void recorded.push(tokens) },
     });
     const results = [];
     for (let index = 1; index <= turnCount; index++) {
@@ -388,10 +462,11 @@ describe('summaries of dropped turns', () => {
       model,
       settings,
       limiter: {
-        admit: async () => {
+        ...unlimited,
+        admit: async (caller, now, options) => {
           if (refuse) throw new RateLimitedError('slow down', 30, 'rate_limited');
+          return unlimited.admit(caller, now, options);
         },
-        record: async () => {},
       },
     });
     const send = (content: string) =>

@@ -11,15 +11,16 @@ import {
   threadConversationId,
   WEBHOOK_CALLER,
 } from '../../../../src/http/webhooks/threadTurn';
+import { isStorableText } from '../../../../src/core/text';
 import { fakeDependencies, MemoryStore } from '../../../support/fakes';
 
 /** Refuses to create over an existing conversation, as Table Storage does (409). */
 class CreateOnceStore extends MemoryStore {
   creates = 0;
-  override async create(owner: Caller, input: NewConversation) {
+  override async create(owner: Caller, input: NewConversation, options?: { maxConversations?: number }) {
     this.creates++;
     if (await this.get(owner, input.id)) throw new Error(`Conversation ${input.id} already exists.`);
-    return super.create(owner, input);
+    return super.create(owner, input, options);
   }
 }
 
@@ -136,6 +137,26 @@ describe('runThreadTurn', () => {
     assert.equal(model.requests.length, 1);
     assert.equal(again.replayed, true);
     assert.deepEqual(again.body, first.body);
+  });
+
+  it('titles a conversation with the thread id cut on a character boundary, never inside an emoji', async () => {
+    const { app, store } = services();
+    const threadId = `${'t'.repeat(199)}😀tail`;
+    await runThreadTurn(app, {
+      principal: WEBHOOK_CALLER,
+      source: 'webhook',
+      threadId,
+      content: 'hi',
+      deliveryId: 'd-emoji',
+    });
+    const title = (await store.get(WEBHOOK_CALLER, threadConversationId(threadId)))?.title ?? '';
+    assert.equal(title, 't'.repeat(199), 'the emoji does not fit whole in 200 units, so it is left out');
+    assert.ok(isStorableText(title));
+  });
+
+  it('refuses to hash a thread id that is not well-formed Unicode (UTF-8 would merge it with U+FFFD)', () => {
+    assert.throws(() => threadConversationId('ticket-X-\ud800'), /well-formed/);
+    assert.notEqual(threadConversationId('ticket-X-\ufffd'), threadConversationId('ticket-X-'));
   });
 
   it('keeps threads of different integrations apart', async () => {
