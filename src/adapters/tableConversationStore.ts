@@ -446,7 +446,7 @@ export class TableConversationStore implements ConversationStore {
     conversationId: string,
     key: string,
     requestHash: string,
-    options: { now: Date; leaseMs: number },
+    options: { now: Date; leaseMs: number; takeOver?: boolean },
   ): Promise<IdempotencyBegin> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId)) throw new Error('An idempotency key needs an existing conversation.');
@@ -484,7 +484,7 @@ export class TableConversationStore implements ConversationStore {
         }
         const leaseUntil = Number(existing['leaseUntil']);
         // A live lease, or an abandoned one for another body (reported as such, so the caller answers 422).
-        if (leaseUntil > options.now.getTime() || seenHash !== requestHash) {
+        if ((leaseUntil > options.now.getTime() && !options.takeOver) || seenHash !== requestHash) {
           return { state: 'in_progress', requestHash: seenHash };
         }
         try {
@@ -689,7 +689,7 @@ function requireEtag(etag: string | undefined): string {
 
 // ---- errors ----------------------------------------------------------------------------------------------------
 
-function hasStatus(error: unknown, status: number): boolean {
+export function hasStatus(error: unknown, status: number): boolean {
   return error instanceof RestError && error.statusCode === status;
 }
 
