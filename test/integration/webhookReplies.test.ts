@@ -1,6 +1,7 @@
 /**
- * Standard Webhooks in, signed callbacks out, through the real path: a signed delivery into the local host, the turn
- * on Azurite's queue, the model stand-in, and a loopback receiver verifying every callback with `standardwebhooks`.
+ * Integrations get their replies, through the real path: a signed delivery into the local host, the turn on Azurite's
+ * queue, the model stand-in; then a loopback receiver verifying every callback with `standardwebhooks`, or a GitHub
+ * stand-in that exchanges the app's JWT for an installation token and takes the comment.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -9,7 +10,9 @@ import { QueueClient } from '@azure/storage-queue';
 import { Webhook } from 'standardwebhooks';
 import { threadConversationId } from '../../src/http/webhooks/threadTurn';
 import { call, startTestApp, type TestApp } from '../support/app';
+import { startGithubStandIn, type GithubStandIn } from '../support/githubStandIn';
 import { startWebhookReceiver, type WebhookReceiver } from '../support/webhookReceiver';
+import { createHmac } from 'node:crypto';
 
 const INBOUND_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 const CALLBACK_SECRET = 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD';
@@ -17,9 +20,12 @@ const ATTEMPTS = 4;
 
 let app: TestApp;
 let receiver: WebhookReceiver;
+let github: GithubStandIn;
+const GITHUB_SECRET = "It's a Secret to Everybody";
 
 before(async () => {
   receiver = await startWebhookReceiver(CALLBACK_SECRET);
+  github = await startGithubStandIn();
   app = await startTestApp({
     queue: true,
     env: {
@@ -28,6 +34,11 @@ before(async () => {
       WEBHOOK_CALLBACK_SECRET: CALLBACK_SECRET,
       WEBHOOK_CALLBACK_ATTEMPTS: String(ATTEMPTS),
       WEBHOOK_CALLBACK_BACKOFF_SECONDS: '1',
+      GITHUB_WEBHOOK_SECRET: GITHUB_SECRET,
+      GITHUB_APP_ID: github.appId,
+      // As app settings often hold a PEM: on one line with \n escapes.
+      GITHUB_APP_PRIVATE_KEY: github.privateKey.replace(/\n/g, '\\n'),
+      GITHUB_API_URL: github.url,
     },
   });
 });
@@ -35,6 +46,7 @@ before(async () => {
 after(async () => {
   await app?.close();
   await receiver?.close();
+  await github?.close();
 });
 
 beforeEach(() => {
@@ -188,5 +200,93 @@ describe('a delivery with a callback configured', () => {
       'webhook-signature': new Webhook(CALLBACK_SECRET).sign('x1', at, `GET ${path}`),
     });
     assert.equal(response.status, 401, response.text);
+  });
+});
+
+describe('GitHub deliveries with a GitHub App configured', () => {
+  function githubDelivery(event: string, payload: unknown, deliveryId = randomUUID()) {
+    const body = JSON.stringify(payload);
+    return {
+      body,
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': event,
+        'x-github-delivery': deliveryId,
+        'x-hub-signature-256': `sha256=${createHmac('sha256', GITHUB_SECRET).update(body).digest('hex')}`,
+      },
+    };
+  }
+
+  const comment = (body: string, user: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    action: 'created',
+    installation: { id: 777 },
+    repository: { full_name: 'octo/repo' },
+    issue: { number: 42, title: 'Broken build', body: 'It fails', user: { login: 'ann', type: 'User' } },
+    comment: { body, user, ...extra },
+  });
+
+  it('acknowledges at once and posts one comment on the issue with the installation token; a redelivery adds none', async () => {
+    const sent = githubDelivery('issue_comment', comment('Why does the build fail?', { login: 'ann', type: 'User' }));
+    const response = await call('POST', `${app.api}/webhooks/github`, sent.body, sent.headers);
+    assert.equal(response.status, 202, response.text);
+    assert.equal(response.body.status, 'queued');
+    assert.equal(response.body.conversationId, threadConversationId('octo/repo#42'));
+
+    const posted = await until('the comment', () => (github.comments.length > 0 ? github.comments : undefined));
+    assert.deepEqual(github.refusals, []);
+    assert.equal(posted.length, 1);
+    const [first] = posted;
+    assert.equal(first?.repository, 'octo/repo');
+    assert.equal(first?.issueNumber, 42);
+    assert.equal(first?.installationId, 777);
+    assert.deepEqual(
+      github.tokenExchanges.map((exchange) => exchange.installationId),
+      [777],
+    );
+    assert.equal(first?.token, github.tokenExchanges[0]?.token);
+    assert.ok(first?.body.includes(response.body.turnId), 'the comment names its turn in a hidden marker');
+    assert.ok(first!.body.replace(/<!--.*-->/s, '').trim().length > 0);
+
+    const calls = app.model.callCount;
+    const again = await call('POST', `${app.api}/webhooks/github`, sent.body, sent.headers);
+    assert.equal(again.status, 202, again.text);
+    assert.equal(again.body.turnId, response.body.turnId);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(github.comments.length, 1);
+    assert.equal(app.model.callCount, calls);
+  });
+
+  it("never answers the app's own comment", async () => {
+    const calls = app.model.callCount;
+    const before = github.comments.length;
+    const own = githubDelivery(
+      'issue_comment',
+      comment(
+        github.comments[0]?.body ?? 'a reply',
+        { login: 'chat-app[bot]', type: 'Bot' },
+        {
+          performed_via_github_app: { id: Number(github.appId) },
+        },
+      ),
+    );
+    const response = await call('POST', `${app.api}/webhooks/github`, own.body, own.headers);
+    assert.equal(response.status, 202, response.text);
+    assert.equal(response.body.status, 'ignored');
+    // Also when GitHub reports the app but not the Bot type.
+    const viaApp = githubDelivery(
+      'issue_comment',
+      comment(
+        'posted through the app',
+        { login: 'ann', type: 'User' },
+        {
+          performed_via_github_app: { id: Number(github.appId) },
+        },
+      ),
+    );
+    const second = await call('POST', `${app.api}/webhooks/github`, viaApp.body, viaApp.headers);
+    assert.equal(second.body.status, 'ignored', second.text);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    assert.equal(app.model.callCount, calls);
+    assert.equal(github.comments.length, before);
   });
 });
