@@ -84,6 +84,20 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   };
 }
 
+/** Azurite's Queue service alone (e.g. beside a Table service started earlier); `connectionString` names only it. */
+export async function startAzuriteQueue(options: Omit<AzuriteOptions, 'queue'> = {}): Promise<RunningAzurite> {
+  const queue = await startService('queue', options.port, options);
+  const protocol = options.https ? 'https' : 'http';
+  const endpoint = azuriteTableEndpoint(queue.port, protocol);
+  return {
+    ...queue,
+    connectionString:
+      `DefaultEndpointsProtocol=${protocol};AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
+      `QueueEndpoint=${endpoint};`,
+    queueEndpoint: endpoint,
+  };
+}
+
 async function startService(
   service: AzuriteService,
   fixedPort: number | undefined,

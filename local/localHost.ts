@@ -155,6 +155,11 @@ export function formatRouteTable(host: Pick<LocalHost, 'url' | 'routes'>): strin
     .join('\n');
 }
 
+/** The storage-queue triggers, one per line: `  queue turn-jobs -> runTurnJob`. */
+export function formatQueueTriggers(host: Pick<LocalHost, 'queueTriggers'>): string {
+  return host.queueTriggers.map((trigger) => `  queue ${trigger.queueName} -> ${trigger.functionName}`).join('\n');
+}
+
 function parsePort(text: string | undefined): number {
   if (text === undefined || text === '') return DEFAULT_PORT;
   const port = Number(text);
@@ -176,9 +181,7 @@ export async function main(): Promise<void> {
   });
   console.log(`Local Functions host (no Core Tools) listening on ${host.url}, route prefix "/${host.routePrefix}":`);
   console.log(formatRouteTable(host));
-  for (const trigger of host.queueTriggers) {
-    console.log(`  queue ${trigger.queueName} -> ${trigger.functionName}`);
-  }
+  if (host.queueTriggers.length > 0) console.log(formatQueueTriggers(host));
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
