@@ -42,6 +42,8 @@ export interface LocalAppOptions {
    * bearer token and the app gets `settings` (IDENTITY_ENDPOINT, IDENTITY_HEADER...) instead of a key.
    */
   identity?: { token: string; settings: Record<string, string> };
+  /** Also run Azurite's Queue service, and the queue triggers on it (AzureWebJobsStorage). */
+  queue?: boolean;
   /** Reuse an Azurite someone else started (e.g. two app instances sharing storage). */
   azurite?: RunningAzurite;
   /** Run the compiled app under dist/ instead of the TypeScript sources. */
@@ -69,7 +71,7 @@ export async function startLocalApp(options: LocalAppOptions = {}): Promise<Loca
     for (const item of started.reverse()) await item.close().catch(() => {});
   };
   try {
-    const azurite = options.azurite ?? (await startAzurite());
+    const azurite = options.azurite ?? (await startAzurite({ queue: options.queue ?? false }));
     if (!options.azurite) started.push({ close: () => azurite.stop() });
     const { identity } = options;
     const model = await startModelStandIn({
@@ -88,6 +90,7 @@ export async function startLocalApp(options: LocalAppOptions = {}): Promise<Loca
       AUTH_MODE: 'none',
       LIMIT_REQUESTS_PER_MINUTE: '0',
       LIMIT_TOKENS_PER_DAY: '0',
+      ...(azurite.queueEndpoint ? { AzureWebJobsStorage: azurite.connectionString } : {}),
       ...(identity ? identity.settings : { AZURE_OPENAI_API_KEY: LOCAL_APP_MODEL_KEY }),
       ...(typeof options.env === 'function' ? options.env(model) : options.env),
     };

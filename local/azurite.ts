@@ -1,5 +1,6 @@
 /**
- * Starts a private Azurite Table service on a free loopback port and stops it by PID. Shared by the integration
+ * Starts a private Azurite Table service (and, when asked, its Queue service) on free loopback ports and stops them
+ * by PID. Shared by the integration
  * tests, the local `npm start` and the benchmarks, so it must not import node:test.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,10 +28,18 @@ export interface AzuriteOptions {
    * signature. Needs `https`. The account key (connection string) keeps working alongside.
    */
   oauth?: 'basic';
+  /**
+   * Also run Azurite's Queue service (`azurite-queue`, a process of its own) for queue-triggered functions: on
+   * `queuePort` (10001 is what `UseDevelopmentStorage=true` expects) or a free port.
+   */
+  queue?: boolean | { port?: number };
 }
 
 export interface RunningAzurite {
+  /** Table (and Queue, when started) endpoints with the development account's key. */
   connectionString: string;
+  /** The account's queue endpoint when the Queue service runs, e.g. `http://127.0.0.1:40124/devstoreaccount1`. */
+  queueEndpoint?: string;
   /** The account's table endpoint, e.g. `https://127.0.0.1:40123/devstoreaccount1` (for TABLES_ENDPOINT). */
   tableEndpoint: string;
   port: number;
@@ -45,26 +54,67 @@ export function azuriteTableEndpoint(port: number, protocol: 'http' | 'https' = 
   return `${protocol}://${HOST}:${port}/${AZURITE_ACCOUNT_NAME}`;
 }
 
-export function azuriteConnectionString(port: number, protocol: 'http' | 'https' = 'http'): string {
+export function azuriteConnectionString(port: number, protocol: 'http' | 'https' = 'http', queuePort?: number): string {
   return (
     `DefaultEndpointsProtocol=${protocol};AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
-    `TableEndpoint=${azuriteTableEndpoint(port, protocol)};`
+    `TableEndpoint=${azuriteTableEndpoint(port, protocol)};` +
+    (queuePort !== undefined ? `QueueEndpoint=${azuriteTableEndpoint(queuePort, protocol)};` : '')
   );
 }
 
 export async function startAzurite(options: AzuriteOptions = {}): Promise<RunningAzurite> {
+  const table = await startService('table', options.port, options);
+  if (!options.queue) return table;
+  const queuePort = typeof options.queue === 'object' ? options.queue.port : undefined;
+  let queue: RunningAzurite;
+  try {
+    queue = await startService('queue', queuePort, options);
+  } catch (error) {
+    await table.stop();
+    throw error;
+  }
+  const protocol = options.https ? 'https' : 'http';
+  return {
+    ...table,
+    connectionString: azuriteConnectionString(table.port, protocol, queue.port),
+    queueEndpoint: azuriteTableEndpoint(queue.port, protocol),
+    stop: async () => {
+      await Promise.all([table.stop(), queue.stop()]);
+    },
+  };
+}
+
+/** Azurite's Queue service alone (e.g. beside a Table service started earlier); `connectionString` names only it. */
+export async function startAzuriteQueue(options: Omit<AzuriteOptions, 'queue'> = {}): Promise<RunningAzurite> {
+  const queue = await startService('queue', options.port, options);
+  const protocol = options.https ? 'https' : 'http';
+  const endpoint = azuriteTableEndpoint(queue.port, protocol);
+  return {
+    ...queue,
+    connectionString:
+      `DefaultEndpointsProtocol=${protocol};AccountName=${AZURITE_ACCOUNT_NAME};AccountKey=${AZURITE_ACCOUNT_KEY};` +
+      `QueueEndpoint=${endpoint};`,
+    queueEndpoint: endpoint,
+  };
+}
+
+async function startService(
+  service: AzuriteService,
+  fixedPort: number | undefined,
+  options: AzuriteOptions,
+): Promise<RunningAzurite> {
   // Azurite refuses bearer tokens over plain HTTP, so OAuth without a certificate could never authenticate anyone.
   if (options.oauth && !options.https) throw new Error('Azurite with oauth needs https (a certificate and key).');
-  if (options.port !== undefined) {
+  if (fixedPort !== undefined) {
     // Otherwise the readiness probe would mistake whatever holds the port for Azurite.
-    if (await canConnect(options.port)) throw new Error(`Port ${HOST}:${options.port} is already in use.`);
-    return startOnce(options.port, options);
+    if (await canConnect(fixedPort)) throw new Error(`Port ${HOST}:${fixedPort} is already in use.`);
+    return startOnce(service, fixedPort, options);
   }
   // The port is free when probed but could be taken before Azurite binds it: try a few ports.
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      return await startOnce(await freePort(), options);
+      return await startOnce(service, await freePort(), options);
     } catch (error) {
       lastError = error;
       if (!(error instanceof AzuriteStartError) || !error.addressInUse) throw error;
@@ -83,18 +133,23 @@ class AzuriteStartError extends Error {
   }
 }
 
-async function startOnce(port: number, options: AzuriteOptions): Promise<RunningAzurite> {
+type AzuriteService = 'table' | 'queue';
+
+async function startOnce(service: AzuriteService, port: number, options: AzuriteOptions): Promise<RunningAzurite> {
   const args = [
-    azuriteTableBin(),
-    '--tableHost',
+    azuriteBin(service),
+    `--${service}Host`,
     HOST,
-    '--tablePort',
+    `--${service}Port`,
     String(port),
     '--disableTelemetry',
     '--silent',
     ...(options.location ? ['--location', options.location] : ['--inMemoryPersistence']),
     ...(options.https ? ['--cert', options.https.certificatePath, '--key', options.https.keyPath] : []),
     ...(options.oauth ? ['--oauth', options.oauth] : []),
+    // @azure/storage-queue 12.30 speaks a service version (2026-04-06) newer than Azurite 3.35 knows; the queue
+    // operations it uses are unchanged, so Azurite is told not to refuse the version (its documented switch).
+    ...(service === 'queue' ? ['--skipApiVersionCheck'] : []),
   ];
   // Run the bin script with this Node (not whatever `node` is on PATH); the PID is Azurite's own process.
   // With a data folder, Azurite leads a process group of its own: a terminal's Ctrl-C (or a SIGTERM to the group)
@@ -161,14 +216,14 @@ async function startOnce(port: number, options: AzuriteOptions): Promise<Running
   };
 }
 
-/** `node_modules/.bin/azurite-table`, found from this file upwards, so the caller's cwd does not matter. */
-function azuriteTableBin(): string {
+/** `node_modules/.bin/azurite-table` (or -queue), found from this file upwards, so the caller's cwd does not matter. */
+function azuriteBin(service: AzuriteService): string {
   for (let dir = __dirname; ; dir = dirname(dir)) {
-    const candidate = join(dir, 'node_modules', '.bin', 'azurite-table');
+    const candidate = join(dir, 'node_modules', '.bin', `azurite-${service}`);
     if (existsSync(candidate)) return candidate;
     if (dirname(dir) === dir) break;
   }
-  throw new Error('node_modules/.bin/azurite-table not found above ' + __dirname + ': run npm install.');
+  throw new Error(`node_modules/.bin/azurite-${service} not found above ${__dirname}: run npm install.`);
 }
 
 async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {

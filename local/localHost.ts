@@ -6,8 +6,8 @@
  * library's own `HttpRequest`, `InvocationContext` and `HttpResponse`, using exactly the binding metadata
  * (route, methods, authLevel) the real host would receive.
  *
- * What it is not: no function keys are checked (as with `func start`), no non-HTTP triggers. CORS follows
- * local.settings.json `Host.CORS`, as under `func start` (host/cors.ts).
+ * What it is not: no function keys are checked (as with `func start`), no triggers but HTTP and storage queues.
+ * CORS follows local.settings.json `Host.CORS`, as under `func start` (host/cors.ts).
  * Run it on the built app with `node dist/local/localHost.js`: it loads the files package.json `main` names, the
  * esbuild bundle dist/app/main.js (see docs/local-host.md).
  *
@@ -17,8 +17,9 @@
  * - host/serving.ts        HTTP serving: request -> hooks and handler -> response, host-level problems, app logs
  * - host/cors.ts           CORS from local.settings.json `Host.CORS`, as `func start` applies it
  * - host/appFiles.ts       local.settings.json `Values` and `Host`, and the files package.json `main` names
- * Other trigger kinds get a module of their own there (storage queues: host/queueTriggers.ts), fed the
- * registrations that buildRouteTable skips, and started and stopped in startLocalHost beside the HTTP server.
+ * - host/queueTriggers.ts  storage-queue triggers, polled as the host's queue listener does (host.json `queues`)
+ * Other trigger kinds would get a module of their own there, fed the registrations that buildRouteTable skips,
+ * and started and stopped in startLocalHost beside the HTTP server.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +29,7 @@ import { assertValidCors, corsFromHostSettings, type CorsPolicy } from './host/c
 import { collectRegistrations, installFunctionsCoreStandIn, printLog } from './host/functionsCore';
 import { buildRouteTable, normalisePrefix, readRoutePrefix, type RegisteredRoute } from './host/routing';
 import { describeError, handleRequest, runHooks, type HostContext } from './host/serving';
+import { readQueueSettings, startQueueTriggers, type QueueTrigger } from './host/queueTriggers';
 
 export { appEntryFiles, applyLocalSettings, readHostSettings } from './host/appFiles';
 export { corsFromHostSettings, type CorsPolicy } from './host/cors';
@@ -62,6 +64,8 @@ export interface LocalHost {
   port: number;
   routePrefix: string;
   routes: RegisteredRoute[];
+  /** The storage-queue triggers being polled. */
+  queueTriggers: QueueTrigger[];
   /** Stops accepting, ends open connections (cancelling streamed bodies), runs appTerminate hooks. */
   close(): Promise<void>;
 }
@@ -84,7 +88,6 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
   const registrations = collectRegistrations(options);
   const routePrefix = normalisePrefix(options.routePrefix ?? readRoutePrefix(hostJsonPath));
   const entries = buildRouteTable(registrations, routePrefix, logError);
-  // Non-HTTP triggers (storage queues next) are started here, from the same registrations, and stopped in close().
 
   const appHookData: Record<string, unknown> = {};
   await runHooks(state, 'appStart', {
@@ -114,6 +117,14 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
   const { port } = server.address() as AddressInfo;
   const url = `http://${bindAddress.includes(':') ? `[${bindAddress}]` : bindAddress}:${port}`;
   host.fallbackOrigin = url;
+  // Non-HTTP triggers start from the same registrations once the app is up, and stop in close().
+  let queues: Awaited<ReturnType<typeof startQueueTriggers>>;
+  try {
+    queues = await startQueueTriggers(host, registrations, readQueueSettings(hostJsonPath));
+  } catch (error) {
+    server.close();
+    throw error;
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -121,8 +132,10 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
     port,
     routePrefix,
     routes: [...entries].sort((a, b) => a.order - b.order).map((entry) => entry.route), // registration order
+    queueTriggers: queues.triggers,
     close() {
       closing ??= (async () => {
+        await queues.close();
         const closed = new Promise<void>((resolve, reject) =>
           server.close((error) => (error ? reject(error) : resolve())),
         );
@@ -149,6 +162,11 @@ export function formatRouteTable(host: Pick<LocalHost, 'url' | 'routes'>): strin
     .join('\n');
 }
 
+/** The storage-queue triggers, one per line: `  queue turn-jobs -> runTurnJob`. */
+export function formatQueueTriggers(host: Pick<LocalHost, 'queueTriggers'>): string {
+  return host.queueTriggers.map((trigger) => `  queue ${trigger.queueName} -> ${trigger.functionName}`).join('\n');
+}
+
 function parsePort(text: string | undefined): number {
   if (text === undefined || text === '') return DEFAULT_PORT;
   const port = Number(text);
@@ -172,6 +190,7 @@ export async function main(): Promise<void> {
   });
   console.log(`Local Functions host (no Core Tools) listening on ${host.url}, route prefix "/${host.routePrefix}":`);
   console.log(formatRouteTable(host));
+  if (host.queueTriggers.length > 0) console.log(formatQueueTriggers(host));
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {

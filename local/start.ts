@@ -12,13 +12,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
 import { functionModules, REPO_ROOT } from './app';
-import { azuriteConnectionString, startAzurite, type RunningAzurite } from './azurite';
+import { azuriteConnectionString, startAzurite, startAzuriteQueue, type RunningAzurite } from './azurite';
 import { describeStandIn, startModelStandIn, DEFAULT_MODEL_STAND_IN_PORT, type ModelStandIn } from './modelStandIn';
 import {
   appEntryFiles,
   applyLocalSettings,
   corsFromHostSettings,
   DEFAULT_PORT,
+  formatQueueTriggers,
   formatRouteTable,
   readHostSettings,
   startLocalHost,
@@ -28,6 +29,7 @@ import {
 const ROOT = REPO_ROOT;
 /** The port `UseDevelopmentStorage=true` points at. */
 const DEVELOPMENT_STORAGE_TABLE_PORT = 10002;
+const DEVELOPMENT_STORAGE_QUEUE_PORT = 10001;
 const LOCAL_MODEL_KEY = 'local-model-key';
 const FROM_SOURCES = __filename.endsWith('.ts');
 
@@ -104,6 +106,26 @@ async function main(): Promise<void> {
       }
     }
 
+    // Queues (queued turns, the queue trigger): Azurite's Queue service unless the host storage is a real account.
+    const hostStorage = env.AzureWebJobsStorage ?? '';
+    if (
+      !env.AzureWebJobsStorage__queueServiceUri &&
+      (hostStorage === '' || hostStorage === 'UseDevelopmentStorage=true')
+    ) {
+      const queuePort = portSetting(env, 'AZURITE_QUEUE_PORT', DEVELOPMENT_STORAGE_QUEUE_PORT, 1);
+      if (await portAnswers(queuePort)) {
+        console.log(`Azurite already answers on 127.0.0.1:${queuePort}; using it for queues.`);
+      } else {
+        const queue: RunningAzurite = await startAzuriteQueue({ location: azuriteLocation, port: queuePort });
+        stops.push(() => queue.stop());
+        console.log(`Azurite Queue service on 127.0.0.1:${queue.port} (pid ${queue.pid})`);
+      }
+      env.AzureWebJobsStorage =
+        queuePort === DEVELOPMENT_STORAGE_QUEUE_PORT && azuritePort === DEVELOPMENT_STORAGE_TABLE_PORT
+          ? 'UseDevelopmentStorage=true'
+          : azuriteConnectionString(azuritePort, 'http', queuePort);
+    }
+
     // Model: the local stand-in unless an endpoint is configured.
     if (!env.AZURE_OPENAI_ENDPOINT) {
       const model: ModelStandIn = await startModelStandIn({
@@ -156,6 +178,7 @@ async function main(): Promise<void> {
       : `the built app (${appModules.functionModules.map((file) => relative(ROOT, file)).join(', ')})`;
     console.log(`\nServing ${served} with the local host${FROM_SOURCES ? '' : ' (Functions Core Tools not found)'}.`);
     console.log(formatRouteTable(host));
+    if (host.queueTriggers.length > 0) console.log(formatQueueTriggers(host));
     console.log(
       `\nAPI ready on ${host.url}/${host.routePrefix}  (try: curl ${host.url}/${host.routePrefix}/health). Ctrl-C stops.`,
     );

@@ -72,6 +72,32 @@ export function appEntryModules(root: string): string[] {
   return ['src/index.ts', ...functions];
 }
 
+/** Packages whose ESM build cannot run from a CommonJS bundle: their CommonJS build is bundled instead. */
+const COMMONJS_BUILDS = /^@azure\/storage-queue$/;
+
+/**
+ * `@azure/storage-queue`'s ESM build pulls in `@azure/storage-common`'s ESM crc64 module, which builds `require` from
+ * `import.meta.url`: empty in a CommonJS bundle, so loading the app would throw. An `import` of such a package is
+ * resolved as a `require` would be, to the package's own CommonJS build.
+ */
+function commonJsBuilds(): Plugin {
+  return {
+    name: 'commonjs-builds',
+    setup(pluginBuild) {
+      pluginBuild.onResolve({ filter: COMMONJS_BUILDS }, async (args) => {
+        if (args.pluginData === 'resolving-commonjs' || args.kind === 'require-call') return undefined;
+        const resolved = await pluginBuild.resolve(args.path, {
+          kind: 'require-call',
+          resolveDir: args.resolveDir,
+          importer: args.importer,
+          pluginData: 'resolving-commonjs',
+        });
+        return resolved.errors.length > 0 ? { errors: resolved.errors } : { path: resolved.path };
+      });
+    },
+  };
+}
+
 /**
  * Leaves `require('js-tiktoken/ranks/<encoding>')` as `require('./ranks/<file>.cjs')` and remembers which file that
  * is, so it can be copied beside the bundle. esbuild resolves the module itself (the package's `require` export).
@@ -120,7 +146,7 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     format: 'cjs',
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
-    plugins: [externalRanks(ranks)],
+    plugins: [externalRanks(ranks), commonJsBuilds()],
     // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
     // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
     keepNames: true,

@@ -13,12 +13,19 @@ import {
   type ConversationStore,
   type IdGenerator,
   type Tokenizer,
+  type TurnJobQueue,
+  type TurnJobStore,
   type UsageLimiter,
 } from './core/ports';
 import { ConfigurationInvalidError } from './core/errors';
 import { ModelDeployments, type ModelDeployment } from './core/failover';
 import { resolveModel } from './core/tokens/modelInfo';
 import { TurnRunner } from './core/turn';
+import { TurnJobs } from './core/turnJobs';
+import { GithubReplySender } from './adapters/githubReplySender';
+import { createQueueServiceClient, StorageTurnQueue } from './adapters/storageTurnQueue';
+import { createTableTurnJobStore } from './adapters/tableTurnJobStore';
+import { WebhookCallbackSender } from './adapters/webhookCallbackSender';
 import { OpenAiChatModel } from './adapters/openAiChatModel';
 import { createTableConversationStore } from './adapters/tableConversationStore';
 import { getTokenizer } from './adapters/tiktokenTokenizer';
@@ -35,6 +42,8 @@ export interface AppServices {
   store: ConversationStore;
   conversations: Conversations;
   turns: TurnRunner;
+  /** Queued turns; undefined when the app has no queue connection (AzureWebJobsStorage). */
+  jobs?: TurnJobs;
   callers: CallerResolver;
   schemas: {
     createConversation: ReturnType<typeof createConversationSchema>;
@@ -53,6 +62,8 @@ export interface ServiceOverrides {
   callers?: CallerResolver;
   credential?: TokenCredential;
   log?: Logger;
+  jobStore?: TurnJobStore;
+  queue?: TurnJobQueue;
 }
 
 const consoleLogger: Logger = {
@@ -135,9 +146,11 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   const { settings, deployments: resolved } = resolveChatSettings(config, log);
   // Loaded and created only when something authenticates with Entra ID: key-based local runs never touch identity
   // endpoints, and skip loading @azure/identity at cold start.
+  const queueOverIdentity = !config.queue.connectionString && Boolean(config.queue.serviceUri);
   const needsIdentity =
     !config.storage.connectionString ||
-    config.model.deployments.some((deployment) => !(deployment.apiKey ?? config.model.apiKey));
+    config.model.deployments.some((deployment) => !(deployment.apiKey ?? config.model.apiKey)) ||
+    queueOverIdentity;
   const identity = needsIdentity ? await import('@azure/identity') : undefined;
   let credential = overrides.credential;
   const getCredential = (): TokenCredential => {
@@ -204,17 +217,72 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     settings,
     log,
   };
+  const turns = new TurnRunner(deps);
+  const jobs = await buildTurnJobs(config, deps, turns, overrides, {
+    tables: getCredential,
+    // AzureWebJobsStorage__clientId names the identity of the host's storage; the same one, in the templates.
+    queue: () =>
+      identity && config.queue.clientId && config.queue.clientId !== config.model.clientId
+        ? new identity.DefaultAzureCredential({ managedIdentityClientId: config.queue.clientId })
+        : getCredential(),
+  });
   const limits = { maxMessageChars: config.chat.maxMessageChars, maxExamples: config.chat.maxExamples };
   return {
     config,
     settings,
     store,
     conversations: new Conversations(deps),
-    turns: new TurnRunner(deps),
+    turns,
+    ...(jobs ? { jobs } : {}),
     callers: overrides.callers ?? createCallerResolver(config),
     schemas: { createConversation: createConversationSchema(limits), sendMessage: sendMessageSchema(limits) },
     log,
   };
+}
+
+/** The queue, the job records and the reply senders; none without a queue connection. */
+async function buildTurnJobs(
+  config: Readonly<Config>,
+  deps: ChatDependencies,
+  turns: TurnRunner,
+  overrides: ServiceOverrides,
+  credentials: { tables: () => TokenCredential; queue: () => TokenCredential },
+): Promise<TurnJobs | undefined> {
+  const { connectionString, serviceUri } = config.queue;
+  if (!overrides.queue && !connectionString && !serviceUri) return undefined;
+  const queue =
+    overrides.queue ??
+    new StorageTurnQueue(
+      createQueueServiceClient(
+        connectionString ? { connectionString } : { serviceUri, credential: credentials.queue() },
+      ),
+    );
+  const jobStore =
+    overrides.jobStore ??
+    (await createTableTurnJobStore({
+      tablePrefix: config.storage.tablePrefix,
+      ...(config.storage.connectionString
+        ? { connectionString: config.storage.connectionString }
+        : { endpoint: config.storage.endpoint, credential: credentials.tables() }),
+    }));
+  const { callback, githubApp } = config.webhooks;
+  return new TurnJobs({
+    jobs: jobStore,
+    queue,
+    turns,
+    store: deps.store,
+    senders: {
+      ...(callback ? { webhook: new WebhookCallbackSender(callback) } : {}),
+      ...(githubApp ? { github: new GithubReplySender(githubApp) } : {}),
+    },
+    clock: deps.clock,
+    log: deps.log,
+    settings: {
+      maxRuns: config.queue.maxRuns,
+      deliveryAttempts: config.webhooks.deliveryAttempts,
+      deliveryBackoffSeconds: config.webhooks.deliveryBackoffSeconds,
+    },
+  });
 }
 
 /**

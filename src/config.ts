@@ -259,6 +259,56 @@ export const SETTINGS: readonly SettingInfo[] = [
     description: 'Secret for X-Hub-Signature-256 deliveries to /api/webhooks/github. Unset disables the route.',
     example: "It's a Secret to Everybody",
   },
+  {
+    name: 'WEBHOOK_CALLBACK_URL',
+    description:
+      'Where turn.completed / turn.failed go for /api/webhooks/messages deliveries; set, deliveries are answered 202 and the turn runs on the queue. Unset keeps the synchronous answer.',
+    example: 'https://helpdesk.example.com/hooks/chat',
+  },
+  {
+    name: 'WEBHOOK_CALLBACK_SECRET',
+    description:
+      'whsec_... secret the callbacks are signed with (Standard Webhooks). Required with WEBHOOK_CALLBACK_URL.',
+    example: 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD',
+  },
+  {
+    name: 'WEBHOOK_CALLBACK_ATTEMPTS',
+    description:
+      'Delivery attempts of one callback (or GitHub comment), the first included; then it is recorded as failed.',
+    default: '6',
+    example: '3',
+  },
+  {
+    name: 'WEBHOOK_CALLBACK_BACKOFF_SECONDS',
+    description: 'Wait before the second delivery attempt, doubled for each next one (at most an hour).',
+    default: '30',
+    example: '5',
+  },
+  {
+    name: 'GITHUB_APP_ID',
+    description:
+      'GitHub App that posts replies as issue comments; set with GITHUB_APP_PRIVATE_KEY, GitHub deliveries are answered 202 and the turn runs on the queue.',
+    example: '123456',
+  },
+  {
+    name: 'GITHUB_APP_PRIVATE_KEY',
+    description: "The GitHub App's private key (PEM; `\\n` escapes allowed). Required with GITHUB_APP_ID.",
+    example: '-----BEGIN RSA PRIVATE KEY-----\\n...',
+  },
+  {
+    name: 'GITHUB_API_URL',
+    description: 'GitHub REST API base URL (GitHub Enterprise Server: https://<host>/api/v3).',
+    default: 'https://api.github.com',
+    example: 'https://github.example.com/api/v3',
+  },
+  // Queued turns
+  {
+    name: 'TURN_JOB_MAX_RUNS',
+    description:
+      'Runs of one queued turn before a transient failure (storage, model 5xx/429) is final; keep it <= host.json maxDequeueCount.',
+    default: '5',
+    example: '3',
+  },
   // Limits
   {
     name: 'LIMIT_REQUESTS_PER_MINUTE',
@@ -380,6 +430,36 @@ const schema = z
         .pipe(z.array(z.string().regex(/^whsec_[A-Za-z0-9+/=]+$/, 'expected whsec_ followed by base64'))),
     ),
     GITHUB_WEBHOOK_SECRET: optionalString,
+    WEBHOOK_CALLBACK_URL: url,
+    WEBHOOK_CALLBACK_SECRET: z.preprocess(
+      empty,
+      z
+        .string()
+        .regex(/^whsec_[A-Za-z0-9+/=]+$/, 'expected whsec_ followed by base64')
+        .optional(),
+    ),
+    WEBHOOK_CALLBACK_ATTEMPTS: int(1, 20, 6),
+    WEBHOOK_CALLBACK_BACKOFF_SECONDS: int(0, 3600, 30),
+    GITHUB_APP_ID: z.preprocess(
+      empty,
+      z
+        .string()
+        .regex(/^\d{1,20}$/, 'expected the numeric app id')
+        .optional(),
+    ),
+    GITHUB_APP_PRIVATE_KEY: z.preprocess(
+      empty,
+      z.string().includes('PRIVATE KEY', { message: 'expected a PEM private key' }).optional(),
+    ),
+    GITHUB_API_URL: z.preprocess(
+      empty,
+      z.url({ protocol: /^https?$/, message: 'expected an http(s) URL' }).default('https://api.github.com'),
+    ),
+    TURN_JOB_MAX_RUNS: int(1, 100, 5),
+    // The host's own storage connection, which the turn queue lives on (read, not documented in SETTINGS).
+    AzureWebJobsStorage: optionalString,
+    AzureWebJobsStorage__queueServiceUri: url,
+    AzureWebJobsStorage__clientId: optionalString,
     LIMIT_REQUESTS_PER_MINUTE: int(0, 1_000_000, 60),
     LIMIT_TOKENS_PER_DAY: int(0, 1_000_000_000_000, 1_000_000),
     LIMIT_CONVERSATIONS_PER_CALLER: int(0, 10_000_000, 1000),
@@ -410,6 +490,14 @@ const schema = z
           'on needs CHAT_TRIM_POLICY=stable-prefix (with drop-oldest or max-turns the window moves on every turn once ' +
           'it is full, so a summary call would run on every turn)',
       });
+    }
+    for (const [name, other] of [
+      ['WEBHOOK_CALLBACK_URL', 'WEBHOOK_CALLBACK_SECRET'],
+      ['WEBHOOK_CALLBACK_SECRET', 'WEBHOOK_CALLBACK_URL'],
+      ['GITHUB_APP_ID', 'GITHUB_APP_PRIVATE_KEY'],
+      ['GITHUB_APP_PRIVATE_KEY', 'GITHUB_APP_ID'],
+    ] as const) {
+      if (env[name] && !env[other]) ctx.addIssue({ code: 'custom', path: [other], message: `required with ${name}` });
     }
     if (env.AUTH_MODE === 'jwt') {
       for (const name of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'] as const) {
@@ -502,7 +590,16 @@ export interface Config {
     clockSkewSeconds: number;
     jwksCooldownSeconds: number;
   };
-  webhooks: { standardSecrets: string[]; githubSecret?: string };
+  webhooks: {
+    standardSecrets: string[];
+    githubSecret?: string;
+    /** Set: deliveries run on the queue and their outcome goes here. */
+    callback?: { url: string; secret: string };
+    githubApp?: { appId: string; privateKey: string; apiUrl: string };
+    deliveryAttempts: number;
+    deliveryBackoffSeconds: number;
+  };
+  queue: { connectionString?: string; serviceUri?: string; clientId?: string; maxRuns: number };
   limits: {
     requestsPerMinute: number;
     tokensPerDay: number;
@@ -585,7 +682,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       clockSkewSeconds: e.AUTH_CLOCK_SKEW_SECONDS,
       jwksCooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS,
     },
-    webhooks: { standardSecrets: e.WEBHOOK_SECRET, githubSecret: e.GITHUB_WEBHOOK_SECRET },
+    webhooks: {
+      standardSecrets: e.WEBHOOK_SECRET,
+      githubSecret: e.GITHUB_WEBHOOK_SECRET,
+      callback:
+        e.WEBHOOK_CALLBACK_URL && e.WEBHOOK_CALLBACK_SECRET
+          ? { url: e.WEBHOOK_CALLBACK_URL, secret: e.WEBHOOK_CALLBACK_SECRET }
+          : undefined,
+      githubApp:
+        e.GITHUB_APP_ID && e.GITHUB_APP_PRIVATE_KEY
+          ? { appId: e.GITHUB_APP_ID, privateKey: e.GITHUB_APP_PRIVATE_KEY, apiUrl: e.GITHUB_API_URL }
+          : undefined,
+      deliveryAttempts: e.WEBHOOK_CALLBACK_ATTEMPTS,
+      deliveryBackoffSeconds: e.WEBHOOK_CALLBACK_BACKOFF_SECONDS,
+    },
+    queue: {
+      connectionString: e.AzureWebJobsStorage,
+      serviceUri: e.AzureWebJobsStorage__queueServiceUri,
+      clientId: e.AzureWebJobsStorage__clientId,
+      maxRuns: e.TURN_JOB_MAX_RUNS,
+    },
     limits: {
       requestsPerMinute: e.LIMIT_REQUESTS_PER_MINUTE,
       tokensPerDay: e.LIMIT_TOKENS_PER_DAY,

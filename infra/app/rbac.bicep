@@ -65,7 +65,7 @@ resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// The Functions host uses queues for its own bookkeeping.
+// The Functions host uses queues for its own bookkeeping, and the app runs queued turns from one (turn-jobs).
 resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageQueueDataContributor)
   scope: storage

@@ -313,7 +313,12 @@ export function buildRouteTable(
     const trigger = httpTriggerOf(metadata);
     if (!trigger) {
       const triggerType = Object.values(metadata.bindings).find((binding) => binding.type?.endsWith('Trigger'))?.type;
-      logError(`Skipping "${metadata.name}": the local host serves HTTP triggers only (this one is ${triggerType}).`);
+      // Storage-queue triggers run in ./queueTriggers.ts; other kinds are not run locally.
+      if (triggerType?.toLowerCase() !== 'queuetrigger') {
+        logError(
+          `Skipping "${metadata.name}": the local host runs HTTP and queue triggers only (this one is ${triggerType}).`,
+        );
+      }
       continue;
     }
     const route = trigger.route ?? metadata.name;

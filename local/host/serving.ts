@@ -207,7 +207,7 @@ async function invokeFunction(
 }
 
 /** The worker's order: preInvocation hooks (which may swap inputs or handler), the handler, postInvocation hooks. */
-async function runInvocation(
+export async function runInvocation(
   host: HostContext,
   context: InvocationContext,
   inputs: unknown[],
@@ -252,7 +252,7 @@ export async function runHooks(
   for (const callback of [...state.hooks[hookName]]) await callback(context);
 }
 
-function effectiveOptionsOf(metadata: CoreFunctionMetadata): EffectiveFunctionOptions {
+export function effectiveOptionsOf(metadata: CoreFunctionMetadata): EffectiveFunctionOptions {
   let trigger: FunctionTrigger | undefined;
   let returnBinding: FunctionOutput | undefined;
   const extraInputs: FunctionInput[] = [];

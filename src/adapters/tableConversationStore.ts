@@ -496,7 +496,7 @@ export class TableConversationStore implements ConversationStore {
     conversationId: string,
     key: string,
     requestHash: string,
-    options: { now: Date; leaseMs: number },
+    options: { now: Date; leaseMs: number; takeOver?: boolean },
   ): Promise<IdempotencyBegin> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId)) throw new Error('An idempotency key needs an existing conversation.');
@@ -534,7 +534,7 @@ export class TableConversationStore implements ConversationStore {
         }
         const leaseUntil = Number(existing['leaseUntil']);
         // A live lease, or an abandoned one for another body (reported as such, so the caller answers 422).
-        if (leaseUntil > options.now.getTime() || seenHash !== requestHash) {
+        if ((leaseUntil > options.now.getTime() && !options.takeOver) || seenHash !== requestHash) {
           return { state: 'in_progress', requestHash: seenHash };
         }
         try {
@@ -917,7 +917,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function hasStatus(error: unknown, status: number): boolean {
+export function hasStatus(error: unknown, status: number): boolean {
   return error instanceof RestError && error.statusCode === status;
 }
 

@@ -190,13 +190,16 @@ export interface ConversationStore {
   delete(owner: Caller, conversationId: string): Promise<boolean>;
   /** Stores a whole turn atomically (one entity-group transaction) or throws ConcurrencyConflict. */
   commitTurn(owner: Caller, commit: TurnCommit): Promise<void>;
-  /** Claims an idempotency key for a turn, or reports it as running or completed. */
+  /**
+   * Claims an idempotency key for a turn, or reports it as running or completed. `takeOver` claims a pending key
+   * for the same request even while its lease lasts (its holder is known to be gone).
+   */
   beginIdempotent(
     owner: Caller,
     conversationId: string,
     key: string,
     requestHash: string,
-    options: { now: Date; leaseMs: number },
+    options: { now: Date; leaseMs: number; takeOver?: boolean },
   ): Promise<IdempotencyBegin>;
   /** Releases a claim after a failed turn, so the client may retry with the same key. */
   releaseIdempotent(owner: Caller, conversationId: string, key: string, claim: IdempotencyClaim): Promise<void>;
@@ -282,4 +285,89 @@ export interface Clock {
 
 export interface IdGenerator {
   newConversationId(): string;
+}
+
+// ---- Queued turns ------------------------------------------------------------------------------------------
+
+/** Where the reply of a queued turn goes besides its status resource. */
+export type ReplyTarget =
+  | { kind: 'none' }
+  /** The integration's callback (WEBHOOK_CALLBACK_URL), as a signed Standard Webhooks delivery. */
+  | { kind: 'webhook'; threadId: string }
+  /** A comment on a GitHub issue, posted as the GitHub App's installation. */
+  | { kind: 'github'; installationId: number; repository: string; issueNumber: number };
+
+export type TurnJobStatus = 'queued' | 'running' | 'completed' | 'failed';
+
+/** A failed turn's problem as stored: what the synchronous request would have answered. */
+export interface FailureRecord {
+  code: string;
+  status: number;
+  title: string;
+  detail: string;
+  extensions?: Record<string, unknown>;
+}
+
+export interface DeliveryRecord {
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  lastError?: string;
+  updatedAt: string;
+}
+
+export interface TurnJob {
+  turnId: string;
+  owner: Caller;
+  conversationId: string;
+  content: string;
+  name?: string;
+  reply: ReplyTarget;
+  status: TurnJobStatus;
+  createdAt: string;
+  updatedAt: string;
+  /** Runs started (the queue message's dequeue count when the last one started). */
+  runs: number;
+  /** The stored turn, once completed (the same record an Idempotency-Key replay answers from). */
+  result?: TurnRecord;
+  failure?: FailureRecord;
+  /** The last transient failure, while the queue retries. */
+  lastError?: FailureRecord;
+  delivery?: DeliveryRecord;
+}
+
+export type NewTurnJob = Omit<TurnJob, 'status' | 'updatedAt' | 'runs'>;
+export type TurnJobChanges = Partial<
+  Pick<TurnJob, 'status' | 'runs' | 'result' | 'failure' | 'lastError' | 'delivery' | 'updatedAt'>
+>;
+
+export interface TurnJobStore {
+  /** Stores a new job; when one with this id exists (a retried request), returns that one and `created: false`. */
+  create(job: NewTurnJob): Promise<{ job: TurnJob; created: boolean }>;
+  /** The job, or undefined when missing or owned by another caller. */
+  get(owner: Caller, conversationId: string, turnId: string): Promise<TurnJob | undefined>;
+  update(owner: Caller, conversationId: string, turnId: string, changes: TurnJobChanges): Promise<void>;
+  delete(owner: Caller, conversationId: string, turnId: string): Promise<void>;
+}
+
+/** What a queue message carries: a reference to the job (the message stays far below the 64 KiB limit). */
+export type TurnJobMessage =
+  | { type: 'turn'; owner: Caller; conversationId: string; turnId: string }
+  | { type: 'delivery'; owner: Caller; conversationId: string; turnId: string; attempt: number };
+
+export interface TurnJobQueue {
+  /** Enqueues a message, visible after `delaySeconds` (default at once). */
+  send(message: TurnJobMessage, options?: { delaySeconds?: number }): Promise<void>;
+  /** Puts a message the app gives up on in the poison queue, beside those the host gave up on. */
+  poison(message: TurnJobMessage, reason: string): Promise<void>;
+}
+
+export type ReplyEvent =
+  | { type: 'turn.completed'; job: TurnJob; reply: StoredMessage; record: TurnRecord }
+  | { type: 'turn.failed'; job: TurnJob; failure: FailureRecord };
+
+export type DeliveryOutcome = { ok: true } | { ok: false; retryable: boolean; error: string };
+
+/** Delivers a queued turn's outcome to where its caller wants it (one sender per ReplyTarget kind). */
+export interface ReplySender {
+  deliver(event: ReplyEvent): Promise<DeliveryOutcome>;
 }

@@ -42,6 +42,11 @@ export interface TurnInput {
   content: string;
   name?: string;
   idempotencyKey?: string;
+  /**
+   * The same queued turn again after its worker died (a redelivered queue message): take over the earlier run's
+   * idempotency claim even while its lease lasts. Safe: a stale run's commit fails on the claim's ETag.
+   */
+  reclaimAbandoned?: boolean;
 }
 
 export interface TurnResult {
@@ -256,6 +261,7 @@ export class TurnRunner {
     const begun = await store.beginIdempotent(input.caller, input.conversationId, key, requestHash, {
       now: new Date(claimedAt),
       leaseMs: settings.idempotencyLeaseMs,
+      ...(input.reclaimAbandoned ? { takeOver: true } : {}),
     });
     if (begun.state !== 'claimed') {
       if (begun.requestHash !== requestHash) throw new IdempotencyKeyReusedError();

@@ -2,10 +2,13 @@ import { app } from '@azure/functions';
 import { withServices } from '../http/handler';
 import { json, parseConversationId, parseIdempotencyKey, readJson } from '../http/request';
 import { streamTurn, wantsEventStream } from '../http/streamTurn';
+import { acceptedTurn, newTurnId, prefersAsync, turnIdFor } from '../http/turns/queuedTurns';
+import { NotFoundError } from '../core/errors';
 
 /**
  * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message.
  * With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events.
+ * With `Prefer: respond-async` the turn is queued: 202 with `Location` of its status resource (GET /turns/{turnId}).
  */
 export const sendMessage = withServices(async (request, context, services) => {
   const caller = await services.callers.resolve(request);
@@ -19,6 +22,21 @@ export const sendMessage = withServices(async (request, context, services) => {
     ...(body.name ? { name: body.name } : {}),
     ...(idempotencyKey ? { idempotencyKey } : {}),
   };
+  if (services.jobs && prefersAsync(request)) {
+    if (!(await services.store.get(caller, conversationId))) {
+      throw new NotFoundError('No conversation with this id exists for the caller.');
+    }
+    const job = await services.jobs.submit({
+      caller,
+      conversationId,
+      content: body.content,
+      ...(body.name ? { name: body.name } : {}),
+      // With an Idempotency-Key a retried request finds the job it queued; without, every request is a new turn.
+      turnId: idempotencyKey ? turnIdFor('idempotency-key', idempotencyKey) : newTurnId(),
+      reply: { kind: 'none' },
+    });
+    return acceptedTurn(job, { 'Preference-Applied': 'respond-async' });
+  }
   if (wantsEventStream(request.headers.get('accept'), request.query.get('stream'))) {
     return streamTurn(services.turns, input, {
       onDisconnect: services.config.chat.streamOnDisconnect,

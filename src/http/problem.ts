@@ -71,3 +71,22 @@ export function problemResponse(error: unknown, context?: InvocationContext, ins
     body: JSON.stringify(body),
   };
 }
+
+/** The problem body of a failure stored with a queued turn (the same members a synchronous answer carries). */
+export function problemFromRecord(failure: {
+  code: string;
+  status: number;
+  title: string;
+  detail: string;
+  extensions?: Record<string, unknown>;
+}): ProblemBody {
+  const body: ProblemBody = {
+    type: problemTypeUri(failure.code),
+    title: failure.title,
+    status: failure.status,
+    detail: failure.detail,
+    code: failure.code,
+  };
+  for (const [name, value] of Object.entries(failure.extensions ?? {})) if (!(name in body)) body[name] = value;
+  return body;
+}

@@ -33,6 +33,8 @@ import {
   turnStartedEventSchema,
   usageSchema,
   webhookTurnResultSchema,
+  queuedTurnSchema,
+  turnStatusSchema,
 } from './responseSchemas';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObject;
@@ -203,6 +205,8 @@ function responseSchemas(): Record<string, JsonObject> {
       Usage: usageSchema,
       Message: messageSchema,
       WebhookTurnResult: webhookTurnResultSchema,
+      QueuedTurn: queuedTurnSchema,
+      TurnStatus: turnStatusSchema,
       Health: healthSchema,
       TurnStartedEvent: turnStartedEventSchema,
       MessageDeltaEvent: messageDeltaEventSchema,
@@ -457,10 +461,13 @@ function paths(options: OpenApiOptions): JsonObject {
           '`turn.started`, `message.delta` (in order), then `turn.completed` or `turn.failed` (a problem). Failures ' +
           'found before the model is called are ordinary problem responses, not streams.\n\n' +
           'Send an `Idempotency-Key` to retry safely: a repeat with the same body answers the stored reply ' +
-          '(`Idempotent-Replayed: true`) without calling the model again.',
+          '(`Idempotent-Replayed: true`) without calling the model again.\n\n' +
+          'With `Prefer: respond-async` (and a queue connection) the turn runs on a queue: 202 at once, with ' +
+          '`Location` naming its status resource (GET `/conversations/{id}/turns/{turnId}`). With an ' +
+          '`Idempotency-Key` a repeat answers the same turn.',
         tags: ['messages'],
         access: 'caller',
-        parameters: [param('IdempotencyKey'), param('Stream')],
+        parameters: [param('IdempotencyKey'), param('Stream'), param('Prefer')],
         requestBody: jsonBody('SendMessageRequest', 'The user’s message.', bodyBytes, {
           content: 'Who were the founders of Microsoft?',
         }),
@@ -497,6 +504,22 @@ function paths(options: OpenApiOptions): JsonObject {
           },
         },
         problems: [...JSON_BODY_PROBLEMS, 'invalid_id', 'not_found', ...TURN_PROBLEMS],
+      }),
+    },
+    '/conversations/{id}/turns/{turnId}': {
+      parameters: [param('ConversationId'), param('TurnId')],
+      get: op({
+        operationId: 'getTurn',
+        summary: 'Read a queued turn',
+        description:
+          'The status of a turn queued by `Prefer: respond-async` or by a webhook delivery: `queued`, `running`, ' +
+          '`completed` (with the members a synchronous turn answers) or `failed` (with its `problem`). Only the ' +
+          'caller who queued it finds it; anyone else gets 404. The integration of `/webhooks/messages` reads its ' +
+          'turns by signing `GET {path}` (in place of a body) with WEBHOOK_SECRET in the Standard Webhooks headers.',
+        tags: ['messages'],
+        access: 'caller',
+        responses: { '200': { description: 'The turn’s status.', content: jsonContent(ref('TurnStatus')) } },
+        problems: ['invalid_id', 'invalid_signature', 'not_found', 'storage_unavailable'],
       }),
     },
     '/health': {
@@ -545,9 +568,16 @@ function paths(options: OpenApiOptions): JsonObject {
         }),
         responses: {
           '200': {
-            description: 'The stored reply.',
+            description: 'The stored reply (no WEBHOOK_CALLBACK_URL configured).',
             headers: { 'Idempotent-Replayed': { $ref: '#/components/headers/Idempotent-Replayed' } },
             content: jsonContent(ref('WebhookTurnResult')),
+          },
+          '202': {
+            description:
+              'Queued (WEBHOOK_CALLBACK_URL configured): the outcome goes to the callback as `turn.completed` or ' +
+              '`turn.failed` (see `webhooks` in this document). A redelivery answers the same turn.',
+            headers: { Location: { $ref: '#/components/headers/TurnLocation' } },
+            content: jsonContent(ref('QueuedTurn')),
           },
         },
         problems: ['invalid_signature', 'not_found', ...JSON_BODY_PROBLEMS, ...TURN_PROBLEMS],
@@ -587,12 +617,19 @@ function paths(options: OpenApiOptions): JsonObject {
             }),
           },
           '202': {
-            description: 'Acknowledged and ignored (another event or action, or a comment by a bot).',
+            description:
+              'Acknowledged and ignored (another event or action, or a comment by a bot or by this app), or, with a ' +
+              'GitHub App configured (GITHUB_APP_ID), queued: the reply is posted as a comment on the issue.',
             content: jsonContent({
-              type: 'object',
-              properties: { status: { const: 'ignored' }, reason: { type: 'string' } },
-              required: ['status', 'reason'],
-              additionalProperties: false,
+              oneOf: [
+                {
+                  type: 'object',
+                  properties: { status: { const: 'ignored' }, reason: { type: 'string' } },
+                  required: ['status', 'reason'],
+                  additionalProperties: false,
+                },
+                ref('QueuedTurn'),
+              ],
             }),
           },
         },
@@ -632,6 +669,19 @@ function parameters(): JsonObject {
       { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
       false,
     ),
+    TurnId: {
+      name: 'turnId',
+      in: 'path',
+      required: true,
+      description: 'The `turnId` a 202 answer returned.',
+      schema: { type: 'string', pattern: '^turn_[A-Za-z0-9_-]{22,43}$' },
+    },
+    Prefer: header(
+      'Prefer',
+      '`respond-async` queues the turn and answers 202 at once (RFC 7240); other preferences are ignored.',
+      { type: 'string' },
+      false,
+    ),
     Stream: {
       name: 'stream',
       in: 'query',
@@ -668,6 +718,15 @@ function parameters(): JsonObject {
 function headers(): JsonObject {
   return {
     Location: { description: 'The path of the new conversation.', required: true, schema: { type: 'string' } },
+    TurnLocation: {
+      description: 'The path of the turn’s status resource, `/api/conversations/{id}/turns/{turnId}`.',
+      required: true,
+      schema: { type: 'string' },
+    },
+    'Preference-Applied': {
+      description: '`respond-async`: the turn was queued as asked.',
+      schema: { type: 'string', const: 'respond-async' },
+    },
     'Idempotent-Replayed': {
       description: '`true` when the reply was stored by an earlier request with the same Idempotency-Key.',
       schema: { type: 'string', const: 'true' },
@@ -677,6 +736,48 @@ function headers(): JsonObject {
       description: 'The Bearer challenge, with the error when a token was refused.',
       schema: { type: 'string' },
     },
+  };
+}
+
+/** What the app sends to WEBHOOK_CALLBACK_URL: Standard Webhooks deliveries, signed with WEBHOOK_CALLBACK_SECRET. */
+function callbackEvents(): JsonObject {
+  const event = (type: string, summary: string, data: JsonObject): JsonObject => ({
+    post: {
+      operationId: `callback${type === 'turn.completed' ? 'TurnCompleted' : 'TurnFailed'}`,
+      summary,
+      description:
+        'Sent to WEBHOOK_CALLBACK_URL with `webhook-id` (`evt_<turnId>`, the same on every retry), ' +
+        '`webhook-timestamp` and `webhook-signature` (Standard Webhooks, WEBHOOK_CALLBACK_SECRET). Any answer but ' +
+        '2xx is retried with backoff (WEBHOOK_CALLBACK_ATTEMPTS, WEBHOOK_CALLBACK_BACKOFF_SECONDS).',
+      tags: ['webhooks'],
+      requestBody: {
+        required: true,
+        content: jsonContent({
+          type: 'object',
+          properties: { type: { const: type }, timestamp: { type: 'string', format: 'date-time' }, data },
+          required: ['type', 'timestamp', 'data'],
+        }),
+      },
+      responses: { '204': { description: 'Received (any 2xx).' } },
+    },
+  });
+  const common = {
+    turnId: { type: 'string' },
+    conversationId: { type: 'string' },
+    threadId: { type: 'string', description: 'The `threadId` of the delivery.' },
+  };
+  return {
+    'turn.completed': event('turn.completed', 'A queued turn’s reply', {
+      allOf: [
+        ref('TurnResult'),
+        { type: 'object', properties: { ...common, status: { const: 'completed' } }, required: ['turnId', 'status'] },
+      ],
+    }),
+    'turn.failed': event('turn.failed', 'A queued turn that failed', {
+      type: 'object',
+      properties: { ...common, status: { const: 'failed' }, problem: ref('Problem') },
+      required: ['turnId', 'conversationId', 'status', 'problem'],
+    }),
   };
 }
 
@@ -734,6 +835,7 @@ export function buildOpenApiDocument(options: OpenApiOptions = defaultOpenApiOpt
       { name: 'service', description: 'Health and this document.' },
     ],
     paths: paths(options),
+    webhooks: callbackEvents(),
     components: {
       schemas: { ...requestSchemas(options.limits), ...responseSchemas() },
       parameters: parameters(),

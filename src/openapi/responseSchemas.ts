@@ -10,6 +10,7 @@ import type { ConversationSummary, FinishReason, Usage } from '../core/ports';
 import type { TurnResult, TurnRunner } from '../core/turn';
 import type { ProblemBody } from '../http/problem';
 import type { ThreadTurnResponse } from '../http/webhooks/threadTurn';
+import type { TurnStatusBody } from '../http/turns/turnBodies';
 
 export const FINISH_REASONS = ['stop', 'length', 'content_filter', 'tool_calls', 'function_call', 'unknown'] as const;
 
@@ -117,6 +118,49 @@ export const turnResultSchema = z.object({
 /** The reply of a webhook delivery: a turn result without the context figures. */
 export const webhookTurnResultSchema = turnResultSchema.omit({ context: true, deployment: true });
 
+const turnStatusEnum = z
+  .enum(['queued', 'running', 'completed', 'failed'])
+  .describe('`queued` (waiting on the queue, also between retries), `running`, `completed` or `failed`.');
+
+/** 202 Accepted for a queued turn; its status resource is in `Location`. */
+export const queuedTurnSchema = z.object({
+  conversationId: z.string(),
+  turnId: z.string().describe('Names the turn in `/conversations/{id}/turns/{turnId}`.'),
+  status: turnStatusEnum,
+});
+
+/** GET /conversations/{id}/turns/{turnId}. */
+export const turnStatusSchema = z.object({
+  turnId: z.string(),
+  conversationId: z.string(),
+  status: turnStatusEnum,
+  createdAt: timestamp(),
+  updatedAt: timestamp(),
+  message: turnResultSchema.shape.message.optional().describe('`completed`: the reply, as a synchronous turn answers.'),
+  finishReason: finishReasonSchema.optional(),
+  usage: usageSchema.optional(),
+  context: contextSchema.optional(),
+  problem: z
+    .looseObject({
+      type: z.string(),
+      title: z.string(),
+      status: z.int(),
+      detail: z.string(),
+      code: z.string(),
+    })
+    .optional()
+    .describe('`failed`: the problem the synchronous request would have answered.'),
+  delivery: z
+    .object({
+      target: z.enum(['webhook', 'github']),
+      state: z.enum(['pending', 'delivered', 'failed']),
+      attempts: count(),
+      lastError: z.string().optional(),
+    })
+    .optional()
+    .describe('Turns of an integration: how the delivery of the outcome (callback or GitHub comment) went.'),
+});
+
 export const healthSchema = z.object({ status: z.literal('ok'), storage: z.literal('ok') });
 
 // ---- Server-sent events of a streamed turn -------------------------------------------------------------------
@@ -205,4 +249,5 @@ export type ResponseSchemasMatchTheirTypes = [
   Holds<Describes<z.infer<typeof turnStartedEventSchema>, TurnStartedInfo & { replayed?: true }>>,
   Holds<Describes<z.infer<typeof turnCompletedEventSchema>, Omit<TurnResult, 'replayed'> & { replayed?: true }>>,
   Holds<Covers<z.infer<typeof problemSchema>, ProblemBody>>,
+  Holds<Describes<Omit<z.infer<typeof turnStatusSchema>, 'problem'>, Omit<TurnStatusBody, 'problem'>>>,
 ];

@@ -170,7 +170,7 @@ export class MemoryStore implements ConversationStore {
     id: string,
     key: string,
     requestHash: string,
-    options: { now: Date; leaseMs: number },
+    options: { now: Date; leaseMs: number; takeOver?: boolean },
   ): Promise<IdempotencyBegin> {
     // Like Table Storage, a record can be written in a partition that holds no conversation.
     const found = this.find(owner, id) ?? this.orphanRecords(owner, id);
@@ -178,7 +178,9 @@ export class MemoryStore implements ConversationStore {
     if (existing?.state === 'completed' && existing.record) {
       return { state: 'completed', requestHash: existing.requestHash, record: existing.record };
     }
-    if (existing && existing.leaseUntil > options.now.getTime())
+    if (existing && existing.requestHash !== requestHash)
+      return { state: 'in_progress', requestHash: existing.requestHash };
+    if (existing && existing.leaseUntil > options.now.getTime() && !options.takeOver)
       return { state: 'in_progress', requestHash: existing.requestHash };
     const token = this.nextVersion();
     found.idempotency.set(key, {

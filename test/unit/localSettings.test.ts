@@ -23,6 +23,14 @@ describe('local.settings.sample.json', () => {
     }
   });
 
+  it('stops queued turns before the host would: TURN_JOB_MAX_RUNS <= host.json maxDequeueCount', () => {
+    const hostJson = JSON.parse(readFileSync(join(root, 'host.json'), 'utf8'));
+    const sample = JSON.parse(readFileSync(join(root, 'local.settings.sample.json'), 'utf8'));
+    const maxRuns = Number(SETTINGS.find((setting) => setting.name === 'TURN_JOB_MAX_RUNS')?.default);
+    assert.ok(maxRuns <= hostJson.extensions.queues.maxDequeueCount);
+    assert.ok(Number(sample.Values.TURN_JOB_MAX_RUNS) <= hostJson.extensions.queues.maxDequeueCount);
+  });
+
   it('is documented setting by setting in the README configuration table', () => {
     const readme = readFileSync(join(root, 'README.md'), 'utf8');
     for (const setting of SETTINGS) assert.match(readme, new RegExp(`^\\| \`${setting.name}\``, 'm'), setting.name);

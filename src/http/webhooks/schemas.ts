@@ -28,6 +28,8 @@ export function webhookMessageSchema(limits: Pick<BodyLimits, 'maxMessageChars'>
 export const githubIssuePayloadSchema = z.object({
   action: z.string(),
   repository: z.object({ full_name: storableString('repository/full_name').min(1).max(200) }),
+  /** Present when the delivery comes through a GitHub App: replies are posted as that installation. */
+  installation: z.object({ id: z.number().int().positive() }).optional(),
   issue: z.object({
     number: z.number().int().positive(),
     title: storableString('issue/title'),
@@ -38,6 +40,7 @@ export const githubIssuePayloadSchema = z.object({
     .object({
       body: storableString('comment/body').nullable().optional(),
       user: z.object({ login: z.string(), type: z.string().optional() }).optional(),
+      performed_via_github_app: z.object({ id: z.number() }).nullable().optional(),
     })
     .optional(),
 });

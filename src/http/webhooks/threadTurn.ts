@@ -5,8 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { AppServices } from '../../composition';
-import type { Caller, Usage } from '../../core/ports';
+import type { Caller, ReplyTarget, TurnJob, Usage } from '../../core/ports';
 import { isStorableText } from '../../core/text';
+import type { TurnJobs } from '../../core/turnJobs';
+import { turnIdFor } from '../turns/queuedTurns';
 import { MAX_TITLE_CHARS, NAME_PATTERN } from '../schemas';
 
 /** The principal that owns every conversation of POST /api/webhooks/messages. */
@@ -72,15 +74,40 @@ export interface ThreadTurnResponse {
   usage: Usage;
 }
 
-export async function runThreadTurn(
-  services: AppServices,
-  input: ThreadTurnInput,
-): Promise<{ body: ThreadTurnResponse; replayed: boolean }> {
+async function threadConversation(services: AppServices, input: ThreadTurnInput): Promise<string> {
   const conversationId = threadConversationId(input.threadId);
   await services.conversations.getOrCreate(input.principal, conversationId, {
     title: titleFrom(input.title ?? `${input.threadId}: ${input.content}`),
     metadata: { source: input.source, threadId: input.threadId },
   });
+  return conversationId;
+}
+
+/**
+ * The queued form: the turn id derives from the delivery id, so a redelivery finds the job its first delivery
+ * stored (and queues nothing more) whatever state it reached.
+ */
+export async function queueThreadTurn(
+  services: AppServices,
+  jobs: TurnJobs,
+  input: ThreadTurnInput & { reply: ReplyTarget },
+): Promise<TurnJob> {
+  const conversationId = await threadConversation(services, input);
+  return jobs.submit({
+    caller: input.principal,
+    conversationId,
+    content: input.content,
+    ...(input.name ? { name: input.name } : {}),
+    turnId: turnIdFor(input.source, input.deliveryId),
+    reply: input.reply,
+  });
+}
+
+export async function runThreadTurn(
+  services: AppServices,
+  input: ThreadTurnInput,
+): Promise<{ body: ThreadTurnResponse; replayed: boolean }> {
+  const conversationId = await threadConversation(services, input);
   const result = await services.turns.send({
     caller: input.principal,
     conversationId,

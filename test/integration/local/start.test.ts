@@ -46,12 +46,13 @@ interface Ports {
   port: number;
   azuritePort: number;
   modelPort: number;
+  queuePort: number;
 }
 
-/** Three distinct free loopback ports: all held at once while picking, then released. */
+/** Four distinct free loopback ports: all held at once while picking, then released. */
 async function freePorts(): Promise<Ports> {
   const servers = await Promise.all(
-    [0, 1, 2].map(
+    [0, 1, 2, 3].map(
       () =>
         new Promise<Server>((resolve, reject) => {
           const server = createServer();
@@ -60,9 +61,11 @@ async function freePorts(): Promise<Ports> {
         }),
     ),
   );
-  const [port = 0, azuritePort = 0, modelPort = 0] = servers.map((server) => (server.address() as AddressInfo).port);
+  const [port = 0, azuritePort = 0, modelPort = 0, queuePort = 0] = servers.map(
+    (server) => (server.address() as AddressInfo).port,
+  );
   await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return { port, azuritePort, modelPort };
+  return { port, azuritePort, modelPort, queuePort };
 }
 
 /** What a fresh clone has: a PATH and a HOME, no Azure or storage settings. Plus where to run, to avoid collisions. */
@@ -72,6 +75,7 @@ function freshCloneEnv(ports: Ports, dataFolder: string): Record<string, string>
     ...(process.env.HOME ? { HOME: process.env.HOME } : {}),
     PORT: String(ports.port),
     AZURITE_TABLE_PORT: String(ports.azuritePort),
+    AZURITE_QUEUE_PORT: String(ports.queuePort),
     LOCAL_MODEL_PORT: String(ports.modelPort),
     AZURITE_LOCATION: dataFolder,
     // The repo may hold a developer's local.settings.json (with Azure settings): point past it.
@@ -171,6 +175,24 @@ describe('npm start (local/start.ts) on a fresh clone', () => {
     assert.match(reply, /^This is the local model\b/);
     assert.ok(reply.includes('Hello from the start test'), reply);
 
+    // Queued turns: Azurite's Queue service runs too, and the local host's queue trigger answers them.
+    assert.match(first.run.output(), new RegExp(`Azurite Queue service on 127\\.0\\.0\\.1:${ports.queuePort} `));
+    assert.match(first.run.output(), /queue turn-jobs -> runTurnJob/);
+    const queued = await call(
+      'POST',
+      `${first.api}/conversations/${id}/messages`,
+      { content: 'Queued from the start test' },
+      { prefer: 'respond-async' },
+    );
+    assert.equal(queued.status, 202, queued.text);
+    const statusUrl = `${first.api.replace(/\/api$/, '')}${queued.headers.get('location')}`;
+    for (let polls = 0; ; polls++) {
+      const status = await call('GET', statusUrl);
+      if (status.body.status === 'completed') break;
+      assert.ok(polls < 600 && status.body.status !== 'failed', status.text);
+      await delay(100);
+    }
+
     assert.equal(await waitForExit(first.run, 'SIGTERM'), 0, first.run.output());
     assert.equal(isAlive(first.azuritePid), false, `Azurite (pid ${first.azuritePid}) outlived npm start`);
     await assert.rejects(fetch(`${first.api}/health`), 'nothing serves the API any more');
@@ -185,6 +207,8 @@ describe('npm start (local/start.ts) on a fresh clone', () => {
       [
         ['user', 'Hello from the start test'],
         ['assistant', reply],
+        ['user', 'Queued from the start test'],
+        ['assistant', read.body.messages[3]?.content],
       ],
     );
 

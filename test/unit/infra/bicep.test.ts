@@ -239,6 +239,22 @@ describe('infra templates (parsed offline with tree-sitter-bicep)', () => {
     assert.ok(!appSettingNames(files).includes('AUTH_ALLOW_NONE'), 'infra never allows AUTH_MODE=none on Azure');
   });
 
+  it("connects the turn queue's trigger (AzureWebJobsStorage) to the account's queue endpoint with the app identity", () => {
+    // runTurnJob is triggered through the connection AzureWebJobsStorage; with identity, the host (and the app, to
+    // enqueue) read __queueServiceUri, __credential and __clientId, and the identity needs Storage Queue Data
+    // Contributor on the account (checked with the other roles above).
+    const api = files.find((file) => file.path.endsWith(join('app', 'api.bicep')));
+    assert.ok(api, 'infra/app/api.bicep');
+    assert.match(api.source, /var queueEndpoint = 'https:\/\/\$\{storageAccountName\}\.queue\.\$\{storageSuffix\}'/);
+    assert.match(api.source, /AzureWebJobsStorage__queueServiceUri: queueEndpoint/);
+    assert.match(api.source, /AzureWebJobsStorage__clientId: identityClientId/);
+    assert.ok(ROLES.some((role) => role.role === 'Storage Queue Data Contributor'));
+    assert.match(
+      readFileSync(join(repoRoot, 'src', 'functions', 'runTurnJob.ts'), 'utf8'),
+      /connection: 'AzureWebJobsStorage'/,
+    );
+  });
+
   it('sets no app setting the app does not know (a typo would otherwise be silently ignored)', () => {
     const known = new Set(SETTINGS.map((setting) => setting.name));
     assert.deepEqual(

@@ -58,6 +58,7 @@ describe('the OpenAPI document is structurally valid OpenAPI 3.1', () => {
       'DELETE /conversations/{id}',
       'GET /conversations',
       'GET /conversations/{id}',
+      'GET /conversations/{id}/turns/{turnId}',
       'GET /health',
       'GET /openapi.json',
       'POST /conversations',
