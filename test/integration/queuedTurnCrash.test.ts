@@ -38,7 +38,7 @@ const env = () => ({
   LIMIT_REQUESTS_PER_MINUTE: '0',
   LIMIT_TOKENS_PER_DAY: '0',
   // The lease on a message being processed: short, so the message of the killed process is seen again soon.
-  LOCAL_QUEUE_LEASE_SECONDS: '2',
+  LOCAL_QUEUE_LEASE_SECONDS: '4',
 });
 
 async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000) {
@@ -89,7 +89,9 @@ describe('a queued turn whose process dies before the commit', () => {
     );
     assert.equal(conversation.body.messages[0].content, 'Survive a crash');
     assert.equal(conversation.body.messages[1].id, done.body.message.id);
-    // The dead run's call and the one that was stored.
-    assert.equal(model.callCount, 2);
+    // At least the dead run's call and the one that was stored. More when a loaded machine delays the lease renewal
+    // past the short test lease, so the message comes back while its run is still alive; the turn is held once
+    // all the same (above): the later run takes the claim over and the earlier one cannot commit over it.
+    assert.ok(model.callCount >= 2, `model calls: ${model.callCount}`);
   });
 });
