@@ -14,7 +14,7 @@ import {
 import { ModelDeployments, type ModelDeployment } from '../../../src/core/failover';
 import { unlimited, type Caller, type CompletionRequest, type StoredMessage } from '../../../src/core/ports';
 import { countPromptTokens } from '../../../src/core/tokens/countTokens';
-import { TurnRunner, messageId } from '../../../src/core/turn';
+import { TurnRunner, hashTurnRequest, messageId } from '../../../src/core/turn';
 import { fakeDependencies, ScriptedModel, TEST_SETTINGS, WordTokenizer, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
@@ -223,7 +223,7 @@ describe('TurnRunner.send', () => {
     // While the first request waits for the model, its lease runs out and a retry claims the key.
     model.during = async () => {
       model.during = undefined;
-      const taken = await store.beginIdempotent(alice, conversationId, 'k', 'any-hash', {
+      const taken = await store.beginIdempotent(alice, conversationId, 'k', hashTurnRequest({ content: 'hello' }), {
         now: new Date(Date.parse('2030-01-01T00:00:00Z')),
         leaseMs: 60_000,
       });
