@@ -4,7 +4,12 @@
  * this adapter bounds the whole call with one deadline and turns what is left into the core's typed errors.
  */
 import OpenAI from 'openai';
-import type { ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
+import type {
+  ChatCompletionChunk,
+  ChatCompletionCreateParamsBase,
+  ChatCompletionMessageParam,
+  ChatCompletionMessageToolCall,
+} from 'openai/resources/chat/completions';
 import {
   ChatError,
   ContentFilteredError,
@@ -14,11 +19,13 @@ import {
 } from '../core/errors';
 import {
   NO_USAGE,
+  type ChatMessage,
   type ChatModel,
   type Completion,
   type CompletionChunk,
   type CompletionRequest,
   type FinishReason,
+  type ToolCall,
   type Usage,
 } from '../core/ports';
 
@@ -58,10 +65,12 @@ export class OpenAiChatModel implements ChatModel {
         { signal: deadline.signal },
       );
       const choice = response.choices[0];
+      const toolCalls = functionCalls(choice?.message.tool_calls);
       return {
         content: choice?.message.content ?? '',
         finishReason: toFinishReason(choice?.finish_reason),
         usage: toUsage(response.usage),
+        ...(toolCalls.length > 0 ? { toolCalls } : {}),
       };
     } catch (error) {
       throw this.translate(error, deadline);
@@ -81,10 +90,12 @@ export class OpenAiChatModel implements ChatModel {
       replying = true;
       let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
+      const toolCalls = new ToolCallAssembler();
       for await (const chunk of stream) {
         for (const choice of chunk.choices) {
           const content = choice.delta?.content;
           if (content) yield { type: 'delta', content };
+          toolCalls.add(choice.delta?.tool_calls);
           if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
         }
         if (chunk.usage) usage = toUsage(chunk.usage);
@@ -93,7 +104,13 @@ export class OpenAiChatModel implements ChatModel {
       // The same error as complete() gives: translate() makes it upstream_timeout when the deadline did it.
       if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
-      yield { type: 'done', finishReason, usage: usage ?? { ...NO_USAGE } };
+      const calls = toolCalls.calls();
+      yield {
+        type: 'done',
+        finishReason,
+        usage: usage ?? { ...NO_USAGE },
+        ...(calls.length > 0 ? { toolCalls: calls } : {}),
+      };
     } catch (error) {
       throw this.translate(error, deadline, replying);
     } finally {
@@ -105,11 +122,15 @@ export class OpenAiChatModel implements ChatModel {
     const { reasoning, deployment } = this.options;
     return {
       model: deployment,
-      messages: request.messages.map((message) =>
-        message.name
-          ? { role: message.role, content: message.content, name: message.name }
-          : { role: message.role, content: message.content },
-      ),
+      messages: request.messages.map(toMessageParam),
+      ...(request.tools && request.tools.length > 0
+        ? {
+            tools: request.tools.map((tool) => ({
+              type: 'function' as const,
+              function: { name: tool.name, description: tool.description, parameters: tool.parameters },
+            })),
+          }
+        : {}),
       ...(reasoning ? { max_completion_tokens: request.maxResponseTokens } : { max_tokens: request.maxResponseTokens }),
       ...(!reasoning && request.temperature !== undefined ? { temperature: request.temperature } : {}),
       // One conversation's requests reach the same prompt cache, so its repeated prefix is billed at the cached rate.
@@ -214,6 +235,62 @@ export class OpenAiChatModel implements ChatModel {
 }
 
 class DeadlineExceeded extends Error {}
+
+function toMessageParam(message: ChatMessage): ChatCompletionMessageParam {
+  const name = message.name === undefined ? {} : { name: message.name };
+  switch (message.role) {
+    case 'tool':
+      return { role: 'tool', tool_call_id: message.toolCallId ?? '', content: message.content };
+    case 'assistant': {
+      const calls = message.toolCalls ?? [];
+      if (calls.length === 0) return { role: 'assistant', content: message.content, ...name };
+      return {
+        role: 'assistant',
+        // The service takes null content beside tool calls; an empty string is what the model did not say.
+        content: message.content === '' ? null : message.content,
+        tool_calls: calls.map((call) => ({
+          id: call.id,
+          type: 'function' as const,
+          function: { name: call.name, arguments: call.arguments },
+        })),
+        ...name,
+      };
+    }
+    case 'user':
+      return { role: 'user', content: message.content, ...name };
+    case 'system':
+      return { role: 'system', content: message.content, ...name };
+  }
+}
+
+/** Function calls only: custom tools are never offered, so a custom call is nothing this app can answer. */
+function functionCalls(calls: ChatCompletionMessageToolCall[] | undefined): ToolCall[] {
+  return (calls ?? []).flatMap((call) =>
+    call.type === 'function' ? [{ id: call.id, name: call.function.name, arguments: call.function.arguments }] : [],
+  );
+}
+
+/**
+ * Streamed tool calls arrive in pieces: `index` on every piece, `id` and `function.name` once, `function.arguments`
+ * in fragments to concatenate in order.
+ */
+class ToolCallAssembler {
+  private readonly byIndex = new Map<number, ToolCall>();
+
+  add(pieces: ChatCompletionChunk.Choice.Delta.ToolCall[] | undefined): void {
+    for (const piece of pieces ?? []) {
+      const call = this.byIndex.get(piece.index) ?? { id: '', name: '', arguments: '' };
+      if (piece.id) call.id = piece.id;
+      if (piece.function?.name) call.name += piece.function.name;
+      if (piece.function?.arguments) call.arguments += piece.function.arguments;
+      this.byIndex.set(piece.index, call);
+    }
+  }
+
+  calls(): ToolCall[] {
+    return [...this.byIndex.entries()].sort(([a], [b]) => a - b).map(([, call]) => call);
+  }
+}
 
 interface AzureErrorBody {
   code?: string;

@@ -1,35 +1,62 @@
 /**
  * One chat turn, top to bottom: load the conversation, append the user's message, trim the history to the
- * token budget, call the model, persist the user message and the reply in one transaction. A turn that lost a
- * race with another turn re-reads and runs again on the history it will commit on, so the model always sees
- * exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
+ * token budget, call the model, run the tools it calls and call it again (at most CHAT_MAX_TOOL_ROUNDS rounds, then
+ * once without tools), persist the user message, the tool calls and results and the reply in one transaction. A turn
+ * that lost a race with another turn re-reads and runs again on the history it will commit on, so the model always
+ * sees exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
+ *
+ * When the model calls a client tool (declared by the caller's app), the turn pauses: what it produced so far is
+ * stored beside the conversation, the caller gets `requires_action` with the calls, and the turn goes on when the
+ * results are posted (`submitToolResults`). Until then, or until it is cancelled or expires, no other turn may start.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { DEFAULT_TOOL_SETTINGS } from './dependencies';
 import {
+  ClientToolsNotAllowedError,
   ConversationBusyError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
+  InvalidToolResultsError,
+  NoPendingTurnError,
   NotFoundError,
   SpecialTokenRejectedError,
+  ToolResultsPendingError,
 } from './errors';
 import {
   ConcurrencyConflict,
   NO_USAGE,
+  toChatMessage,
   type Caller,
   type ChatMessage,
   type Completion,
   type CompletionChunk,
+  type CompletionRequest,
   type Conversation,
+  type CountedTurnMessage,
   type HistorySummary,
   type IdempotencyClaim,
+  type PendingTurn,
+  type PromptCount,
   type StoredMessage,
+  type ToolCall,
+  type TurnContext,
   type TurnRecord,
   type Usage,
 } from './ports';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
-import { planContext, type ContextPlan } from './trimming';
+import {
+  boundToolOutput,
+  conversationToolSet,
+  roundFits,
+  runServerCalls,
+  toolMessage,
+  type ToolCallReport,
+  type ToolSet,
+  type ToolSettings,
+} from './tools';
+import { planContext, type ContextPlan, type CountedMessage } from './trimming';
 import type { ChatDependencies } from './dependencies';
 
 export interface TurnInput {
@@ -40,40 +67,118 @@ export interface TurnInput {
   idempotencyKey?: string;
 }
 
+export interface ToolResultsInput {
+  caller: Caller;
+  conversationId: string;
+  /** The paused turn's id, when the client sends it: a stale one is refused. */
+  turnId?: string;
+  results: { toolCallId: string; output: string }[];
+  idempotencyKey?: string;
+}
+
 export interface TurnResult {
+  status: 'completed';
   conversationId: string;
   message: { id: string; role: 'assistant'; content: string; createdAt: string };
   finishReason: string;
   usage: Usage;
-  context: { promptTokens: number; droppedTurns: number };
+  context: TurnContext;
   /** True when this answer was replayed from an earlier request with the same Idempotency-Key. */
   replayed: boolean;
 }
 
-/** A turn ready to call the model: what will be sent and how to commit the reply. */
-export interface PreparedTurn {
+/** A turn paused for client tools: post their results (or cancel it) before `expiresAt`. */
+export interface RequiresActionResult {
+  status: 'requires_action';
   conversationId: string;
-  plan: ContextPlan;
-  /** Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on. */
-  commit(completion: Completion): Promise<TurnResult>;
+  turnId: string;
+  toolCalls: ToolCall[];
+  expiresAt: string;
+  usage: Usage;
+  context: TurnContext;
+  replayed: boolean;
 }
+
+export type TurnOutcome = TurnResult | RequiresActionResult;
+
+/** What a streamed (or observed) turn reports as it goes. */
+export interface TurnHandlers {
+  onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
+  onDelta(content: string): void;
+  onReplay(result: TurnOutcome): void;
+  onToolCall?(call: ToolCall & { round: number; client: boolean }): void;
+  onToolResult?(report: ToolCallReport): void;
+}
+
+/** Everything a turn carries from its first model call to its commit (or pause). */
+interface TurnState {
+  caller: Caller;
+  conversation: Conversation;
+  prologue: CountedMessage[];
+  history: (CountedMessage & { seq: number })[];
+  /** The stored history as loaded (a summary reads it). */
+  stored: StoredMessage[];
+  user: CountedTurnMessage;
+  tools: ToolSet;
+  /** This turn's assistant tool-call messages and tool results so far. */
+  messages: CountedTurnMessage[];
+  rounds: number;
+  /** Set once a round could not fit the turn's storage bounds: the model is asked once more without tools. */
+  toolsExhausted: boolean;
+  usage: Usage;
+  /** Tokens spent since the turn was last recorded against the caller's quota. */
+  unrecordedTokens: number;
+  calls: PromptCount[];
+  plan?: ContextPlan;
+  /** Where the first call's window started (stable-prefix trimming): every later call of the turn keeps it. */
+  windowStartSeq?: number;
+  /** The summary sent pinned after the prologue (CHAT_SUMMARY=on), and a new one written for this turn. */
+  summary?: HistorySummary;
+  newSummary?: { summary: HistorySummary; usage: Usage };
+}
+
+type LoopOutcome = { kind: 'final'; completion: Completion } | { kind: 'paused'; awaiting: ToolCall[] };
+
+type ModelCall = (request: CompletionRequest) => Promise<Completion>;
+
+/** Characters kept free in a turn for its final reply when deciding whether a tool round may run. */
+const REPLY_CHARS_PER_TOKEN = 4;
 
 export class TurnRunner {
   constructor(private readonly deps: ChatDependencies) {}
 
-  /** Runs a whole turn and returns the stored reply. */
+  private get toolSettings(): ToolSettings {
+    return this.deps.settings.tools ?? DEFAULT_TOOL_SETTINGS;
+  }
+
+  /**
+   * Runs a whole turn (server tools included) and returns the stored reply: for callers that cannot answer client
+   * tools (webhooks, queues). A conversation that declares client tools is refused (client_tools_not_allowed).
+   */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
-    return this.withIdempotency(input, async (claim) => {
-      const { settings } = this.deps;
+    const outcome = await this.run(input, false, signal);
+    if (outcome.status !== 'completed') throw new ClientToolsNotAllowedError();
+    return outcome;
+  }
+
+  /** Runs a whole turn for an interactive caller: the stored reply, or the client tools the turn waits for. */
+  async converse(input: TurnInput, signal?: AbortSignal): Promise<TurnOutcome> {
+    return this.run(input, true, signal);
+  }
+
+  private async run(input: TurnInput, interactive: boolean, signal?: AbortSignal): Promise<TurnOutcome> {
+    this.rejectSpecialTokens(input);
+    return this.withIdempotency(input, hashTurnRequest(input), async (claim) => {
       const user = this.userMessage(input);
+      const call: ModelCall = (request) => this.deps.model.complete(request, signal);
       for (let attempt = 1; ; attempt++) {
-        const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const completion = await this.deps.model.complete(this.completionRequest(turn), signal);
+        const state = await this.begin(input, user, attempt === 1, interactive);
+        const outcome = await this.runLoop(state, call, {}, signal);
         try {
-          return await this.commitAndRecord(input.caller, turn, completion);
+          return await this.finish(state, outcome, { input, claim });
         } catch (error) {
           if (!(error instanceof ConcurrencyConflict)) throw error;
-          if (attempt >= settings.turnAttempts) throw new ConversationBusyError();
+          if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
           await delay(jitteredBackoff(attempt));
         }
       }
@@ -81,94 +186,491 @@ export class TurnRunner {
   }
 
   /**
-   * Runs a turn whose reply is streamed: `onStart` learns the context before the first delta, `onDelta` gets each
-   * piece in order. The reply is stored when the model's stream ends, exactly as `send` stores it. A streamed turn
-   * cannot be re-run after its deltas were shown, so a lost race ends with conversation_busy and nothing stored.
+   * Runs a turn whose replies are streamed: `onStart` learns the context before the first delta, `onDelta` gets each
+   * piece in order, tool calls and results are reported between them. The turn is stored when the last model stream
+   * ends, exactly as `send` stores it. A streamed turn cannot be re-run after its deltas were shown, so a lost race
+   * ends with conversation_busy and nothing stored.
    */
-  async stream(
-    input: TurnInput,
-    handlers: {
-      onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
-      onDelta(content: string): void;
-      onReplay(result: TurnResult): void;
-    },
-    signal?: AbortSignal,
-  ): Promise<TurnResult> {
+  async stream(input: TurnInput, handlers: TurnHandlers, signal?: AbortSignal): Promise<TurnOutcome> {
+    this.rejectSpecialTokens(input);
     return this.withIdempotency(
       input,
+      hashTurnRequest(input),
       async (claim) => {
-        const turn = await this.prepareAdmitted(input, this.userMessage(input), claim, true);
-        handlers.onStart({
-          conversationId: turn.conversationId,
-          messageId: turn.replyId,
-          promptTokens: turn.plan.promptTokens,
-          droppedTurns: turn.plan.droppedTurns,
-        });
-        const completion = await collectStream(
-          this.deps.model.stream(this.completionRequest(turn), signal),
-          handlers.onDelta,
-        );
-        try {
-          return await this.commitAndRecord(input.caller, turn, completion);
-        } catch (error) {
-          if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
-          throw error;
-        }
+        const state = await this.begin(input, this.userMessage(input), true, true);
+        return this.streamed(state, handlers, signal, (outcome) => this.finish(state, outcome, { input, claim }));
       },
       handlers.onReplay,
     );
   }
 
-  /** The limiter's check runs beside the conversation load, so it adds no round trip to the turn's latency. */
-  private async prepareAdmitted(
-    input: TurnInput,
-    user: CountedUserMessage,
-    claim: IdempotencyClaim | undefined,
-    admit: boolean,
-  ): Promise<PreparedTurn & { replyId: string }> {
-    if (!admit) return this.prepare(input, user, claim, Promise.resolve());
-    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now());
-    const [, turn] = await Promise.all([admitted, this.prepare(input, user, claim, admitted)]);
-    return turn;
+  /**
+   * Continues a paused turn with the caller's client-tool results: every awaited call answered exactly once. The
+   * continued turn may complete or pause again. With `handlers` the model's replies stream.
+   */
+  async submitToolResults(
+    input: ToolResultsInput,
+    signal?: AbortSignal,
+    handlers?: TurnHandlers,
+  ): Promise<TurnOutcome> {
+    const ids = input.results.map((result) => result.toolCallId);
+    if (new Set(ids).size !== ids.length) {
+      throw new InvalidToolResultsError('Each toolCallId may appear once.', { toolCallIds: ids });
+    }
+    return this.withIdempotency(
+      input,
+      hashToolResults(input),
+      async (claim) => {
+        const call: ModelCall = (request) => this.deps.model.complete(request, signal);
+        for (let attempt = 1; ; attempt++) {
+          const state = await this.resume(input, attempt === 1);
+          const finish = (outcome: LoopOutcome) => this.finish(state, outcome, { input, claim, resumed: true });
+          // Streamed deltas cannot be taken back: a lost race ends in conversation_busy, as for stream().
+          if (handlers) return this.streamed(state, handlers, signal, finish);
+          const outcome = await this.runLoop(state, call, {}, signal);
+          try {
+            return await finish(outcome);
+          } catch (error) {
+            if (!(error instanceof ConcurrencyConflict)) throw error;
+            if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
+            await delay(jitteredBackoff(attempt));
+          }
+        }
+      },
+      handlers?.onReplay,
+    );
   }
 
-  /** Tokens are recorded beside the commit: they were spent whether or not this attempt's commit wins. */
-  private async commitAndRecord(caller: Caller, turn: PreparedTurn, completion: Completion): Promise<TurnResult> {
-    const recording = this.deps.limiter
-      .record(caller, completion.usage.totalTokens, this.deps.clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record token usage: ${String(error)}`));
-    try {
-      return await turn.commit(completion);
-    } finally {
-      await recording;
+  /** The paused turn of a conversation, for a client that lost the `requires_action` answer. */
+  async pendingTurn(caller: Caller, conversationId: string): Promise<RequiresActionResult> {
+    const conversation = await this.deps.store.get(caller, conversationId);
+    if (!conversation) throw conversationNotFound();
+    const pending =
+      conversation.pending && !this.expired(conversation.pending.expiresAt)
+        ? await this.deps.store.getPendingTurn(caller, conversationId)
+        : undefined;
+    if (!pending) throw new NotFoundError('No turn of this conversation is waiting for tool results.');
+    return requiresAction(conversation.id, pending, false);
+  }
+
+  /** Drops a paused turn: nothing of it is stored. An expired one is dropped the same way. */
+  async cancelPendingTurn(caller: Caller, conversationId: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const conversation = await this.deps.store.get(caller, conversationId);
+      if (!conversation) throw conversationNotFound();
+      if (!conversation.pending) throw new NotFoundError('No turn of this conversation is waiting for tool results.');
+      try {
+        await this.deps.store.cancelPendingTurn(caller, conversationId, conversation.version);
+        return;
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflict)) throw error;
+        if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
+        await delay(jitteredBackoff(attempt));
+      }
     }
   }
 
-  private completionRequest(turn: PreparedTurn) {
-    const { settings } = this.deps;
+  // ---- the loop -----------------------------------------------------------------------------------------------
+
+  /**
+   * Calls the model, runs the server tools it asks for, and calls it again with their results, until it answers
+   * without tools, calls a client tool (pause), or the rounds are used up (then one last call without tools).
+   */
+  private async runLoop(
+    state: TurnState,
+    call: ModelCall,
+    handlers: Partial<TurnHandlers>,
+    signal: AbortSignal | undefined,
+  ): Promise<LoopOutcome> {
+    const settings = this.toolSettings;
+    const { tokenizer, log } = this.deps;
+    for (;;) {
+      const offer = state.tools.size > 0 && state.rounds < settings.maxRounds && !state.toolsExhausted;
+      const plan = this.plan(state, offer);
+      const completion = await call({
+        ...this.completionRequest(plan),
+        ...(offer ? { tools: state.tools.definitions } : {}),
+      });
+      this.account(state, plan, completion);
+
+      const calls = completion.toolCalls ?? [];
+      if (!offer || calls.length === 0) return { kind: 'final', completion };
+
+      const assistant: CountedTurnMessage = {
+        role: 'assistant',
+        content: completion.content,
+        toolCalls: calls,
+        tokens: countMessageTokens({ role: 'assistant', content: completion.content, toolCalls: calls }, tokenizer),
+      };
+      const replyChars = this.deps.settings.maxResponseTokens * REPLY_CHARS_PER_TOKEN;
+      if (!roundFits([state.user, ...state.messages], assistant, settings, replyChars)) {
+        log.warn(
+          `Conversation ${state.conversation.id}: ${calls.length} more tool calls would not fit one stored turn; asking for a final answer without tools.`,
+        );
+        state.toolsExhausted = true;
+        continue;
+      }
+      state.rounds += 1;
+      state.messages.push(assistant);
+      const clientCalls = calls.filter((toolCall) => state.tools.isClientTool(toolCall.name));
+      for (const toolCall of calls) {
+        handlers.onToolCall?.({ ...toolCall, round: state.rounds, client: clientCalls.includes(toolCall) });
+      }
+      const results = await runServerCalls(
+        calls.filter((toolCall) => !clientCalls.includes(toolCall)),
+        state.tools,
+        { caller: state.caller, ...(signal ? { signal } : {}), settings, tokenizer },
+        handlers.onToolResult,
+      );
+      state.messages.push(...results);
+      if (clientCalls.length > 0) return { kind: 'paused', awaiting: clientCalls };
+    }
+  }
+
+  /** The streamed form of the loop: deltas of every model call, in order. */
+  private async streamed(
+    state: TurnState,
+    handlers: TurnHandlers,
+    signal: AbortSignal | undefined,
+    finish: (outcome: LoopOutcome) => Promise<TurnOutcome>,
+  ): Promise<TurnOutcome> {
+    let started = false;
+    const call: ModelCall = (request) => {
+      if (!started) {
+        started = true;
+        handlers.onStart({
+          conversationId: state.conversation.id,
+          messageId: messageId(state.conversation.messageCount + 2),
+          promptTokens: state.plan?.promptTokens ?? 0,
+          droppedTurns: state.plan?.droppedTurns ?? 0,
+        });
+      }
+      return collectStream(this.deps.model.stream(request, signal), handlers.onDelta);
+    };
+    const outcome = await this.runLoop(state, call, handlers, signal);
+    try {
+      return await finish(outcome);
+    } catch (error) {
+      if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
+      throw error;
+    }
+  }
+
+  /** What this call sends: the pinned prologue (and summary) and turn in progress, as many past turns as fit. */
+  private plan(state: TurnState, offerTools: boolean): ContextPlan {
+    const { settings, tokenizer } = this.deps;
+    const plan = planContext({
+      prologue: state.prologue,
+      ...(state.summary && settings.summary.enabled ? { summary: summaryMessage(state.summary, tokenizer) } : {}),
+      history: state.history,
+      newMessage: state.user,
+      turnMessages: state.messages,
+      toolTokens: offerTools ? state.tools.definitionTokens : 0,
+      budget: {
+        tokenLimit: settings.tokenLimit,
+        maxResponseTokens: settings.maxResponseTokens,
+        policy: settings.trimPolicy,
+        maxTurns: settings.maxTurns,
+        lowWater: settings.trimLowWater,
+        ...(settings.historyTokenLimit !== undefined ? { historyTokenLimit: settings.historyTokenLimit } : {}),
+        summaryReserveTokens: summaryReserveTokens(settings.summary, tokenizer),
+      },
+      ...(state.windowStartSeq !== undefined ? { windowStartSeq: state.windowStartSeq } : {}),
+    });
+    state.plan = plan;
+    return plan;
+  }
+
+  /**
+   * With summaries on, a trim that leaves dropped messages the stored summary does not cover asks the model for a new
+   * summary first, so this turn is sent with it. A failed summary call only logs: the turn goes on with the old
+   * summary, and the next turn tries again. The summary's tokens count against the caller's quota whether or not the
+   * turn commits. Runs once per turn, before its first model call; every call of the turn keeps the window it set.
+   */
+  private async summarise(state: TurnState): Promise<void> {
+    const { tokenizer, settings, clock } = this.deps;
+    const first = this.plan(state, state.tools.size > 0);
+    state.windowStartSeq = first.windowStartSeq;
+    const covered = state.conversation.summary?.throughSeq ?? 0;
+    const droppedThrough = first.windowStartSeq - 1;
+    if (!settings.summary.enabled || droppedThrough <= covered) return;
+    try {
+      state.newSummary = await writeSummary({
+        model: this.deps.model,
+        tokenizer,
+        settings: settings.summary,
+        tokenLimit: settings.tokenLimit,
+        conversationId: state.conversation.id,
+        previous: state.conversation.summary,
+        dropped: state.stored.filter((message) => message.seq > covered && message.seq <= droppedThrough),
+        throughSeq: droppedThrough,
+        now: clock.now(),
+      });
+    } catch (error) {
+      this.deps.log.warn(
+        `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
+          `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return;
+    }
+    await this.deps.limiter
+      .record(state.caller, state.newSummary.usage.totalTokens, clock.now())
+      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
+    state.summary = state.newSummary.summary;
+  }
+
+  /** Usage summed over the turn's calls; the estimate and the service's count logged side by side. */
+  private account(state: TurnState, plan: ContextPlan, completion: Completion): void {
+    const { usage } = completion;
+    state.usage = {
+      promptTokens: state.usage.promptTokens + usage.promptTokens,
+      completionTokens: state.usage.completionTokens + usage.completionTokens,
+      totalTokens: state.usage.totalTokens + usage.totalTokens,
+      cachedPromptTokens: state.usage.cachedPromptTokens + usage.cachedPromptTokens,
+    };
+    state.unrecordedTokens += usage.totalTokens;
+    state.calls.push({ estimated: plan.promptTokens, reported: usage.promptTokens });
+    this.deps.log.info(
+      `Conversation ${state.conversation.id} call ${state.calls.length}: prompt tokens estimated ${plan.promptTokens}, ` +
+        `service reported ${usage.promptTokens} (difference ${usage.promptTokens - plan.promptTokens})`,
+    );
+  }
+
+  private context(state: TurnState): TurnContext {
+    const last = state.calls.at(-1);
     return {
-      messages: turn.plan.messages,
-      maxResponseTokens: settings.maxResponseTokens,
-      ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
-      // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
-      cacheKey: turn.conversationId,
+      promptTokens: state.plan?.promptTokens ?? 0,
+      droppedTurns: state.plan?.droppedTurns ?? 0,
+      ...(last ? { servicePromptTokens: last.reported } : {}),
+      ...(state.rounds > 0 ? { toolRounds: state.rounds } : {}),
     };
   }
 
+  // ---- begin, resume, finish -------------------------------------------------------------------------------------
+
+  /** Load (with the limiter's check beside it), refuse what cannot run, and set up the turn. */
+  private async begin(
+    input: TurnInput,
+    user: CountedTurnMessage,
+    admit: boolean,
+    interactive: boolean,
+  ): Promise<TurnState> {
+    const { store } = this.deps;
+    const [, loaded] = await Promise.all([
+      admit ? this.deps.limiter.admit(input.caller, this.deps.clock.now()) : undefined,
+      store.loadForTurn(input.caller, input.conversationId),
+    ]);
+    if (!loaded) throw conversationNotFound();
+    const { conversation } = loaded;
+    if (conversation.pending && !this.expired(conversation.pending.expiresAt)) {
+      const pending = await store.getPendingTurn(input.caller, input.conversationId);
+      throw new ToolResultsPendingError({
+        turnId: conversation.pending.id,
+        toolCalls: pending?.awaiting ?? [],
+        expiresAt: conversation.pending.expiresAt,
+      });
+    }
+    if (!interactive && (conversation.clientTools?.length ?? 0) > 0) {
+      throw new ClientToolsNotAllowedError();
+    }
+    const state = this.state(input.caller, conversation, loaded.messages, user);
+    await this.summarise(state);
+    return state;
+  }
+
+  private state(
+    caller: Caller,
+    conversation: Conversation,
+    history: StoredMessage[],
+    user: CountedTurnMessage,
+  ): TurnState {
+    const { tokenizer } = this.deps;
+    const counted = (message: ChatMessage & { tokens: number; encoding: StoredMessage['encoding'] }) => ({
+      ...toChatMessage(message),
+      tokens: tokensUnder(message, tokenizer),
+    });
+    return {
+      caller,
+      conversation,
+      prologue: conversation.prologue.map(counted),
+      history: history.map((message) => ({ ...counted(message), seq: message.seq })),
+      stored: history,
+      user,
+      tools: conversationToolSet(
+        this.deps.serverTools ?? new Map(),
+        conversation.tools,
+        conversation.clientTools,
+        tokenizer,
+      ),
+      messages: [],
+      rounds: 0,
+      toolsExhausted: false,
+      usage: NO_USAGE,
+      unrecordedTokens: 0,
+      calls: [],
+      ...(conversation.summary ? { summary: conversation.summary } : {}),
+      ...(conversation.windowStartSeq !== undefined ? { windowStartSeq: conversation.windowStartSeq } : {}),
+    };
+  }
+
+  /** A paused turn picked up again with the results the caller posted. */
+  private async resume(input: ToolResultsInput, admit: boolean): Promise<TurnState> {
+    const { store, tokenizer } = this.deps;
+    const [, loaded] = await Promise.all([
+      admit ? this.deps.limiter.admit(input.caller, this.deps.clock.now()) : undefined,
+      store.loadForTurn(input.caller, input.conversationId),
+    ]);
+    if (!loaded) throw conversationNotFound();
+    const { conversation } = loaded;
+    const marker = conversation.pending;
+    if (!marker || this.expired(marker.expiresAt) || (input.turnId !== undefined && input.turnId !== marker.id)) {
+      throw new NoPendingTurnError();
+    }
+    const pending = await store.getPendingTurn(input.caller, input.conversationId);
+    if (!pending || pending.id !== marker.id) throw new ConcurrencyConflict();
+
+    const awaited = new Set(pending.awaiting.map((call) => call.id));
+    const posted = new Set(input.results.map((result) => result.toolCallId));
+    const missing = [...awaited].filter((id) => !posted.has(id));
+    const unknown = [...posted].filter((id) => !awaited.has(id));
+    if (missing.length > 0 || unknown.length > 0) {
+      throw new InvalidToolResultsError(
+        `Post exactly one result for each awaited call.` +
+          (missing.length > 0 ? ` Missing: ${missing.join(', ')}.` : '') +
+          (unknown.length > 0 ? ` Not awaited: ${unknown.join(', ')}.` : ''),
+        { missing, unknown, awaiting: pending.awaiting },
+      );
+    }
+    const state = this.state(input.caller, conversation, loaded.messages, pending.user);
+    const { maxOutputChars } = this.toolSettings;
+    // In the order the model called them, whatever order they were posted in.
+    const outputs = new Map(input.results.map((result) => [result.toolCallId, result.output]));
+    state.messages = [
+      ...pending.messages,
+      ...pending.awaiting.map((call) =>
+        toolMessage(call.id, boundToolOutput(outputs.get(call.id) ?? '', maxOutputChars), tokenizer),
+      ),
+    ];
+    state.rounds = pending.rounds;
+    state.usage = { ...NO_USAGE, ...pending.usage };
+    state.calls = [...pending.calls];
+    await this.summarise(state);
+    return state;
+  }
+
+  /** Commits a finished turn, or stores a paused one; the turn's tokens are recorded beside either write. */
+  private async finish(
+    state: TurnState,
+    outcome: LoopOutcome,
+    request: { input: TurnInput | ToolResultsInput; claim: IdempotencyClaim | undefined; resumed?: boolean },
+  ): Promise<TurnOutcome> {
+    const { store, tokenizer, clock } = this.deps;
+    const { conversation } = state;
+    const { input, claim } = request;
+    const idempotency = (record: TurnRecord) =>
+      claim && input.idempotencyKey
+        ? { idempotency: { key: input.idempotencyKey, claim, requestHash: requestHashOf(input), record } }
+        : {};
+    const recording = this.deps.limiter
+      .record(state.caller, state.unrecordedTokens, clock.now())
+      .catch((error: unknown) => this.deps.log.warn(`Could not record token usage: ${String(error)}`));
+    try {
+      const now = clock.now();
+      if (outcome.kind === 'paused') {
+        const pending: PendingTurn = {
+          id: request.resumed && conversation.pending ? conversation.pending.id : `turn_${randomUUID()}`,
+          createdAt: now.toISOString(),
+          expiresAt: new Date(now.getTime() + this.toolSettings.pendingTurnMs).toISOString(),
+          user: state.user,
+          messages: state.messages,
+          awaiting: outcome.awaiting,
+          rounds: state.rounds,
+          usage: state.usage,
+          calls: state.calls,
+        };
+        const record: TurnRecord = {
+          conversationId: conversation.id,
+          replySeq: 0,
+          finishReason: 'tool_calls',
+          usage: state.usage,
+          context: this.context(state),
+          requiresAction: { turnId: pending.id, toolCalls: pending.awaiting, expiresAt: pending.expiresAt },
+        };
+        await store.pauseTurn(state.caller, {
+          conversationId: conversation.id,
+          expectedVersion: conversation.version,
+          pending,
+          updatedAt: pending.createdAt,
+          ...idempotency(record),
+        });
+        return requiresAction(conversation.id, pending, false, record.context);
+      }
+
+      const { completion } = outcome;
+      const at = now.toISOString();
+      const firstSeq = conversation.messageCount + 1;
+      const stored = (message: CountedTurnMessage, offset: number): StoredMessage => ({
+        ...toChatMessage(message),
+        role: message.role === 'tool' ? 'tool' : message.role === 'user' ? 'user' : 'assistant',
+        seq: firstSeq + offset,
+        id: messageId(firstSeq + offset),
+        createdAt: at,
+        tokens: message.tokens,
+        encoding: tokenizer.encoding,
+      });
+      const reply: CountedTurnMessage = {
+        role: 'assistant',
+        content: completion.content,
+        tokens: countMessageTokens({ role: 'assistant', content: completion.content }, tokenizer),
+      };
+      const messages = [state.user, ...state.messages, reply].map(stored);
+      const storedReply = { ...messages.at(-1)!, finishReason: completion.finishReason, usage: completion.usage };
+      messages[messages.length - 1] = storedReply;
+      const record: TurnRecord = {
+        conversationId: conversation.id,
+        replySeq: storedReply.seq,
+        finishReason: completion.finishReason,
+        usage: state.usage,
+        context: this.context(state),
+      };
+      await store.commitTurn(state.caller, {
+        conversationId: conversation.id,
+        expectedVersion: conversation.version,
+        messages,
+        updatedAt: at,
+        header: {
+          totals: addUsage(
+            state.newSummary ? addUsage(conversation.totals, state.newSummary.usage) : conversation.totals,
+            state.usage,
+          ),
+          windowStartSeq: state.plan?.windowStartSeq ?? state.windowStartSeq ?? firstSeq,
+          ...(state.newSummary ? { summary: state.newSummary.summary } : {}),
+        },
+        ...(conversation.pending ? { clearPending: true } : {}),
+        ...idempotency(record),
+      });
+      return toResult(record, storedReply, false);
+    } finally {
+      await recording;
+      state.unrecordedTokens = 0;
+    }
+  }
+
+  // ---- idempotency and input checks --------------------------------------------------------------------------------
+
   /** Claims the Idempotency-Key (when there is one) around `run`, or answers from the stored result. */
   private async withIdempotency(
-    input: TurnInput,
-    run: (claim: IdempotencyClaim | undefined) => Promise<TurnResult>,
-    onReplay?: (result: TurnResult) => void,
-  ): Promise<TurnResult> {
-    this.rejectSpecialTokens(input);
+    input: { caller: Caller; conversationId: string; idempotencyKey?: string },
+    requestHash: string,
+    run: (claim: IdempotencyClaim | undefined) => Promise<TurnOutcome>,
+    onReplay?: (result: TurnOutcome) => void,
+  ): Promise<TurnOutcome> {
     const key = input.idempotencyKey;
     if (key === undefined) return run(undefined);
 
     const { store, clock, settings } = this.deps;
     // No existence check first: a key claimed for a missing conversation (or another caller's, which is a different
     // partition) is released when the turn finds nothing to load, and the answer is the same 404.
-    const requestHash = hashTurnRequest(input);
     const begun = await store.beginIdempotent(input.caller, input.conversationId, key, requestHash, {
       now: clock.now(),
       leaseMs: settings.idempotencyLeaseMs,
@@ -191,7 +693,20 @@ export class TurnRunner {
     }
   }
 
-  private async replay(input: TurnInput, record: TurnRecord): Promise<TurnResult> {
+  private async replay(input: { caller: Caller; conversationId: string }, record: TurnRecord): Promise<TurnOutcome> {
+    if (record.requiresAction) {
+      const { turnId, toolCalls, expiresAt } = record.requiresAction;
+      return {
+        status: 'requires_action',
+        conversationId: record.conversationId,
+        turnId,
+        toolCalls,
+        expiresAt,
+        usage: record.usage,
+        context: record.context,
+        replayed: true,
+      };
+    }
     const reply = await this.deps.store.getMessage(input.caller, input.conversationId, record.replySeq);
     if (!reply) throw conversationNotFound();
     return toResult(record, reply, true);
@@ -205,154 +720,24 @@ export class TurnRunner {
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
   }
 
-  /** Load, append, trim: everything up to the model call. `admitted` settles when the limiter has answered. */
-  private async prepare(
-    input: TurnInput,
-    user: CountedUserMessage,
-    claim: IdempotencyClaim | undefined,
-    admitted: Promise<void>,
-  ): Promise<PreparedTurn & { replyId: string }> {
-    const { store, tokenizer, clock } = this.deps;
-    const loaded = await store.loadForTurn(input.caller, input.conversationId);
-    if (!loaded) throw conversationNotFound();
-    const { conversation, messages: history } = loaded;
+  private expired(expiresAt: string): boolean {
+    return Date.parse(expiresAt) <= this.deps.clock.now().getTime();
+  }
 
-    const { plan, summary } = await this.planWithSummary(input.caller, conversation, history, user, admitted);
-
-    const userSeq = conversation.messageCount + 1;
-    const sentAt = clock.now().toISOString();
+  private completionRequest(plan: ContextPlan): CompletionRequest {
+    const { settings } = this.deps;
     return {
-      conversationId: conversation.id,
-      plan,
-      replyId: messageId(userSeq + 1),
-      commit: async (completion) => {
-        const repliedAt = clock.now().toISOString();
-        const stored: StoredMessage = {
-          ...user.message,
-          role: 'user',
-          seq: userSeq,
-          id: messageId(userSeq),
-          createdAt: sentAt,
-          tokens: user.tokens,
-          encoding: tokenizer.encoding,
-        };
-        const reply: StoredMessage = {
-          role: 'assistant',
-          content: completion.content,
-          seq: userSeq + 1,
-          id: messageId(userSeq + 1),
-          createdAt: repliedAt,
-          tokens: countMessageTokens({ role: 'assistant', content: completion.content }, tokenizer),
-          encoding: tokenizer.encoding,
-          finishReason: completion.finishReason,
-          usage: completion.usage,
-        };
-        const record: TurnRecord = {
-          conversationId: conversation.id,
-          replySeq: reply.seq,
-          finishReason: completion.finishReason,
-          usage: completion.usage,
-          context: { promptTokens: plan.promptTokens, droppedTurns: plan.droppedTurns },
-        };
-        await store.commitTurn(input.caller, {
-          conversationId: conversation.id,
-          expectedVersion: conversation.version,
-          messages: [stored, reply],
-          updatedAt: repliedAt,
-          header: {
-            totals: addUsage(
-              summary ? addUsage(conversation.totals, summary.usage) : conversation.totals,
-              completion.usage,
-            ),
-            windowStartSeq: plan.windowStartSeq,
-            ...(summary ? { summary: summary.summary } : {}),
-          },
-          ...(claim && input.idempotencyKey
-            ? { idempotency: { key: input.idempotencyKey, claim, requestHash: hashTurnRequest(input), record } }
-            : {}),
-        });
-        return toResult(record, reply, false);
-      },
+      messages: plan.messages,
+      maxResponseTokens: settings.maxResponseTokens,
+      ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
     };
   }
 
-  /**
-   * Trims the history to the budget. With summaries on, a trim that leaves dropped messages the stored summary does
-   * not cover asks the model for a new summary first, so this turn is sent with it. A failed summary call only logs:
-   * the turn goes on with the old summary, and the next turn tries again. The summary's tokens count against the
-   * caller's quota whether or not the turn commits.
-   */
-  private async planWithSummary(
-    caller: Caller,
-    conversation: Conversation,
-    history: StoredMessage[],
-    user: CountedUserMessage,
-    admitted: Promise<void>,
-  ): Promise<{ plan: ContextPlan; summary?: { summary: HistorySummary; usage: Usage } }> {
-    const { tokenizer, settings, clock } = this.deps;
-    const plan = (summary: HistorySummary | undefined, windowStartSeq: number | undefined) =>
-      planContext({
-        prologue: conversation.prologue.map((message) => counted(message, tokensUnder(message, tokenizer))),
-        ...(summary && settings.summary.enabled ? { summary: summaryMessage(summary, tokenizer) } : {}),
-        history: history.map((message) => ({ ...counted(message, tokensUnder(message, tokenizer)), seq: message.seq })),
-        newMessage: counted(user.message, user.tokens),
-        budget: {
-          tokenLimit: settings.tokenLimit,
-          maxResponseTokens: settings.maxResponseTokens,
-          policy: settings.trimPolicy,
-          maxTurns: settings.maxTurns,
-          lowWater: settings.trimLowWater,
-          ...(settings.historyTokenLimit !== undefined ? { historyTokenLimit: settings.historyTokenLimit } : {}),
-          summaryReserveTokens: summaryReserveTokens(settings.summary, tokenizer),
-        },
-        ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
-      });
-
-    const first = plan(conversation.summary, conversation.windowStartSeq);
-    const covered = conversation.summary?.throughSeq ?? 0;
-    const droppedThrough = first.windowStartSeq - 1;
-    if (!settings.summary.enabled || droppedThrough <= covered) return { plan: first };
-
-    // A refused caller (rate limit, quota) must not cost a summary call: it throws here like the turn does.
-    await admitted;
-    let outcome: { summary: HistorySummary; usage: Usage };
-    try {
-      outcome = await writeSummary({
-        model: this.deps.model,
-        tokenizer,
-        settings: settings.summary,
-        tokenLimit: settings.tokenLimit,
-        conversationId: conversation.id,
-        previous: conversation.summary,
-        dropped: history.filter((message) => message.seq > covered && message.seq <= droppedThrough),
-        throughSeq: droppedThrough,
-        now: clock.now(),
-      });
-    } catch (error) {
-      this.deps.log.warn(
-        `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
-          `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
-      );
-      return { plan: first };
-    }
-    // Spent whether or not this turn commits; a trim turn only, so the round trip is rare.
-    await this.deps.limiter
-      .record(caller, outcome.usage.totalTokens, clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
-    // The trim left room for the new summary, so the window stays where the trim put it.
-    return { plan: plan(outcome.summary, first.windowStartSeq), summary: outcome };
-  }
-
   /** The user's message is encoded once per turn, however many attempts the turn takes. */
-  private userMessage(input: TurnInput): CountedUserMessage {
+  private userMessage(input: TurnInput): CountedTurnMessage {
     const message: ChatMessage = { role: 'user', content: input.content, ...(input.name ? { name: input.name } : {}) };
-    return { message, tokens: countMessageTokens(message, this.deps.tokenizer) };
+    return { ...message, tokens: countMessageTokens(message, this.deps.tokenizer) };
   }
-}
-
-interface CountedUserMessage {
-  message: ChatMessage;
-  tokens: number;
 }
 
 export function messageId(seq: number): string {
@@ -364,12 +749,9 @@ export function seqFromMessageId(id: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-function counted<T extends ChatMessage>(message: T, tokens: number): ChatMessage & { tokens: number } {
-  return { role: message.role, content: message.content, ...(message.name ? { name: message.name } : {}), tokens };
-}
-
 function toResult(record: TurnRecord, reply: StoredMessage, replayed: boolean): TurnResult {
   return {
+    status: 'completed',
     conversationId: record.conversationId,
     message: { id: reply.id, role: 'assistant', content: reply.content, createdAt: reply.createdAt },
     finishReason: record.finishReason,
@@ -388,6 +770,30 @@ function addUsage(totals: Conversation['totals'], usage: Usage): Conversation['t
   };
 }
 
+function requiresAction(
+  conversationId: string,
+  pending: PendingTurn,
+  replayed: boolean,
+  context?: TurnContext,
+): RequiresActionResult {
+  const last = pending.calls.at(-1);
+  return {
+    status: 'requires_action',
+    conversationId,
+    turnId: pending.id,
+    toolCalls: pending.awaiting,
+    expiresAt: pending.expiresAt,
+    usage: pending.usage,
+    context: context ?? {
+      promptTokens: last?.estimated ?? 0,
+      droppedTurns: 0,
+      ...(last ? { servicePromptTokens: last.reported } : {}),
+      toolRounds: pending.rounds,
+    },
+    replayed,
+  };
+}
+
 function conversationNotFound(): NotFoundError {
   return new NotFoundError('No conversation with this id exists for the caller.');
 }
@@ -397,6 +803,23 @@ export function hashTurnRequest(input: Pick<TurnInput, 'content' | 'name'>): str
   return createHash('sha256')
     .update(JSON.stringify([input.content, input.name ?? null]))
     .digest('base64url');
+}
+
+/** Tool results hash apart from any message: the same key reused across the two routes is a different body. */
+export function hashToolResults(input: Pick<ToolResultsInput, 'turnId' | 'results'>): string {
+  return createHash('sha256')
+    .update(
+      JSON.stringify([
+        'tool-results',
+        input.turnId ?? null,
+        input.results.map((result) => [result.toolCallId, result.output]),
+      ]),
+    )
+    .digest('base64url');
+}
+
+function requestHashOf(input: TurnInput | ToolResultsInput): string {
+  return 'results' in input ? hashToolResults(input) : hashTurnRequest(input);
 }
 
 async function collectStream(
@@ -409,7 +832,12 @@ async function collectStream(
       content += chunk.content;
       onDelta(chunk.content);
     } else {
-      return { content, finishReason: chunk.finishReason, usage: chunk.usage };
+      return {
+        content,
+        finishReason: chunk.finishReason,
+        usage: chunk.usage,
+        ...(chunk.toolCalls && chunk.toolCalls.length > 0 ? { toolCalls: chunk.toolCalls } : {}),
+      };
     }
   }
   throw new Error('The model stream ended without a final chunk.');

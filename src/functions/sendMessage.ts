@@ -4,7 +4,8 @@ import { json, parseConversationId, parseIdempotencyKey, readJson } from '../htt
 import { streamTurn, wantsEventStream } from '../http/streamTurn';
 
 /**
- * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message.
+ * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message (and the tool calls
+ * and results between them). When the model calls a client tool the answer is `status: "requires_action"`.
  * With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events.
  */
 export const sendMessage = withServices(async (request, context, services) => {
@@ -20,12 +21,12 @@ export const sendMessage = withServices(async (request, context, services) => {
     ...(idempotencyKey ? { idempotencyKey } : {}),
   };
   if (wantsEventStream(request.headers.get('accept'), request.query.get('stream'))) {
-    return streamTurn(services.turns, input, {
+    return streamTurn((handlers, signal) => services.turns.stream(input, handlers, signal), {
       onDisconnect: services.config.chat.streamOnDisconnect,
       requestId: context.invocationId,
     });
   }
-  const { replayed, ...response } = await services.turns.send(input);
+  const { replayed, ...response } = await services.turns.converse(input);
   return json(200, response, replayed ? { 'Idempotent-Replayed': 'true' } : {});
 });
 
