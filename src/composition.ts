@@ -24,7 +24,8 @@ import { getTokenizer } from './adapters/tiktokenTokenizer';
 import { createUsageLimiter } from './adapters/tableUsageLimiter';
 import { createCallerResolver } from './http/auth/createCallerResolver';
 import type { CallerResolver } from './http/caller';
-import { createConversationSchema, sendMessageSchema } from './http/schemas';
+import { createConversationSchema, sendMessageSchema, toolResultsSchema } from './http/schemas';
+import { createServerTools } from './tools';
 
 export const COGNITIVE_SERVICES_SCOPE = 'https://cognitiveservices.azure.com/.default';
 
@@ -38,6 +39,7 @@ export interface AppServices {
   schemas: {
     createConversation: ReturnType<typeof createConversationSchema>;
     sendMessage: ReturnType<typeof sendMessageSchema>;
+    toolResults: ReturnType<typeof toolResultsSchema>;
   };
   log: Logger;
 }
@@ -108,6 +110,12 @@ export function resolveChatSettings(
       turnAttempts: config.chat.turnAttempts,
       idempotencyLeaseMs: config.chat.idempotencyLeaseMs,
       maxConversationsPerCaller: config.limits.conversationsPerCaller,
+      tools: {
+        maxRounds: config.tools.maxRounds,
+        timeoutMs: config.tools.timeoutMs,
+        maxOutputChars: config.tools.maxOutputChars,
+        pendingTurnMs: config.tools.pendingTurnMs,
+      },
     },
   };
 }
@@ -117,7 +125,9 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   const { settings, encoding, reasoning } = resolveChatSettings(config, log);
   // Loaded and created only when something authenticates with Entra ID: key-based local runs never touch identity
   // endpoints, and skip loading @azure/identity at cold start.
-  const needsIdentity = !config.storage.connectionString || !config.model.apiKey;
+  const lookup = config.tools.enabled.includes('http_lookup') ? config.tools.httpLookup : undefined;
+  const needsIdentity =
+    !config.storage.connectionString || !config.model.apiKey || (lookup !== undefined && !lookup.apiKey);
   const identity = needsIdentity ? await import('@azure/identity') : undefined;
   let credential = overrides.credential;
   const getCredential = (): TokenCredential => {
@@ -153,15 +163,37 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
       timeoutMs: config.model.timeoutMs,
       maxRetries: config.model.maxRetries,
     });
+  const clock = overrides.clock ?? { now: () => new Date() };
+  const serverTools = createServerTools({
+    enabled: config.tools.enabled,
+    clock,
+    ...(lookup
+      ? {
+          httpLookup: {
+            baseUrl: lookup.baseUrl,
+            ...(lookup.description ? { description: lookup.description } : {}),
+            ...(lookup.apiKey
+              ? { apiKey: lookup.apiKey, apiKeyHeader: lookup.apiKeyHeader }
+              : {
+                  getToken: (identity ?? (await import('@azure/identity'))).getBearerTokenProvider(
+                    getCredential(),
+                    lookup.scope ?? '',
+                  ),
+                }),
+          },
+        }
+      : {}),
+  });
   const deps: ChatDependencies = {
     store,
     model,
     tokenizer: overrides.tokenizer ?? getTokenizer(encoding),
-    clock: overrides.clock ?? { now: () => new Date() },
+    clock,
     ids: overrides.ids ?? { newConversationId: () => randomUUID() },
     limiter: overrides.limiter ?? createUsageLimiter(config, getCredential),
     settings,
     log,
+    serverTools,
   };
   const limits = { maxMessageChars: config.chat.maxMessageChars, maxExamples: config.chat.maxExamples };
   return {
@@ -171,7 +203,11 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     conversations: new Conversations(deps),
     turns: new TurnRunner(deps),
     callers: overrides.callers ?? createCallerResolver(config),
-    schemas: { createConversation: createConversationSchema(limits), sendMessage: sendMessageSchema(limits) },
+    schemas: {
+      createConversation: createConversationSchema(limits),
+      sendMessage: sendMessageSchema(limits),
+      toolResults: toolResultsSchema(limits),
+    },
     log,
   };
 }

@@ -204,14 +204,15 @@ export function toolMessage(toolCallId: string, content: string, tokenizer: Toke
 }
 
 /**
- * Bounds a tool output to `maxChars` UTF-16 code units. A longer output keeps its beginning, cut where no surrogate
- * pair is split, and ends with a note saying how much was left out, so the model knows it saw a part:
+ * Bounds a tool output to `maxChars` UTF-16 code units (one fewer when the cut would split a surrogate pair). A longer
+ * output keeps its beginning and ends with a note saying how much was left out, so the model knows it saw a part:
  * `…\n[tool output truncated: first N of M characters]`. The note is inside the bound.
  */
 export function boundToolOutput(output: string, maxChars: number): string {
   if (output.length <= maxChars) return output;
   const note = (kept: number) => `\n[tool output truncated: first ${kept} of ${output.length} characters]`;
   let kept = Math.max(0, maxChars - note(maxChars).length);
+  while (kept + 1 + note(kept + 1).length <= maxChars) kept += 1;
   const code = output.charCodeAt(kept - 1);
   if (kept > 0 && code >= 0xd800 && code <= 0xdbff) kept -= 1;
   return `${output.slice(0, kept)}${note(kept)}`;

@@ -21,7 +21,7 @@ export const sendMessage = withServices(async (request, context, services) => {
     ...(idempotencyKey ? { idempotencyKey } : {}),
   };
   if (wantsEventStream(request.headers.get('accept'), request.query.get('stream'))) {
-    return streamTurn((handlers, signal) => services.turns.stream(input, handlers, signal), {
+    return streamTurn(services.turns, input, {
       onDisconnect: services.config.chat.streamOnDisconnect,
       requestId: context.invocationId,
     });

@@ -7,7 +7,7 @@
  * there when the app reconnects (CHAT_STREAM_ON_DISCONNECT=abort stops the model instead, storing nothing).
  */
 import type { HttpResponseInit } from '@azure/functions';
-import type { TurnHandlers, TurnOutcome } from '../core/turn';
+import type { TurnHandlers, TurnInput, TurnOutcome, TurnRunner } from '../core/turn';
 import { toProblem } from './problem';
 
 export const SSE_CONTENT_TYPE = 'text/event-stream';
@@ -20,10 +20,20 @@ export function formatEvent(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
+export interface StreamOptions {
+  onDisconnect: 'finish' | 'abort';
+  requestId: string;
+}
+
+/** A message turn as server-sent events. */
+export function streamTurn(turns: TurnRunner, input: TurnInput, options: StreamOptions): Promise<HttpResponseInit> {
+  return streamOutcome((handlers, signal) => turns.stream(input, handlers, signal), options);
+}
+
 /** Streams what `run` reports; `run` is TurnRunner.stream or TurnRunner.submitToolResults with these handlers. */
-export function streamTurn(
+export function streamOutcome(
   run: (handlers: TurnHandlers, signal: AbortSignal) => Promise<TurnOutcome>,
-  options: { onDisconnect: 'finish' | 'abort'; requestId: string },
+  options: StreamOptions,
 ): Promise<HttpResponseInit> {
   const encoder = new TextEncoder();
   const modelAbort = new AbortController();

@@ -17,9 +17,11 @@ import {
   type IdempotencyClaim,
   type NewConversation,
   type Page,
+  type PendingTurn,
   type StoredMessage,
   type Tokenizer,
   type TurnCommit,
+  type TurnPause,
   type TurnRecord,
   NO_TOTALS,
 } from '../../src/core/ports';
@@ -42,6 +44,7 @@ interface StoredConversation {
   owner: string;
   conversation: Conversation;
   messages: StoredMessage[];
+  pending?: PendingTurn;
   idempotency: Map<
     string,
     { state: 'pending' | 'completed'; requestHash: string; token: string; leaseUntil: number; record?: TurnRecord }
@@ -146,11 +149,50 @@ export class MemoryStore implements ConversationStore {
       found.conversation.windowStartSeq = commit.header.windowStartSeq;
       if (commit.header.summary) found.conversation.summary = structuredClone(commit.header.summary);
     }
-    if (commit.idempotency) {
-      const record = found.idempotency.get(commit.idempotency.key);
-      if (record)
-        Object.assign(record, { state: 'completed', record: commit.idempotency.record, token: this.nextVersion() });
+    if (commit.clearPending) {
+      delete found.pending;
+      delete found.conversation.pending;
     }
+    this.completeIdempotency(found, commit.idempotency);
+  }
+
+  pauses = 0;
+
+  async pauseTurn(owner: Caller, pause: TurnPause): Promise<void> {
+    const found = this.find(owner, pause.conversationId);
+    if (!found || found.conversation.version !== pause.expectedVersion) throw new ConcurrencyConflict();
+    if (pause.idempotency) {
+      const record = found.idempotency.get(pause.idempotency.key);
+      if (!record || record.token !== pause.idempotency.claim.token) throw new ConcurrencyConflict();
+    }
+    this.pauses++;
+    found.pending = structuredClone(pause.pending);
+    found.conversation.pending = { id: pause.pending.id, expiresAt: pause.pending.expiresAt };
+    found.conversation.updatedAt = pause.updatedAt;
+    found.conversation.version = this.nextVersion();
+    this.completeIdempotency(found, pause.idempotency);
+  }
+
+  async getPendingTurn(owner: Caller, id: string): Promise<PendingTurn | undefined> {
+    const pending = this.find(owner, id)?.pending;
+    return pending ? structuredClone(pending) : undefined;
+  }
+
+  async cancelPendingTurn(owner: Caller, id: string, expectedVersion: string): Promise<boolean> {
+    const found = this.find(owner, id);
+    if (!found) return false;
+    if (found.conversation.version !== expectedVersion) throw new ConcurrencyConflict();
+    if (!found.pending) return false;
+    delete found.pending;
+    delete found.conversation.pending;
+    found.conversation.version = this.nextVersion();
+    return true;
+  }
+
+  private completeIdempotency(found: StoredConversation, idempotency: TurnCommit['idempotency']): void {
+    if (!idempotency) return;
+    const record = found.idempotency.get(idempotency.key);
+    if (record) Object.assign(record, { state: 'completed', record: idempotency.record, token: this.nextVersion() });
   }
 
   async beginIdempotent(
@@ -211,18 +253,24 @@ export class ScriptedModel implements ChatModel {
     await this.during?.();
     const answer = this.answers.shift();
     if (answer instanceof Error) throw answer;
-    const content = answer?.content ?? `echo: ${request.messages.at(-1)?.content ?? ''}`;
+    const content = answer?.content ?? (answer?.toolCalls ? '' : `echo: ${request.messages.at(-1)?.content ?? ''}`);
     return {
       content,
-      finishReason: answer?.finishReason ?? 'stop',
+      finishReason: answer?.finishReason ?? (answer?.toolCalls ? 'tool_calls' : 'stop'),
       usage: answer?.usage ?? { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
+      ...(answer?.toolCalls ? { toolCalls: answer.toolCalls } : {}),
     };
   }
 
   async *stream(request: CompletionRequest): AsyncIterable<CompletionChunk> {
     const completion = await this.complete(request);
-    for (const word of completion.content.split(/(?<= )/)) yield { type: 'delta', content: word };
-    yield { type: 'done', finishReason: completion.finishReason, usage: completion.usage };
+    for (const word of completion.content.split(/(?<= )/)) if (word) yield { type: 'delta', content: word };
+    yield {
+      type: 'done',
+      finishReason: completion.finishReason,
+      usage: completion.usage,
+      ...(completion.toolCalls ? { toolCalls: completion.toolCalls } : {}),
+    };
   }
 }
 
@@ -257,6 +305,7 @@ export function fakeDependencies(
     limiter: overrides.limiter ?? { admit: async () => {}, record: async () => {} },
     settings: { ...TEST_SETTINGS, ...overrides.settings },
     log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
+    ...(overrides.serverTools ? { serverTools: overrides.serverTools } : {}),
   };
   return { deps, store, model, tokenizer };
 }
