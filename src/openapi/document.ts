@@ -498,7 +498,10 @@ function paths(options: OpenApiOptions): JsonObject {
         summary: 'Send a message and get the reply',
         description:
           'One turn: the message is added to the history, the history is trimmed to the model’s token budget, the ' +
-          'model answers, and the message and the reply are stored together (or, on any failure, neither).\n\n' +
+          'model answers (calling server tools as it needs, at most CHAT_MAX_TOOL_ROUNDS rounds), and the message, ' +
+          'the tool calls and results and the reply are stored together (or, on any failure, none of them). When ' +
+          'the model calls a client tool the answer is `requires_action`: post the results to ' +
+          '/conversations/{id}/tool-results; until then new messages get 409 tool_results_pending.\n\n' +
           'With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events: ' +
           '`turn.started`, `message.delta` (in order), then `turn.completed` or `turn.failed` (a problem). Failures ' +
           'found before the model is called are ordinary problem responses, not streams.\n\n' +
