@@ -19,7 +19,9 @@ const FUNCTIONS = [
   'health',
   'listConversations',
   'openapi',
+  'pendingTurn',
   'sendMessage',
+  'submitToolResults',
   'webhookGithub',
   'webhookMessages',
 ];
