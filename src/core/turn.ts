@@ -289,6 +289,8 @@ export class TurnRunner {
       const plan = this.plan(state, offer);
       const completion = await call({
         ...this.completionRequest(plan),
+        // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
+        cacheKey: state.conversation.id,
         ...(offer ? { tools: state.tools.definitions } : {}),
       });
       this.account(state, plan, completion);
