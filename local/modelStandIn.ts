@@ -97,6 +97,20 @@ export interface ReplyRequest {
   messages: StandInMessage[];
   promptTokens: number;
   body: ChatRequestBody;
+  /** The function tools offered with the request (empty when none). */
+  tools: StandInTool[];
+}
+
+/** A function tool as the request carries it. */
+export interface StandInTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
+/** A reply that calls tools instead of (or besides) answering: `finish_reason` becomes `tool_calls`. */
+export interface StandInToolReply {
+  toolCalls: { id?: string; name: string; arguments: string }[];
+  content?: string;
 }
 
 export interface ModelStandInOptions {
@@ -106,8 +120,10 @@ export interface ModelStandInOptions {
   expectedBearerToken?: string;
   /** Require `api-key: <key>` or `Authorization: Bearer <key>` (the openai SDK sends its apiKey as Bearer). */
   expectedApiKey?: string;
-  /** Replaces the default reply text (undefined: the default); truncation, usage and faults still apply to it. */
-  reply?: (request: ReplyRequest) => string | undefined;
+  /** Replaces the default reply text (undefined: the default), or calls tools; truncation, usage and faults apply to text. */
+  reply?: (
+    request: ReplyRequest,
+  ) => string | StandInToolReply | undefined | Promise<string | StandInToolReply | undefined>;
   /** Pause between streamed chunks. Default 0. */
   streamChunkDelayMs?: number;
   /** When set, a prompt plus max tokens above it gets `context_length_exceeded`, as the service would. */
@@ -211,7 +227,11 @@ function countText(text: string, encoding: StandInEncoding): number {
   return count;
 }
 
-/** The guide's count: 3 per message, every role/content/name value encoded, 1 more per name, 3 to prime the reply. */
+/**
+ * The guide's count: 3 per message, every role/content/name value encoded, 1 more per name, 3 to prime the reply.
+ * As the cookbook's loop encodes every string value, a tool message's `tool_call_id` counts; of an assistant
+ * message's `tool_calls` each function's name and arguments count (the convention the app documents).
+ */
 function countPromptTokens(messages: StandInMessage[], encoding: StandInEncoding): number {
   let count = 3;
   for (const message of messages) {
@@ -219,8 +239,44 @@ function countPromptTokens(messages: StandInMessage[], encoding: StandInEncoding
     count += countText(message.role, encoding);
     count += countText(contentText(message.content), encoding);
     if (typeof message.name === 'string') count += countText(message.name, encoding) + 1;
+    if (typeof message.tool_call_id === 'string') count += countText(message.tool_call_id, encoding);
+    if (Array.isArray(message.tool_calls)) {
+      for (const call of message.tool_calls as { function?: { name?: string; arguments?: string } }[]) {
+        count += countText(call.function?.name ?? '', encoding) + countText(call.function?.arguments ?? '', encoding);
+      }
+    }
   }
   return count;
+}
+
+/**
+ * The cookbook's `num_tokens_for_tools` ("How to count tokens with tiktoken", section 7), written out here on its
+ * own: gpt-4o-family constants for o200k_base (function start 7), gpt-4 ones for cl100k_base (10).
+ */
+function countToolTokens(tools: StandInTool[], encoding: StandInEncoding): number {
+  if (tools.length === 0) return 0;
+  const funcInit = encoding === 'o200k_base' ? 7 : 10;
+  const strip = (text: string) => (text.endsWith('.') ? text.slice(0, -1) : text);
+  let count = 0;
+  for (const { function: fn } of tools) {
+    count += funcInit + countText(`${fn.name}:${strip(fn.description ?? '')}`, encoding);
+    const properties = (fn.parameters?.['properties'] ?? {}) as Record<string, Record<string, unknown>>;
+    const keys = Object.keys(properties);
+    if (keys.length === 0) continue;
+    count += 3;
+    for (const key of keys) {
+      count += 3;
+      const property = properties[key] ?? {};
+      if (Array.isArray(property['enum'])) {
+        count -= 3;
+        for (const item of property['enum']) count += 3 + countText(String(item), encoding);
+      }
+      const type = Array.isArray(property['type']) ? property['type'].join(',') : String(property['type'] ?? '');
+      const description = typeof property['description'] === 'string' ? property['description'] : '';
+      count += countText(`${key}:${type}:${strip(description)}`, encoding);
+    }
+  }
+  return count + 12;
 }
 
 // ---- Response shapes -----------------------------------------------------------------------------
@@ -494,6 +550,31 @@ function checkChatRequest(parsed: unknown): { body: ChatRequestBody } | { error:
       return { error: invalidRequest(`Invalid type for 'messages[${index}].name'.`, `messages[${index}].name`) };
     }
   }
+  const orderError = checkToolMessages(messages as StandInMessage[]);
+  if (orderError) return { error: orderError };
+  if (parsed.tools !== undefined) {
+    const tools = parsed.tools;
+    const valid =
+      Array.isArray(tools) &&
+      tools.every(
+        (tool) =>
+          isRecord(tool) &&
+          tool.type === 'function' &&
+          isRecord(tool.function) &&
+          typeof tool.function.name === 'string' &&
+          /^[A-Za-z0-9_-]{1,64}$/.test(tool.function.name),
+      );
+    if (!valid) return { error: invalidRequest("Invalid 'tools': expected an array of function tools.", 'tools') };
+    if (tools.length === 0) {
+      return {
+        error: invalidRequest(
+          "Invalid 'tools': empty array. Expected an array with minimum length 1.",
+          'tools',
+          'empty_array',
+        ),
+      };
+    }
+  }
   for (const field of ['max_tokens', 'max_completion_tokens']) {
     const error = checkPositiveInteger(parsed, field);
     if (error) return { error };
@@ -525,6 +606,49 @@ function checkChatRequest(parsed: unknown): { body: ChatRequestBody } | { error:
   }
   // Checked field by field above: the object now has the shape ChatRequestBody describes.
   return { body: parsed as ChatRequestBody };
+}
+
+/**
+ * The service's rule for tool messages: an assistant message with `tool_calls` must be followed by one `tool` message
+ * per call id before anything else, and a `tool` message must answer a call of the assistant message before it.
+ */
+function checkToolMessages(messages: StandInMessage[]): ErrorReply | undefined {
+  let awaiting: Set<string> | undefined;
+  for (const [index, message] of messages.entries()) {
+    if (message.role === 'tool') {
+      if (typeof message.tool_call_id !== 'string' || !awaiting?.has(message.tool_call_id)) {
+        return invalidRequest(
+          "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+          `messages.[${index}].role`,
+        );
+      }
+      awaiting.delete(message.tool_call_id);
+      continue;
+    }
+    if (awaiting && awaiting.size > 0) {
+      return invalidRequest(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
+          `The following tool_call_ids did not have response messages: ${[...awaiting].join(', ')}`,
+        `messages.[${index}].role`,
+      );
+    }
+    awaiting = undefined;
+    if (message.role === 'assistant' && Array.isArray(message.tool_calls)) {
+      awaiting = new Set((message.tool_calls as { id?: unknown }[]).map((call) => String(call.id)));
+    }
+  }
+  if (awaiting && awaiting.size > 0) {
+    return invalidRequest(
+      "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
+        `The following tool_call_ids did not have response messages: ${[...awaiting].join(', ')}`,
+      `messages.[${messages.length}].role`,
+    );
+  }
+  return undefined;
+}
+
+function toolCallId(): string {
+  return `call_${randomBytes(18).toString('base64url').replace(/[-_]/g, '').slice(0, 24)}`;
 }
 
 // ---- The server ----------------------------------------------------------------------------------
@@ -690,7 +814,8 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
     }
 
     const encoding = encodingForModel(body.model);
-    const promptTokens = countPromptTokens(body.messages, encoding);
+    const tools = (Array.isArray(body.tools) ? body.tools : []) as StandInTool[];
+    const promptTokens = countPromptTokens(body.messages, encoding) + countToolTokens(tools, encoding);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens;
     const requestedTokens = promptTokens + (maxTokens ?? 0);
     if (fault?.kind === 'context_length_exceeded') {
@@ -701,17 +826,19 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
       return sendError(response, contextLengthExceeded(options.contextWindowTokens, promptTokens, maxTokens));
     }
 
-    const text =
+    const answer =
       fault?.kind === 'verbatim'
         ? ''
-        : (options.reply?.({ model: body.model, messages: body.messages, promptTokens, body }) ??
+        : ((await options.reply?.({ model: body.model, messages: body.messages, promptTokens, body, tools })) ??
           defaultReplyText(body.messages, promptTokens));
+    const id = completionId();
+    const created = Math.floor(Date.now() / 1000);
+    if (typeof answer !== 'string')
+      return sendToolCalls(response, body, answer, { id, created, promptTokens, encoding });
     const reply =
       fault?.kind === 'verbatim'
         ? { content: fault.content, finishReason: 'stop' as const, completionTokens: fault.completionTokens }
-        : shapeReply(text, encoding, maxTokens, fault);
-    const id = completionId();
-    const created = Math.floor(Date.now() / 1000);
+        : shapeReply(answer, encoding, maxTokens, fault);
     const key = typeof body.prompt_cache_key === 'string' ? body.prompt_cache_key : '';
     const sequence = () =>
       promptSequence(
@@ -795,6 +922,76 @@ export async function startModelStandIn(options: ModelStandInOptions = {}): Prom
       }),
     );
     if (includeUsage) await send({ ...chunk({}), choices: [], usage });
+    await writeEvent(response, SSE_DONE);
+    response.end();
+  }
+
+  /** A reply that calls tools: `finish_reason: tool_calls`, streamed as the service streams them. */
+  async function sendToolCalls(
+    response: ServerResponse,
+    body: ChatRequestBody,
+    answer: StandInToolReply,
+    meta: { id: string; created: number; promptTokens: number; encoding: StandInEncoding },
+  ): Promise<void> {
+    const calls = answer.toolCalls.map((call) => ({
+      id: call.id ?? toolCallId(),
+      type: 'function' as const,
+      function: { name: call.name, arguments: call.arguments },
+    }));
+    const content = answer.content ?? null;
+    const completionTokens =
+      calls.reduce(
+        (sum, call) =>
+          sum + countText(call.function.name, meta.encoding) + countText(call.function.arguments, meta.encoding),
+        0,
+      ) + (content ? countText(content, meta.encoding) : 0);
+    const usage = usageOf(meta.promptTokens, completionTokens, 0);
+    const base = { id: meta.id, created: meta.created, model: body.model, system_fingerprint: 'fp_local_model' };
+    if (body.stream !== true) {
+      return sendJson(response, 200, {
+        ...base,
+        object: 'chat.completion',
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content, refusal: null, annotations: [], tool_calls: calls },
+            finish_reason: 'tool_calls',
+            logprobs: null,
+            content_filter_results: categoryResults(),
+          },
+        ],
+        usage,
+        prompt_filter_results: promptFilterResults(),
+      });
+    }
+    const includeUsage = body.stream_options?.include_usage === true;
+    const chunk = (choice: Record<string, unknown>) => ({
+      ...base,
+      object: 'chat.completion.chunk',
+      choices: [{ index: 0, logprobs: null, finish_reason: null, ...choice }],
+      ...(includeUsage ? { usage: null } : {}),
+    });
+    startEventStream(response, requestIdHeaders());
+    await writeEvent(response, chunk({ delta: { role: 'assistant', content: null, refusal: null } }));
+    if (content) await writeEvent(response, chunk({ delta: { content } }));
+    for (const [index, call] of calls.entries()) {
+      // As the service does: id and name first with empty arguments, then the arguments in fragments.
+      await writeEvent(
+        response,
+        chunk({
+          delta: {
+            tool_calls: [
+              { index, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } },
+            ],
+          },
+        }),
+      );
+      for (const fragment of call.function.arguments.match(/[\s\S]{1,16}/g) ?? []) {
+        await writeEvent(response, chunk({ delta: { tool_calls: [{ index, function: { arguments: fragment } }] } }));
+      }
+    }
+    await writeEvent(response, chunk({ delta: {}, finish_reason: 'tool_calls' }));
+    if (includeUsage) await writeEvent(response, { ...chunk({}), choices: [], usage });
     await writeEvent(response, SSE_DONE);
     response.end();
   }

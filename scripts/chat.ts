@@ -5,7 +5,8 @@
  *
  *   npm run chat -- [--url http://localhost:7071/api] [--conversation <id>] [--key <function key>] [--token <jwt>]
  *
- * Commands: /new (a new conversation), /history (the stored messages), /help, /exit. Everything here except `main`
+ * Commands: /new (a new conversation), /history (the stored messages), /tools (the conversation's tools and any turn
+ * waiting for client-tool results), /help, /exit. Everything here except `main`
  * is a pure helper or takes its I/O as a parameter, so the unit tests drive it with fakes.
  */
 import { join } from 'node:path';
@@ -197,9 +198,17 @@ export interface ConversationInfo {
 }
 
 export interface HistoryMessage {
-  role: 'system' | 'user' | 'assistant';
+  role: 'system' | 'user' | 'assistant' | 'tool';
   content: string;
   name?: string;
+  toolCalls?: ToolCallInfo[];
+  toolCallId?: string;
+}
+
+export interface ToolCallInfo {
+  id: string;
+  name: string;
+  arguments: string;
 }
 
 export interface ReplySummary {
@@ -207,6 +216,15 @@ export interface ReplySummary {
   finishReason: string;
   usage: Usage;
   droppedTurns: number;
+  /** Set when the turn waits for client-tool results instead of a reply. */
+  requiresAction?: { turnId: string; toolCalls: ToolCallInfo[]; expiresAt: string };
+}
+
+/** The tools of a conversation, and the turn waiting for client-tool results, if any. */
+export interface ToolsInfo {
+  server: string[];
+  client: string[];
+  pending?: { turnId: string; toolCalls: ToolCallInfo[]; expiresAt: string };
 }
 
 /** What the chat loop needs from the API; ChatApi speaks HTTP, the unit tests use a fake. */
@@ -216,16 +234,37 @@ export interface ChatBackend {
   getConversation(id: string): Promise<ConversationInfo>;
   /** The system message, the examples and every stored message, in order (all pages). */
   history(id: string): Promise<HistoryMessage[]>;
-  /** Sends one message; `onDelta` gets the reply as it arrives (all at once when the server does not stream). */
-  send(id: string, content: string, onDelta: (text: string) => void, signal?: AbortSignal): Promise<ReplySummary>;
+  /**
+   * Sends one message; `onDelta` gets the reply as it arrives (all at once when the server does not stream), `onTool`
+   * a line per tool call and result the server streams.
+   */
+  send(
+    id: string,
+    content: string,
+    onDelta: (text: string) => void,
+    signal?: AbortSignal,
+    onTool?: (line: string) => void,
+  ): Promise<ReplySummary>;
+  /** The conversation's tools and its pending turn (/tools). */
+  tools?(id: string): Promise<ToolsInfo>;
 }
 
-interface TurnResultBody {
-  message: { content: string };
-  finishReason: string;
-  usage: Usage;
-  context: { droppedTurns: number };
-}
+type TurnResultBody =
+  | {
+      status?: 'completed';
+      message: { content: string };
+      finishReason: string;
+      usage: Usage;
+      context: { droppedTurns: number };
+    }
+  | {
+      status: 'requires_action';
+      turnId: string;
+      toolCalls: ToolCallInfo[];
+      expiresAt: string;
+      usage: Usage;
+      context: { droppedTurns: number };
+    };
 
 interface ConversationBody {
   id: string;
@@ -233,8 +272,10 @@ interface ConversationBody {
   system: string;
   examples: { role: 'user' | 'assistant'; content: string }[];
   messageCount: number;
-  messages?: { role: 'user' | 'assistant'; content: string; name?: string }[];
+  messages?: HistoryMessage[];
   nextCursor?: string;
+  tools?: string[];
+  clientTools?: { name: string }[];
 }
 
 export class ChatApi implements ChatBackend {
@@ -278,6 +319,7 @@ export class ChatApi implements ChatBackend {
     content: string,
     onDelta: (text: string) => void,
     signal?: AbortSignal,
+    onTool?: (line: string) => void,
   ): Promise<ReplySummary> {
     const response = await this.request('POST', `/conversations/${encodeURIComponent(id)}/messages`, {
       body: { content },
@@ -286,11 +328,27 @@ export class ChatApi implements ChatBackend {
     });
     const contentType = response.headers.get('content-type') ?? '';
     if (response.ok && contentType.startsWith('text/event-stream') && response.body) {
-      return readStreamedReply(response.body, onDelta);
+      return readStreamedReply(response.body, onDelta, onTool);
     }
     const result = (await this.parse(response)) as TurnResultBody;
-    onDelta(result.message.content);
+    if (result.status !== 'requires_action') onDelta(result.message.content);
     return summarize(result);
+  }
+
+  async tools(id: string): Promise<ToolsInfo> {
+    const path = `/conversations/${encodeURIComponent(id)}`;
+    const conversation = (await this.json('GET', `${path}?limit=1`)) as ConversationBody;
+    const info: ToolsInfo = {
+      server: conversation.tools ?? [],
+      client: (conversation.clientTools ?? []).map((tool) => tool.name),
+    };
+    const pending = await this.request('GET', `${path}/pending-turn`, {});
+    if (pending.status === 404) {
+      await pending.body?.cancel();
+      return info;
+    }
+    const body = (await this.parse(pending)) as NonNullable<ToolsInfo['pending']>;
+    return { ...info, pending: { turnId: body.turnId, toolCalls: body.toolCalls, expiresAt: body.expiresAt } };
   }
 
   private async json(method: string, path: string, body?: unknown): Promise<unknown> {
@@ -356,6 +414,15 @@ export function isUnreachable(error: unknown): boolean {
 }
 
 function summarize(result: TurnResultBody): ReplySummary {
+  if (result.status === 'requires_action') {
+    return {
+      content: '',
+      finishReason: 'tool_calls',
+      usage: result.usage,
+      droppedTurns: result.context.droppedTurns,
+      requiresAction: { turnId: result.turnId, toolCalls: result.toolCalls, expiresAt: result.expiresAt },
+    };
+  }
   return {
     content: result.message.content,
     finishReason: result.finishReason,
@@ -364,10 +431,25 @@ function summarize(result: TurnResultBody): ReplySummary {
   };
 }
 
+/** A line for a streamed tool call or result, shortened for the console. */
+export function formatToolEvent(event: string, data: unknown): string | undefined {
+  const shorten = (text: string) => (text.length > 200 ? `${text.slice(0, 200)}…` : text);
+  if (event === 'tool.call') {
+    const call = data as ToolCallInfo & { client?: boolean };
+    return `[tool call] ${call.name}(${shorten(call.arguments)})${call.client ? ' (client tool)' : ''}`;
+  }
+  if (event === 'tool.result') {
+    const result = data as { name: string; output: string; error?: string };
+    return `[tool result] ${result.name}${result.error ? ` (${result.error})` : ''}: ${shorten(result.output)}`;
+  }
+  return undefined;
+}
+
 /** Prints deltas as they arrive; ends with the turn's summary or throws the problem of `turn.failed`. */
 export async function readStreamedReply(
   body: ReadableStream<Uint8Array>,
   onDelta: (text: string) => void,
+  onTool?: (line: string) => void,
 ): Promise<ReplySummary> {
   const parser = new SseParser();
   const decoder = new TextDecoder();
@@ -377,7 +459,14 @@ export async function readStreamedReply(
       case 'message.delta':
         onDelta((data as { content: string }).content);
         return undefined;
+      case 'tool.call':
+      case 'tool.result': {
+        const line = formatToolEvent(event.event, data);
+        if (line) onTool?.(line);
+        return undefined;
+      }
       case 'turn.completed':
+      case 'turn.requires_action':
         return summarize(data as TurnResultBody);
       case 'turn.failed':
         throw toProblem((data as { status?: number }).status ?? 500, data);
@@ -404,6 +493,7 @@ export type Command =
   | { kind: 'message'; content: string }
   | { kind: 'new' }
   | { kind: 'history' }
+  | { kind: 'tools' }
   | { kind: 'help' }
   | { kind: 'exit' }
   | { kind: 'empty' }
@@ -419,6 +509,8 @@ export function parseCommand(line: string): Command {
       return { kind: 'new' };
     case '/history':
       return { kind: 'history' };
+    case '/tools':
+      return { kind: 'tools' };
     case '/help':
       return { kind: 'help' };
     case '/exit':
@@ -429,7 +521,25 @@ export function parseCommand(line: string): Command {
   }
 }
 
-export const COMMANDS_HELP = '/new starts a new conversation, /history prints its messages, /exit quits.';
+export const COMMANDS_HELP =
+  '/new starts a new conversation, /history prints its messages, /tools lists its tools, /exit quits.';
+
+export function formatTools(info: ToolsInfo): string {
+  const lines = [
+    `server tools: ${info.server.length > 0 ? info.server.join(', ') : '(none)'}`,
+    `client tools: ${info.client.length > 0 ? info.client.join(', ') : '(none)'}`,
+  ];
+  if (info.pending) lines.push(formatPending(info.pending));
+  return lines.join('\n');
+}
+
+export function formatPending(pending: NonNullable<ToolsInfo['pending']>): string {
+  const calls = pending.toolCalls.map((call) => `${call.name}(${call.arguments}) [${call.id}]`);
+  return (
+    `turn ${pending.turnId} waits for client-tool results until ${pending.expiresAt}: ${calls.join(', ')}. ` +
+    'Your app posts them to /conversations/{id}/tool-results, or DELETE /conversations/{id}/pending-turn cancels it.'
+  );
+}
 
 export function formatUsage(reply: ReplySummary): string {
   const { promptTokens, completionTokens, totalTokens } = reply.usage;
@@ -443,6 +553,8 @@ export function formatUsage(reply: ReplySummary): string {
 export function formatHistory(conversationId: string, messages: HistoryMessage[]): string {
   const lines = messages.map((message) => {
     const who = message.role === 'user' ? (message.name ?? 'you') : message.role;
+    const calls = (message.toolCalls ?? []).map((call) => `${call.name}(${call.arguments})`);
+    if (calls.length > 0) return `${who}> [calls ${calls.join(', ')}]${message.content ? ` ${message.content}` : ''}`;
     return `${who}> ${message.content}`;
   });
   return [`--- conversation ${conversationId} ---`, ...lines, '---'].join('\n');
@@ -506,6 +618,12 @@ export class ChatSession {
         case 'new':
           await this.startNew();
           break;
+        case 'tools':
+          if (this.conversationId) {
+            if (!this.backend.tools) this.out.error('This backend cannot list tools.');
+            else this.out.write(`${formatTools(await this.backend.tools(this.conversationId))}\n`);
+          }
+          break;
         case 'history':
           if (this.conversationId) {
             const messages = await this.backend.history(this.conversationId);
@@ -541,7 +659,17 @@ export class ChatSession {
           this.out.write(text);
         },
         signal,
+        (line) => {
+          if (printed) this.out.write('\n');
+          printed = false;
+          this.out.write(`${line}\n`);
+        },
       );
+      if (reply.requiresAction) {
+        if (printed) this.out.write('\n');
+        this.out.write(`${formatPending(reply.requiresAction)}\n${formatUsage(reply)}\n`);
+        return;
+      }
       if (!printed) this.out.write('assistant> ');
       this.out.write(`\n${formatUsage(reply)}\n`);
     } catch (error) {

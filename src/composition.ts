@@ -32,7 +32,8 @@ import { getTokenizer } from './adapters/tiktokenTokenizer';
 import { createUsageLimiter } from './adapters/tableUsageLimiter';
 import { createCallerResolver } from './http/auth/createCallerResolver';
 import type { CallerResolver } from './http/caller';
-import { createConversationSchema, sendMessageSchema } from './http/schemas';
+import { createConversationSchema, sendMessageSchema, toolResultsSchema } from './http/schemas';
+import { createServerTools } from './tools';
 
 export const COGNITIVE_SERVICES_SCOPE = 'https://cognitiveservices.azure.com/.default';
 
@@ -48,6 +49,7 @@ export interface AppServices {
   schemas: {
     createConversation: ReturnType<typeof createConversationSchema>;
     sendMessage: ReturnType<typeof sendMessageSchema>;
+    toolResults: ReturnType<typeof toolResultsSchema>;
   };
   log: Logger;
 }
@@ -137,6 +139,12 @@ export function resolveChatSettings(
       turnAttempts: config.chat.turnAttempts,
       idempotencyLeaseMs: config.chat.idempotencyLeaseMs,
       maxConversationsPerCaller: config.limits.conversationsPerCaller,
+      tools: {
+        maxRounds: config.tools.maxRounds,
+        timeoutMs: config.tools.timeoutMs,
+        maxOutputChars: config.tools.maxOutputChars,
+        pendingTurnMs: config.tools.pendingTurnMs,
+      },
     },
   };
 }
@@ -147,10 +155,12 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   // Loaded and created only when something authenticates with Entra ID: key-based local runs never touch identity
   // endpoints, and skip loading @azure/identity at cold start.
   const queueOverIdentity = !config.queue.connectionString && Boolean(config.queue.serviceUri);
+  const lookup = config.tools.enabled.includes('http_lookup') ? config.tools.httpLookup : undefined;
   const needsIdentity =
     !config.storage.connectionString ||
     config.model.deployments.some((deployment) => !(deployment.apiKey ?? config.model.apiKey)) ||
-    queueOverIdentity;
+    queueOverIdentity ||
+    (lookup !== undefined && !lookup.apiKey);
   const identity = needsIdentity ? await import('@azure/identity') : undefined;
   let credential = overrides.credential;
   const getCredential = (): TokenCredential => {
@@ -201,6 +211,26 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
         }),
     });
   }
+  const serverTools = createServerTools({
+    enabled: config.tools.enabled,
+    clock,
+    ...(lookup
+      ? {
+          httpLookup: {
+            baseUrl: lookup.baseUrl,
+            ...(lookup.description ? { description: lookup.description } : {}),
+            ...(lookup.apiKey
+              ? { apiKey: lookup.apiKey, apiKeyHeader: lookup.apiKeyHeader }
+              : {
+                  getToken: (identity ?? (await import('@azure/identity'))).getBearerTokenProvider(
+                    getCredential(),
+                    lookup.scope ?? '',
+                  ),
+                }),
+          },
+        }
+      : {}),
+  });
   const primary = deployments[0] as ModelDeployment;
   const deps: ChatDependencies = {
     store,
@@ -216,6 +246,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     limiter: overrides.limiter ?? createUsageLimiter(config, getCredential),
     settings,
     log,
+    serverTools,
   };
   const turns = new TurnRunner(deps);
   const jobs = await buildTurnJobs(config, deps, turns, overrides, {
@@ -235,7 +266,11 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     turns,
     ...(jobs ? { jobs } : {}),
     callers: overrides.callers ?? createCallerResolver(config),
-    schemas: { createConversation: createConversationSchema(limits), sendMessage: sendMessageSchema(limits) },
+    schemas: {
+      createConversation: createConversationSchema(limits),
+      sendMessage: sendMessageSchema(limits),
+      toolResults: toolResultsSchema(limits),
+    },
     log,
   };
 }

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { maxStorableReplyTokens } from './adapters/entitySize';
 import { TRIM_POLICIES, type TrimPolicy } from './core/trimming';
+import { SERVER_TOOL_NAMES, type ServerToolName } from './tools/catalog';
 
 export interface SettingInfo {
   name: string;
@@ -200,6 +201,67 @@ export const SETTINGS: readonly SettingInfo[] = [
       'How long a running request holds its Idempotency-Key before a retry may take it over; at least CHAT_TURN_ATTEMPTS x AZURE_OPENAI_TIMEOUT_MS + 60 s, the longest a turn can run.',
     default: '420',
     example: '600',
+  },
+  // Tools
+  {
+    name: 'CHAT_TOOLS',
+    description: `Server tools the model may call, comma-separated (${SERVER_TOOL_NAMES.join(', ')}); empty: none.`,
+    default: '',
+    example: 'get_current_time,http_lookup',
+    local: 'get_current_time',
+  },
+  {
+    name: 'CHAT_MAX_TOOL_ROUNDS',
+    description: 'Tool rounds per turn at most; then the model is asked once more without tools for a final answer.',
+    default: '5',
+    example: '3',
+  },
+  {
+    name: 'CHAT_TOOL_TIMEOUT_MS',
+    description: 'Time one server-tool call may take; a slower one is stopped and the model told it timed out.',
+    default: '10000',
+    example: '5000',
+  },
+  {
+    name: 'CHAT_TOOL_OUTPUT_CHARS',
+    description:
+      'Longest tool output sent to the model and stored, in UTF-16 code units; a longer one keeps its start and a note.',
+    default: '20000',
+    example: '8000',
+  },
+  {
+    name: 'CHAT_PENDING_TURN_SECONDS',
+    description:
+      'How long a turn paused for client-tool results waits; after it the turn is dropped and new messages are accepted.',
+    default: '600',
+    example: '120',
+  },
+  {
+    name: 'TOOL_HTTP_LOOKUP_URL',
+    description: 'Base URL of the service http_lookup reads from (GET, paths beneath it only).',
+    example: 'https://orders.internal.example.com/api/',
+  },
+  {
+    name: 'TOOL_HTTP_LOOKUP_SCOPE',
+    description: 'http_lookup authenticates with the managed identity, as a bearer token for this scope.',
+    example: 'api://orders-api/.default',
+  },
+  {
+    name: 'TOOL_HTTP_LOOKUP_API_KEY',
+    description: 'http_lookup sends this key instead (in TOOL_HTTP_LOOKUP_API_KEY_HEADER).',
+    example: '(secret)',
+  },
+  {
+    name: 'TOOL_HTTP_LOOKUP_API_KEY_HEADER',
+    description: 'The header that carries TOOL_HTTP_LOOKUP_API_KEY.',
+    default: 'x-api-key',
+    example: 'Ocp-Apim-Subscription-Key',
+  },
+  {
+    name: 'TOOL_HTTP_LOOKUP_DESCRIPTION',
+    description: 'What the model is told http_lookup looks up.',
+    default: 'Look up a record in the company service by its path (read-only), e.g. orders/12345.',
+    example: 'Look up an order by its path, e.g. orders/12345.',
   },
   // Callers
   {
@@ -401,6 +463,32 @@ const schema = z
     CHAT_HISTORY_CACHE_MB: int(0, 16_384, 64),
     CHAT_STREAM_ON_DISCONNECT: z.preprocess(empty, z.enum(['finish', 'abort']).default('finish')),
     IDEMPOTENCY_LEASE_SECONDS: int(10, 86_400, 420),
+    CHAT_TOOLS: z.preprocess(
+      empty,
+      z
+        .string()
+        .optional()
+        .transform(list)
+        .pipe(
+          z.array(z.enum(SERVER_TOOL_NAMES, { message: `expected tool names among ${SERVER_TOOL_NAMES.join(', ')}` })),
+        ),
+    ),
+    CHAT_MAX_TOOL_ROUNDS: int(0, 20, 5),
+    CHAT_TOOL_TIMEOUT_MS: int(100, 120_000, 10_000),
+    // The upper bound keeps a round of parallel calls inside one stored turn (see src/core/tools.ts).
+    CHAT_TOOL_OUTPUT_CHARS: int(500, 100_000, 20_000),
+    CHAT_PENDING_TURN_SECONDS: int(10, 86_400, 600),
+    TOOL_HTTP_LOOKUP_URL: url,
+    TOOL_HTTP_LOOKUP_SCOPE: optionalString,
+    TOOL_HTTP_LOOKUP_API_KEY: optionalString,
+    TOOL_HTTP_LOOKUP_API_KEY_HEADER: z.preprocess(
+      empty,
+      z
+        .string()
+        .regex(/^[A-Za-z0-9-]{1,64}$/, 'expected an HTTP header name')
+        .default('x-api-key'),
+    ),
+    TOOL_HTTP_LOOKUP_DESCRIPTION: optionalString,
     AUTH_MODE: z.preprocess(empty, z.enum(['none', 'jwt', 'easyauth']).default('none')),
     AUTH_ALLOW_NONE: bool,
     AUTH_JWKS_URL: url,
@@ -525,6 +613,23 @@ const schema = z
           'take over a key whose first request is still calling the model',
       });
     }
+    if (env.CHAT_TOOLS.includes('http_lookup')) {
+      if (!env.TOOL_HTTP_LOOKUP_URL) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['TOOL_HTTP_LOOKUP_URL'],
+          message: 'required when CHAT_TOOLS has http_lookup',
+        });
+      }
+      if (!env.TOOL_HTTP_LOOKUP_SCOPE && !env.TOOL_HTTP_LOOKUP_API_KEY) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['TOOL_HTTP_LOOKUP_SCOPE'],
+          message:
+            'set TOOL_HTTP_LOOKUP_SCOPE (managed identity) or TOOL_HTTP_LOOKUP_API_KEY when CHAT_TOOLS has http_lookup',
+        });
+      }
+    }
     if (env.AUTH_MODE === 'none' && env.WEBSITE_INSTANCE_ID && !env.AUTH_ALLOW_NONE) {
       ctx.addIssue({
         code: 'custom',
@@ -579,6 +684,20 @@ export interface Config {
     turnAttempts: number;
     streamOnDisconnect: 'finish' | 'abort';
     idempotencyLeaseMs: number;
+  };
+  tools: {
+    enabled: ServerToolName[];
+    maxRounds: number;
+    timeoutMs: number;
+    maxOutputChars: number;
+    pendingTurnMs: number;
+    httpLookup?: {
+      baseUrl: string;
+      scope?: string;
+      apiKey?: string;
+      apiKeyHeader: string;
+      description?: string;
+    };
   };
   auth: {
     mode: 'none' | 'jwt' | 'easyauth';
@@ -671,6 +790,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       turnAttempts: e.CHAT_TURN_ATTEMPTS,
       streamOnDisconnect: e.CHAT_STREAM_ON_DISCONNECT,
       idempotencyLeaseMs: e.IDEMPOTENCY_LEASE_SECONDS * 1000,
+    },
+    tools: {
+      enabled: [...new Set(e.CHAT_TOOLS)],
+      maxRounds: e.CHAT_MAX_TOOL_ROUNDS,
+      timeoutMs: e.CHAT_TOOL_TIMEOUT_MS,
+      maxOutputChars: e.CHAT_TOOL_OUTPUT_CHARS,
+      pendingTurnMs: e.CHAT_PENDING_TURN_SECONDS * 1000,
+      ...(e.TOOL_HTTP_LOOKUP_URL
+        ? {
+            httpLookup: {
+              baseUrl: e.TOOL_HTTP_LOOKUP_URL,
+              scope: e.TOOL_HTTP_LOOKUP_SCOPE,
+              apiKey: e.TOOL_HTTP_LOOKUP_API_KEY,
+              apiKeyHeader: e.TOOL_HTTP_LOOKUP_API_KEY_HEADER,
+              description: e.TOOL_HTTP_LOOKUP_DESCRIPTION,
+            },
+          }
+        : {}),
     },
     auth: {
       mode: e.AUTH_MODE,

@@ -4,7 +4,12 @@
  * this adapter bounds the whole call with one deadline and turns what is left into the core's typed errors.
  */
 import OpenAI from 'openai';
-import type { ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
+import type {
+  ChatCompletionChunk,
+  ChatCompletionCreateParamsBase,
+  ChatCompletionMessageParam,
+  ChatCompletionMessageToolCall,
+} from 'openai/resources/chat/completions';
 import {
   ChatError,
   ContentFilteredError,
@@ -12,7 +17,16 @@ import {
   RateLimitedError,
   UpstreamError,
 } from '../core/errors';
-import type { ChatModel, Completion, CompletionChunk, CompletionRequest, FinishReason, Usage } from '../core/ports';
+import {
+  type ChatMessage,
+  type ChatModel,
+  type Completion,
+  type CompletionChunk,
+  type CompletionRequest,
+  type FinishReason,
+  type ToolCall,
+  type Usage,
+} from '../core/ports';
 import { toStorableText } from '../core/text';
 
 export interface OpenAiChatModelOptions {
@@ -70,10 +84,12 @@ export class OpenAiChatModel implements ChatModel {
       let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
       const text = new StorableDeltas();
+      const toolCalls = new ToolCallAssembler();
       for await (const chunk of stream) {
         for (const choice of chunk.choices ?? []) {
           const content = text.next(choice.delta?.content ?? '');
           if (content) yield { type: 'delta', content };
+          toolCalls.add(choice.delta?.tool_calls);
           if (choice.finish_reason) finishReason = toFinishReason(choice.finish_reason);
         }
         if (chunk.usage) usage = toUsage(chunk.usage);
@@ -84,8 +100,14 @@ export class OpenAiChatModel implements ChatModel {
       // The same error as complete() gives: translate() makes it upstream_timeout when the deadline did it.
       if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
+      const calls = toolCalls.calls();
       // No usage reported: the core counts the turn itself (it must never go uncounted).
-      yield { type: 'done', finishReason, ...(usage ? { usage } : {}) };
+      yield {
+        type: 'done',
+        finishReason,
+        ...(usage ? { usage } : {}),
+        ...(calls.length > 0 ? { toolCalls: calls } : {}),
+      };
     } catch (error) {
       throw this.translate(error, deadline, replying);
     } finally {
@@ -97,11 +119,15 @@ export class OpenAiChatModel implements ChatModel {
     const { reasoning, deployment } = this.options;
     return {
       model: deployment,
-      messages: request.messages.map((message) =>
-        message.name
-          ? { role: message.role, content: message.content, name: message.name }
-          : { role: message.role, content: message.content },
-      ),
+      messages: request.messages.map(toMessageParam),
+      ...(request.tools && request.tools.length > 0
+        ? {
+            tools: request.tools.map((tool) => ({
+              type: 'function' as const,
+              function: { name: tool.name, description: tool.description, parameters: tool.parameters },
+            })),
+          }
+        : {}),
       ...(reasoning ? { max_completion_tokens: request.maxResponseTokens } : { max_tokens: request.maxResponseTokens }),
       ...(!reasoning && request.temperature !== undefined ? { temperature: request.temperature } : {}),
       // One conversation's requests reach the same prompt cache, so its repeated prefix is billed at the cached rate.
@@ -214,6 +240,69 @@ export class OpenAiChatModel implements ChatModel {
 
 class DeadlineExceeded extends Error {}
 
+function toMessageParam(message: ChatMessage): ChatCompletionMessageParam {
+  const name = message.name === undefined ? {} : { name: message.name };
+  switch (message.role) {
+    case 'tool':
+      return { role: 'tool', tool_call_id: message.toolCallId ?? '', content: message.content };
+    case 'assistant': {
+      const calls = message.toolCalls ?? [];
+      if (calls.length === 0) return { role: 'assistant', content: message.content, ...name };
+      return {
+        role: 'assistant',
+        // The service takes null content beside tool calls; an empty string is what the model did not say.
+        content: message.content === '' ? null : message.content,
+        tool_calls: calls.map((call) => ({
+          id: call.id,
+          type: 'function' as const,
+          function: { name: call.name, arguments: call.arguments },
+        })),
+        ...name,
+      };
+    }
+    case 'user':
+      return { role: 'user', content: message.content, ...name };
+    case 'system':
+      return { role: 'system', content: message.content, ...name };
+  }
+}
+
+/** Function calls only: custom tools are never offered, so a custom call is nothing this app can answer. */
+function functionCalls(calls: ChatCompletionMessageToolCall[] | undefined): ToolCall[] {
+  return (calls ?? []).flatMap((call) =>
+    call.type === 'function'
+      ? [storableCall({ id: call.id, name: call.function.name, arguments: call.function.arguments })]
+      : [],
+  );
+}
+
+/** What the model wrote is stored: unpaired surrogates and NUL become U+FFFD, as in its text (core/text.ts). */
+function storableCall(call: ToolCall): ToolCall {
+  return { id: toStorableText(call.id), name: toStorableText(call.name), arguments: toStorableText(call.arguments) };
+}
+
+/**
+ * Streamed tool calls arrive in pieces: `index` on every piece, `id` and `function.name` once, `function.arguments`
+ * in fragments to concatenate in order.
+ */
+class ToolCallAssembler {
+  private readonly byIndex = new Map<number, ToolCall>();
+
+  add(pieces: ChatCompletionChunk.Choice.Delta.ToolCall[] | undefined): void {
+    for (const piece of pieces ?? []) {
+      const call = this.byIndex.get(piece.index) ?? { id: '', name: '', arguments: '' };
+      if (piece.id) call.id = piece.id;
+      if (piece.function?.name) call.name += piece.function.name;
+      if (piece.function?.arguments) call.arguments += piece.function.arguments;
+      this.byIndex.set(piece.index, call);
+    }
+  }
+
+  calls(): ToolCall[] {
+    return [...this.byIndex.entries()].sort(([a], [b]) => a - b).map(([, call]) => storableCall(call));
+  }
+}
+
 interface AzureErrorBody {
   code?: string;
   innererror?: { code?: string; content_filter_result?: Record<string, unknown> };
@@ -299,11 +388,33 @@ export function parseCompletion(contentType: string | null, body: string): Compl
     throw notACompletion('its choice carries no message text');
   }
   const usage = toUsage((value as Record<string, unknown>)['usage']);
+  const toolCalls = callsTools ? functionCalls(parseToolCalls(message?.tool_calls)) : [];
   return {
     content: toStorableText(content ?? ''),
     finishReason,
     ...(usage ? { usage } : {}),
+    ...(toolCalls.length > 0 ? { toolCalls } : {}),
   };
+}
+
+/** A function call must carry its id, name and arguments as strings; other kinds of call are passed over. */
+function parseToolCalls(calls: unknown): ChatCompletionMessageToolCall[] {
+  if (!Array.isArray(calls)) return [];
+  for (const call of calls as unknown[]) {
+    const record = typeof call === 'object' && call !== null ? (call as Record<string, unknown>) : undefined;
+    if (!record) throw notACompletion('a tool call is not an object');
+    if (record['type'] !== 'function') continue;
+    const fn = record['function'];
+    const parts = typeof fn === 'object' && fn !== null ? (fn as Record<string, unknown>) : {};
+    if (
+      typeof record['id'] !== 'string' ||
+      typeof parts['name'] !== 'string' ||
+      typeof parts['arguments'] !== 'string'
+    ) {
+      throw notACompletion('a function call lacks its id, name or arguments');
+    }
+  }
+  return calls as ChatCompletionMessageToolCall[];
 }
 
 function notACompletion(why: string, cause?: unknown): UpstreamError {

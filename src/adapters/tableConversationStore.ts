@@ -29,9 +29,13 @@ import {
   type IdempotencyClaim,
   type NewConversation,
   type Page,
+  type PendingTurn,
   type PrologueMessage,
   type StoredMessage,
+  type ToolCall,
+  type ToolDefinition,
   type TurnCommit,
+  type TurnPause,
   type TurnRecord,
   type Usage,
   NO_TOTALS,
@@ -64,6 +68,7 @@ import {
   isValidSeq,
   MESSAGE_ROW_PREFIX,
   MESSAGE_ROWS_END,
+  PENDING_ROW,
   messageIdForSeq,
   messagePartRow,
   messageRow,
@@ -164,7 +169,11 @@ export class TableConversationStore implements ConversationStore {
       if (conversation.title !== null) writeLongText(header, 'title', conversation.title);
       writeLongText(header, 'metadata', JSON.stringify(conversation.metadata));
       writeLongText(header, 'prologue', JSON.stringify(conversation.prologue));
-      assertEntityFits(header, 'The conversation header (system message and examples)');
+      if (conversation.tools !== undefined) writeLongText(header, 'tools', JSON.stringify(conversation.tools));
+      if (conversation.clientTools !== undefined) {
+        writeLongText(header, 'clientTools', JSON.stringify(conversation.clientTools));
+      }
+      assertEntityFits(header, 'The conversation header (system message, examples and tools)');
 
       let version: string;
       try {
@@ -204,6 +213,8 @@ export class TableConversationStore implements ConversationStore {
         messageCount: 0,
         version,
         totals: { ...NO_TOTALS },
+        ...(conversation.tools !== undefined ? { tools: [...conversation.tools] } : {}),
+        ...(conversation.clientTools !== undefined ? { clientTools: structuredClone(conversation.clientTools) } : {}),
       };
     });
   }
@@ -450,23 +461,19 @@ export class TableConversationStore implements ConversationStore {
       };
       // Written only when a new one was made: Merge keeps the stored summary otherwise.
       if (commit.header?.summary) writeLongText(header, 'summary', JSON.stringify(commit.header.summary));
+      if (commit.clearPending) Object.assign(header, NO_PENDING);
       const actions: TransactionAction[] = [
         ...messageEntities.map((entity): TransactionAction => ['create', entity]),
         ['update', header, 'Merge', { etag: commit.expectedVersion }],
       ];
       const written: Entity[] = [...messageEntities, header];
-      if (commit.idempotency) {
-        const record: Entity = {
-          partitionKey,
-          rowKey: idempotencyRow(commit.idempotency.key),
-          state: 'completed',
-          requestHash: commit.idempotency.requestHash,
-          record: JSON.stringify(commit.idempotency.record),
-          completedAt: commit.updatedAt,
-        };
-        actions.push(['update', record, 'Replace', { etag: commit.idempotency.claim.token }]);
-        written.push(record);
+      if (commit.clearPending) {
+        // The header named a pending turn, so its row exists: both go in this transaction or neither does.
+        actions.push(['delete', { partitionKey, rowKey: PENDING_ROW }]);
+        written.push({ partitionKey, rowKey: PENDING_ROW });
       }
+      if (commit.idempotency)
+        this.completeIdempotency(partitionKey, commit.idempotency, commit.updatedAt, actions, written);
       assertBatchFits(written, 'The turn');
 
       try {
@@ -489,6 +496,96 @@ export class TableConversationStore implements ConversationStore {
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
     });
+  }
+
+  pauseTurn(owner: Caller, pause: TurnPause): Promise<void> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(pause.conversationId)) throw new ConcurrencyConflict('The conversation does not exist.');
+      const partitionKey = conversationPartition(owner, pause.conversationId);
+      const row: Entity = { partitionKey, rowKey: PENDING_ROW, turnId: pause.pending.id };
+      writeLongText(row, 'turn', JSON.stringify(pause.pending));
+      assertEntityFits(row, 'The paused turn');
+      const header: Entity = {
+        partitionKey,
+        rowKey: HEADER_ROW,
+        pendingId: pause.pending.id,
+        pendingExpiresAt: pause.pending.expiresAt,
+        updatedAt: pause.updatedAt,
+      };
+      // Replace, not Merge: a longer earlier pause of this conversation must not leave parts behind.
+      const actions: TransactionAction[] = [
+        ['upsert', row, 'Replace'],
+        ['update', header, 'Merge', { etag: pause.expectedVersion }],
+      ];
+      const written: Entity[] = [row, header];
+      if (pause.idempotency)
+        this.completeIdempotency(partitionKey, pause.idempotency, pause.updatedAt, actions, written);
+      assertBatchFits(written, 'The paused turn');
+      try {
+        await this.table.submitTransaction(actions);
+      } catch (error) {
+        if (!hasStatus(error, 412) && !hasStatus(error, 409) && !hasStatus(error, 404)) throw error;
+        // As in commitTurn: a retried batch whose first attempt committed finds its own turn id there.
+        const stored = await this.readEntity(partitionKey, HEADER_ROW, ['pendingId']);
+        const current = await this.readEntity(partitionKey, PENDING_ROW, ['turnId']);
+        if (stored?.['pendingId'] !== pause.pending.id || current?.['turnId'] !== pause.pending.id) {
+          throw new ConcurrencyConflict();
+        }
+      }
+    });
+  }
+
+  getPendingTurn(owner: Caller, conversationId: string): Promise<PendingTurn | undefined> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return undefined;
+      const row = await this.readEntity(conversationPartition(owner, conversationId), PENDING_ROW);
+      const text = row ? readLongText(row, 'turn') : undefined;
+      return text === undefined ? undefined : (JSON.parse(text) as PendingTurn);
+    });
+  }
+
+  cancelPendingTurn(owner: Caller, conversationId: string, expectedVersion: string): Promise<boolean> {
+    return this.guard(async () => {
+      if (!isValidKeyValue(conversationId)) return false;
+      const partitionKey = conversationPartition(owner, conversationId);
+      try {
+        await this.table.submitTransaction([
+          ['delete', { partitionKey, rowKey: PENDING_ROW }],
+          ['update', { partitionKey, rowKey: HEADER_ROW, ...NO_PENDING }, 'Merge', { etag: expectedVersion }],
+        ]);
+        return true;
+      } catch (error) {
+        if (hasStatus(error, 412)) throw new ConcurrencyConflict();
+        if (hasStatus(error, 404)) {
+          // Already gone (a retried batch that did commit, or a concurrent cancel): done if the header agrees.
+          const header = await this.readEntity(partitionKey, HEADER_ROW, ['pendingId']);
+          if (!header) return false;
+          if (header['pendingId']) throw new ConcurrencyConflict();
+          return false;
+        }
+        throw error;
+      }
+    });
+  }
+
+  /** Adds the completed idempotency record to a turn's transaction. */
+  private completeIdempotency(
+    partitionKey: string,
+    idempotency: NonNullable<TurnCommit['idempotency']>,
+    completedAt: string,
+    actions: TransactionAction[],
+    written: Entity[],
+  ): void {
+    const record: Entity = {
+      partitionKey,
+      rowKey: idempotencyRow(idempotency.key),
+      state: 'completed',
+      requestHash: idempotency.requestHash,
+      record: JSON.stringify(idempotency.record),
+      completedAt,
+    };
+    actions.push(['update', record, 'Replace', { etag: idempotency.claim.token }]);
+    written.push(record);
   }
 
   beginIdempotent(
@@ -728,9 +825,16 @@ export class TableConversationStore implements ConversationStore {
 
 // ---- entity <-> model ------------------------------------------------------------------------------------------
 
+/** Merged into the header when no turn is pending (a Merge cannot remove a property: it is emptied). */
+const NO_PENDING = { pendingId: '', pendingExpiresAt: '' };
+
 function toConversation(conversationId: string, header: StoredEntity): Conversation {
   const windowStartSeq = optionalNumber(header, 'windowStartSeq');
   const summary = readLongText(header, 'summary');
+  const tools = readLongText(header, 'tools');
+  const clientTools = readLongText(header, 'clientTools');
+  const pendingId = header['pendingId'];
+  const pendingExpiresAt = header['pendingExpiresAt'];
   return {
     id: conversationId,
     title: readLongText(header, 'title') ?? null,
@@ -748,6 +852,11 @@ function toConversation(conversationId: string, header: StoredEntity): Conversat
     },
     ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
     ...(summary !== undefined ? { summary: JSON.parse(summary) as HistorySummary } : {}),
+    ...(tools !== undefined ? { tools: JSON.parse(tools) as string[] } : {}),
+    ...(clientTools !== undefined ? { clientTools: JSON.parse(clientTools) as ToolDefinition[] } : {}),
+    ...(typeof pendingId === 'string' && pendingId !== '' && typeof pendingExpiresAt === 'string'
+      ? { pending: { id: pendingId, expiresAt: pendingExpiresAt } }
+      : {}),
   };
 }
 
@@ -781,6 +890,9 @@ function toMessageEntities(partitionKey: string, message: StoredMessage, commitI
     encoding: message.encoding,
   };
   if (message.name !== undefined) writeLongText(first, 'name', message.name);
+  // Arguments the model wrote can be long: split across properties like the text.
+  if (message.toolCalls !== undefined) writeLongText(first, 'toolCalls', JSON.stringify(message.toolCalls));
+  if (message.toolCallId !== undefined) writeLongText(first, 'toolCallId', message.toolCallId);
   if (message.finishReason !== undefined) first['finishReason'] = message.finishReason;
   if (message.usage !== undefined) {
     first['promptTokens'] = message.usage.promptTokens;
@@ -850,7 +962,9 @@ function toStoredMessage(entity: StoredEntity): StoredMessage {
   const seq = seqFromMessageRow(entity.rowKey ?? '');
   if (seq === undefined) throw new Error(`Row ${String(entity.rowKey)} is not a message.`);
   const role = stringProperty(entity, 'role');
-  if (role !== 'user' && role !== 'assistant') throw new Error(`Message ${seq} has the unexpected role ${role}.`);
+  if (role !== 'user' && role !== 'assistant' && role !== 'tool') {
+    throw new Error(`Message ${seq} has the unexpected role ${role}.`);
+  }
   const name = readLongText(entity, 'name');
   const finishReason = entity['finishReason'];
   const promptTokens = optionalNumber(entity, 'promptTokens');
@@ -864,12 +978,16 @@ function toStoredMessage(entity: StoredEntity): StoredMessage {
           totalTokens: promptTokens + completionTokens,
           cachedPromptTokens: optionalNumber(entity, 'cachedPromptTokens') ?? 0,
         };
+  const toolCalls = readLongText(entity, 'toolCalls');
+  const toolCallId = readLongText(entity, 'toolCallId');
   return {
     seq,
     id: messageIdForSeq(seq),
     role,
     content: readLongText(entity, 'content') ?? '',
     ...(name !== undefined ? { name } : {}),
+    ...(toolCalls !== undefined ? { toolCalls: JSON.parse(toolCalls) as ToolCall[] } : {}),
+    ...(toolCallId !== undefined ? { toolCallId } : {}),
     createdAt: stringProperty(entity, 'createdAt'),
     tokens: numberProperty(entity, 'tokens'),
     encoding: stringProperty(entity, 'encoding') as EncodingName,

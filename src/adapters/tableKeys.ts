@@ -6,6 +6,7 @@
  *   c|<ck>|<id>   m0000000001   message seq 1 (zero-padded so RowKey order is turn order)
  *   c|<ck>|<id>   m0000000001.01  the rest of a message too long for one entity (sorts before m0000000002)
  *   c|<ck>|<id>   i<sha256>     idempotency record of one Idempotency-Key
+ *   c|<ck>|<id>   p             the turn paused for client-tool results, while the header's pendingId names it
  *   u|<ck>        <inverted createdAt 13 digits>|<id>   per-caller index, newest first
  *   u|<ck>        count                                 how many index entries the partition holds
  */
@@ -18,6 +19,8 @@ export const MESSAGE_ROW_PREFIX = 'm';
 /** The first RowKey after every message row ('n' follows 'm'): message ranges are `[m..., n)`. */
 export const MESSAGE_ROWS_END = 'n';
 export const IDEMPOTENCY_ROW_PREFIX = 'i';
+/** After every message row ('p' > 'n'): never read by a history query. */
+export const PENDING_ROW = 'p';
 
 const SEQ_DIGITS = 10;
 export const MAX_SEQ = 10 ** SEQ_DIGITS - 1;

@@ -13,6 +13,8 @@ import type {
   PrologueMessage,
   StoredMessage,
   Usage,
+  ToolCall,
+  ToolDefinition,
 } from './ports';
 import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
@@ -24,6 +26,10 @@ export interface NewConversationInput {
   examples?: { role: 'user' | 'assistant'; content: string }[];
   title?: string;
   metadata?: Record<string, string>;
+  /** Server tools this conversation may use: a subset of the enabled ones (CHAT_TOOLS); default all of them. */
+  tools?: string[];
+  /** Tools the caller's app runs (`parameters` already checked as JSON Schema by the HTTP layer). */
+  clientTools?: ToolDefinition[];
 }
 
 export interface ConversationView {
@@ -39,6 +45,9 @@ export interface ConversationView {
   usage: ConversationTotals;
   /** The summary of the messages that left the window, when there is one (CHAT_SUMMARY=on). */
   summary: SummaryView | null;
+  /** The server tools the conversation offers the model (those still enabled). */
+  tools: string[];
+  clientTools?: ToolDefinition[];
 }
 
 export interface SummaryView {
@@ -53,13 +62,15 @@ export interface SummaryView {
 
 export interface MessageView {
   id: string;
-  role: 'user' | 'assistant';
+  role: 'user' | 'assistant' | 'tool';
   content: string;
   name?: string;
   createdAt: string;
   finishReason?: string;
   /** Assistant messages: what the model reported for the call that wrote the reply. */
   usage?: Usage;
+  toolCalls?: ToolCall[];
+  toolCallId?: string;
 }
 
 export interface ConversationWithMessages extends ConversationView {
@@ -87,6 +98,7 @@ export class Conversations {
         [{ field: 'examples', message: 'system message and examples too large together' }],
       );
     }
+    this.checkTools(input);
     const markers = prologueMessages.flatMap((message) => findSpecialTokenMarkup(message.content, tokenizer));
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
 
@@ -117,10 +129,32 @@ export class Conversations {
         metadata: input.metadata ?? {},
         prologue,
         createdAt,
+        ...(input.tools !== undefined ? { tools: [...new Set(input.tools)] } : {}),
+        ...(input.clientTools !== undefined && input.clientTools.length > 0 ? { clientTools: input.clientTools } : {}),
       },
       capped ? { maxConversations: settings.maxConversationsPerCaller } : {},
     );
-    return toView(conversation);
+    return this.toView(conversation);
+  }
+
+  /** Server tools must be enabled here; client tool names must be unique and not shadow a server tool. */
+  private checkTools(input: NewConversationInput): void {
+    const enabled = this.deps.serverTools ?? new Map();
+    const errors = (input.tools ?? []).flatMap((name, index) =>
+      enabled.has(name)
+        ? []
+        : [{ field: `tools/${index}`, message: `${name} is not a tool this service enables (CHAT_TOOLS)` }],
+    );
+    const seen = new Set<string>();
+    (input.clientTools ?? []).forEach((tool, index) => {
+      if (enabled.has(tool.name)) {
+        errors.push({ field: `clientTools/${index}/name`, message: `${tool.name} is the name of a server tool` });
+      } else if (seen.has(tool.name)) {
+        errors.push({ field: `clientTools/${index}/name`, message: `${tool.name} is declared twice` });
+      }
+      seen.add(tool.name);
+    });
+    if (errors.length > 0) throw new InvalidRequestError('The tools are not valid.', errors);
   }
 
   /**
@@ -134,12 +168,12 @@ export class Conversations {
     input: NewConversationInput,
   ): Promise<{ conversation: ConversationView; created: boolean }> {
     const existing = await this.deps.store.get(caller, id);
-    if (existing) return { conversation: toView(existing), created: false };
+    if (existing) return { conversation: this.toView(existing), created: false };
     try {
       return { conversation: await this.create(caller, input, id), created: true };
     } catch (error) {
       const raced = await this.deps.store.get(caller, id);
-      if (raced) return { conversation: toView(raced), created: false };
+      if (raced) return { conversation: this.toView(raced), created: false };
       throw error;
     }
   }
@@ -152,7 +186,7 @@ export class Conversations {
     const { messages, hasMore } = await store.listMessages(caller, id, { afterSeq, limit: page.limit });
     const last = messages.at(-1);
     return {
-      ...toView(conversation),
+      ...this.toView(conversation),
       messages: messages.map(toMessageView),
       ...(hasMore && last ? { nextCursor: encodeMessageCursor(last.seq) } : {}),
     };
@@ -165,9 +199,19 @@ export class Conversations {
   async delete(caller: Caller, id: string): Promise<void> {
     if (!(await this.deps.store.delete(caller, id))) throw notFound();
   }
+
+  private toView(conversation: Conversation): ConversationView {
+    const enabled = [...(this.deps.serverTools ?? new Map()).keys()];
+    const chosen = conversation.tools;
+    return {
+      ...toView(conversation),
+      tools: chosen === undefined ? enabled : enabled.filter((name) => chosen.includes(name)),
+      ...(conversation.clientTools ? { clientTools: conversation.clientTools } : {}),
+    };
+  }
 }
 
-function toView(conversation: Conversation): ConversationView {
+function toView(conversation: Conversation): Omit<ConversationView, 'tools'> {
   const [system, ...examples] = conversation.prologue;
   return {
     id: conversation.id,
@@ -203,6 +247,8 @@ function toMessageView(message: StoredMessage): MessageView {
     createdAt: message.createdAt,
     ...(message.finishReason ? { finishReason: message.finishReason } : {}),
     ...(message.usage ? { usage: { ...message.usage } } : {}),
+    ...(message.toolCalls ? { toolCalls: message.toolCalls } : {}),
+    ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {}),
   };
 }
 

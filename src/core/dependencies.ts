@@ -1,6 +1,7 @@
 import type { ModelDeployments } from './failover';
 import type { ChatModel, Clock, ConversationStore, IdGenerator, Tokenizer, UsageLimiter } from './ports';
 import type { SummarySettings } from './summaries';
+import type { ServerTool, ToolSettings } from './tools';
 import type { TrimPolicy } from './trimming';
 
 /** Settings the core needs, resolved from configuration and the model's family once at startup. */
@@ -23,7 +24,16 @@ export interface ChatSettings {
   idempotencyLeaseMs: number;
   /** 0 turns the limit off. */
   maxConversationsPerCaller: number;
+  /** Tool rounds, timeouts, output bound, pending-turn lifetime; DEFAULT_TOOL_SETTINGS when absent. */
+  tools?: ToolSettings;
 }
+
+export const DEFAULT_TOOL_SETTINGS: ToolSettings = Object.freeze({
+  maxRounds: 5,
+  timeoutMs: 10_000,
+  maxOutputChars: 20_000,
+  pendingTurnMs: 600_000,
+});
 
 export interface Logger {
   info(message: string): void;
@@ -44,4 +54,6 @@ export interface ChatDependencies {
   limiter: UsageLimiter;
   settings: ChatSettings;
   log: Logger;
+  /** The server tools this deployment enables (CHAT_TOOLS), by name; none when absent. */
+  serverTools?: ReadonlyMap<string, ServerTool>;
 }

@@ -99,6 +99,26 @@ export class ConversationFullError extends ChatError {
   }
 }
 
+export class InvalidToolResultsError extends ChatError {
+  readonly code = 'invalid_tool_results';
+  readonly status = 400;
+  readonly title = 'The tool results do not answer the pending calls';
+  constructor(detail: string, extensions: ProblemExtensions = {}) {
+    super({ detail, extensions });
+  }
+}
+
+export class ClientToolsNotAllowedError extends ChatError {
+  readonly code = 'client_tools_not_allowed';
+  readonly status = 400;
+  readonly title = 'Client tools need an interactive caller';
+  constructor(
+    detail = 'This conversation declares client tools, which only an interactive caller can answer (POST /conversations/{id}/messages). Webhook and queued turns run server tools only.',
+  ) {
+    super({ detail });
+  }
+}
+
 // ---- 401 / 404 / 409 / 413 / 415 / 422 / 429 --------------------------------------------------
 
 export class UnauthorizedError extends ChatError {
@@ -152,6 +172,36 @@ export class IdempotencyInProgressError extends ChatError {
   readonly title = 'A request with this Idempotency-Key is still running';
   constructor(detail = 'A request with this Idempotency-Key is still being processed. Retry after it completes.') {
     super({ detail, headers: { 'Retry-After': '1' } });
+  }
+}
+
+/** A turn of this conversation waits for client-tool results: nothing else may be sent until it is resolved. */
+export class ToolResultsPendingError extends ChatError {
+  readonly code = 'tool_results_pending';
+  readonly status = 409;
+  readonly title = 'A turn is waiting for tool results';
+  constructor(pending: {
+    turnId: string;
+    toolCalls: { id: string; name: string; arguments: string }[];
+    expiresAt: string;
+  }) {
+    super({
+      detail:
+        `Turn ${pending.turnId} of this conversation is waiting for the results of client tools (until ${pending.expiresAt}). ` +
+        'Post them to /conversations/{id}/tool-results, or cancel the turn with DELETE /conversations/{id}/pending-turn, then send again.',
+      extensions: pending,
+    });
+  }
+}
+
+export class NoPendingTurnError extends ChatError {
+  readonly code = 'no_pending_turn';
+  readonly status = 409;
+  readonly title = 'No turn is waiting for tool results';
+  constructor(
+    detail = 'No turn of this conversation is waiting for tool results: it was answered, cancelled or it expired.',
+  ) {
+    super({ detail });
   }
 }
 
@@ -291,12 +341,16 @@ export const PROBLEM_CODES = [
   'special_token_rejected',
   'context_length_exceeded',
   'conversation_full',
+  'invalid_tool_results',
+  'client_tools_not_allowed',
   'unauthorized',
   'invalid_signature',
   'not_found',
   'method_not_allowed',
   'conversation_busy',
   'idempotency_key_in_use',
+  'tool_results_pending',
+  'no_pending_turn',
   'payload_too_large',
   'unsupported_media_type',
   'idempotency_key_reused',

@@ -3,12 +3,42 @@
  * with Azure SDKs, the OpenAI SDK and js-tiktoken; unit tests implement them with fakes.
  */
 
-export type Role = 'system' | 'user' | 'assistant';
+export type Role = 'system' | 'user' | 'assistant' | 'tool';
+
+/** A function call the model asked for: `arguments` is the JSON text the model wrote (not yet validated). */
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
 
 export interface ChatMessage {
   role: Role;
+  /** Empty for an assistant message that only calls tools (sent to the model as null). */
   content: string;
   name?: string;
+  /** Assistant messages: the tools the model called, each answered by one `tool` message before anything else. */
+  toolCalls?: ToolCall[];
+  /** Tool messages: the call this message answers. */
+  toolCallId?: string;
+}
+
+/** A tool as the model is told about it: `parameters` is a JSON Schema object. */
+export interface ToolDefinition {
+  name: string;
+  description: string;
+  parameters: Record<string, unknown>;
+}
+
+/** Only the fields the model is sent: drops counts, ids and anything else riding along on a stored message. */
+export function toChatMessage(message: ChatMessage): ChatMessage {
+  const copy: ChatMessage = { role: message.role, content: message.content };
+  if (message.name !== undefined) copy.name = message.name;
+  if (message.toolCalls !== undefined && message.toolCalls.length > 0) {
+    copy.toolCalls = message.toolCalls.map(({ id, name, arguments: args }) => ({ id, name, arguments: args }));
+  }
+  if (message.toolCallId !== undefined) copy.toolCallId = message.toolCallId;
+  return copy;
 }
 
 // ---- Tokenizer -------------------------------------------------------------------------------
@@ -35,7 +65,7 @@ export type FinishReason = 'stop' | 'length' | 'content_filter' | 'tool_calls' |
 
 /** A message as stored: its token count is kept with the encoding it was counted under (counted once). */
 export interface StoredMessage extends ChatMessage {
-  role: 'user' | 'assistant';
+  role: 'user' | 'assistant' | 'tool';
   /** Position in the conversation, 1-based; message ids and storage keys derive from it. */
   seq: number;
   id: string;
@@ -50,6 +80,44 @@ export interface StoredMessage extends ChatMessage {
 export interface PrologueMessage extends ChatMessage {
   tokens: number;
   encoding: EncodingName;
+}
+
+/** A message of a turn in progress, with its prompt-token count under `encoding`. */
+export interface CountedTurnMessage extends ChatMessage {
+  tokens: number;
+}
+
+/**
+ * A turn paused for the caller's client tools: everything it produced so far, kept beside the conversation until the
+ * caller posts the results, cancels it, or it expires. Nothing of it is in the history until the turn completes.
+ */
+export interface PendingTurn {
+  id: string;
+  createdAt: string;
+  expiresAt: string;
+  /** The user's message, as it will be stored. */
+  user: CountedTurnMessage;
+  /** Assistant tool-call messages and tool results so far, in order; the last assistant message awaits `awaiting`. */
+  messages: CountedTurnMessage[];
+  /** The client-tool calls whose results the caller owes. */
+  awaiting: ToolCall[];
+  /** Tool rounds run so far (CHAT_MAX_TOOL_ROUNDS bounds them across pauses). */
+  rounds: number;
+  /** Model usage so far, summed over every call of the turn. */
+  usage: Usage;
+  /** The service's prompt_tokens and our estimate for each model call so far. */
+  calls: PromptCount[];
+}
+
+/** One model call's prompt: our estimate and what the service reported (`usage.prompt_tokens`). */
+export interface PromptCount {
+  estimated: number;
+  reported: number;
+}
+
+export interface PendingMarker {
+  id: string;
+  expiresAt: string;
 }
 
 export interface Conversation {
@@ -73,6 +141,12 @@ export interface Conversation {
   windowStartSeq?: number;
   /** What the model wrote about turns that left the window (CHAT_SUMMARY=on). */
   summary?: HistorySummary;
+  /** Server tools this conversation may use (a subset of CHAT_TOOLS); undefined means every enabled one. */
+  tools?: string[];
+  /** Tools the caller's app runs, declared at create. */
+  clientTools?: ToolDefinition[];
+  /** A turn waiting for client-tool results (it may have expired: compare `expiresAt` with the clock). */
+  pending?: PendingMarker;
 }
 
 export interface ConversationTotals {
@@ -100,6 +174,8 @@ export interface NewConversation {
   metadata: Record<string, string>;
   prologue: PrologueMessage[];
   createdAt: string;
+  tools?: string[];
+  clientTools?: ToolDefinition[];
 }
 
 export interface ConversationSummary {
@@ -114,15 +190,28 @@ export interface Page<T> {
   nextCursor?: string;
 }
 
+/** What the context of a turn's (last) model call was: the estimate, the service's count, what was dropped. */
+export interface TurnContext {
+  /** Our estimate of the last model call's prompt (messages plus tool definitions). */
+  promptTokens: number;
+  droppedTurns: number;
+  /** The service's `usage.prompt_tokens` for that call, beside the estimate. */
+  servicePromptTokens?: number;
+  /** Tool rounds the turn ran. */
+  toolRounds?: number;
+}
+
 /** What a completed turn answered; stored with the idempotency record so a retry gets the same answer. */
 export interface TurnRecord {
   conversationId: string;
   replySeq: number;
   finishReason: FinishReason;
   usage: Usage;
-  context: { promptTokens: number; droppedTurns: number };
+  context: TurnContext;
   /** The model deployment that answered; absent in records stored before failover existed. */
   deployment?: string;
+  /** Set when the request paused for client tools: the answer is this, not a reply message. */
+  requiresAction?: { turnId: string; toolCalls: ToolCall[]; expiresAt: string };
 }
 
 export interface TurnCommit {
@@ -133,6 +222,17 @@ export interface TurnCommit {
   updatedAt: string;
   /** The header after this turn: totals, the window start and (when one was made) the new summary. */
   header?: { totals: ConversationTotals; windowStartSeq: number; summary?: HistorySummary };
+  idempotency?: { key: string; claim: IdempotencyClaim; requestHash: string; record: TurnRecord };
+  /** Removes the pending turn (answered, or expired and replaced by this turn) in the same transaction. */
+  clearPending?: boolean;
+}
+
+/** Stores a paused turn beside the conversation, guarded like a commit; the history itself does not change. */
+export interface TurnPause {
+  conversationId: string;
+  expectedVersion: string;
+  pending: PendingTurn;
+  updatedAt: string;
   idempotency?: { key: string; claim: IdempotencyClaim; requestHash: string; record: TurnRecord };
 }
 
@@ -190,6 +290,12 @@ export interface ConversationStore {
   delete(owner: Caller, conversationId: string): Promise<boolean>;
   /** Stores a whole turn atomically (one entity-group transaction) or throws ConcurrencyConflict. */
   commitTurn(owner: Caller, commit: TurnCommit): Promise<void>;
+  /** Stores a paused turn atomically with the header's pending marker, or throws ConcurrencyConflict. */
+  pauseTurn(owner: Caller, pause: TurnPause): Promise<void>;
+  /** The paused turn the header points at, or undefined. */
+  getPendingTurn(owner: Caller, conversationId: string): Promise<PendingTurn | undefined>;
+  /** Drops the paused turn (guarded by the header's version); false when there was none. */
+  cancelPendingTurn(owner: Caller, conversationId: string, expectedVersion: string): Promise<boolean>;
   /**
    * Claims an idempotency key for a turn, or reports it as running or completed. `takeOver` claims a pending key
    * for the same request even while its lease lasts (its holder is known to be gone).
@@ -225,6 +331,8 @@ export interface CompletionRequest {
   temperature?: number;
   /** Sent as `prompt_cache_key`: requests with one key reach the same prompt cache (the conversation id). */
   cacheKey?: string;
+  /** Offered to the model; absent or empty means the model may not call tools. */
+  tools?: ToolDefinition[];
 }
 
 export interface Completion {
@@ -233,10 +341,13 @@ export interface Completion {
   finishReason: FinishReason;
   /** What the service reported; absent when it reported nothing, and then the core counts the turn itself. */
   usage?: Usage;
+  /** Function calls the model asked for (finish reason `tool_calls`). */
+  toolCalls?: ToolCall[];
 }
 
 export type CompletionChunk =
-  { type: 'delta'; content: string } | { type: 'done'; finishReason: FinishReason; usage?: Usage };
+  | { type: 'delta'; content: string }
+  | { type: 'done'; finishReason: FinishReason; usage?: Usage; toolCalls?: ToolCall[] };
 
 export interface ChatModel {
   /** Errors are ChatErrors (content_filtered, upstream_*), already retried where retrying helps. */

@@ -2,7 +2,8 @@
  * Decides what is sent to the model, per the Azure OpenAI chat guide's loop
  * (`while count + max_response_tokens >= token_limit: drop the oldest non-system message`), done per turn:
  *
- * - the prologue (system message and few-shot examples) is pinned and the new user message is never dropped;
+ * - the prologue (system message and few-shot examples) is pinned, and so is the turn in progress: the new user
+ *   message and the tool calls and results the turn has produced so far; tool definitions sent count as pinned;
  * - whole past turns (a user message and every message answering it) are dropped oldest first while
  *   `promptTokens + maxResponseTokens >= tokenLimit`, or while the prompt is over `historyTokenLimit`
  *   (CHAT_HISTORY_TOKEN_LIMIT, a cost cap below the window);
@@ -22,7 +23,7 @@
  * linear in the number of turns.
  */
 import { ContextLengthExceededError, ConversationFullError } from './errors';
-import type { ChatMessage } from './ports';
+import { toChatMessage as chatMessageOf, type ChatMessage } from './ports';
 import { REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 
 export type TrimPolicy = 'drop-oldest' | 'max-turns' | 'reject' | 'stable-prefix';
@@ -112,9 +113,9 @@ function sumTokens(messages: readonly CountedMessage[]): number {
   return messages.reduce((sum, message) => sum + message.tokens, 0);
 }
 
-/** Copies without the count (and seq), so the plan holds exactly what the model is sent. */
-function toChatMessage({ role, content, name }: CountedMessage): ChatMessage {
-  return name === undefined ? { role, content } : { role, content, name };
+/** Copies without the count (and seq), so the plan holds exactly what the model is sent (tool calls included). */
+function toChatMessage(message: CountedMessage): ChatMessage {
+  return chatMessageOf(message);
 }
 
 /** The most prompt tokens a request may carry: below the window with the reply reserved, and within the cap. */
@@ -129,6 +130,10 @@ export function planContext(input: {
   summary?: CountedMessage;
   history: CountedHistoryMessage[];
   newMessage: CountedMessage;
+  /** The turn's own tool calls and results so far (after newMessage): pinned like it. */
+  turnMessages?: CountedMessage[];
+  /** Prompt tokens of the tool definitions sent with the request (countToolDefinitionTokens). */
+  toolTokens?: number;
   budget: TrimBudget;
   /** `stable-prefix`: where the previous turn's window started (undefined: at the first message). */
   windowStartSeq?: number;
@@ -139,10 +144,13 @@ export function planContext(input: {
   const fitsWindow = (promptTokens: number) => promptTokens + maxResponseTokens < tokenLimit;
   const fits = (promptTokens: number) => promptTokens <= limit;
 
-  const pinnedTokens = sumTokens(prologue) + newMessage.tokens + REPLY_PRIMING_TOKENS;
+  const turnMessages = input.turnMessages ?? [];
+  const turnTokens = sumTokens(turnMessages) + (input.toolTokens ?? 0);
+  const pinnedTokens = sumTokens(prologue) + newMessage.tokens + turnTokens + REPLY_PRIMING_TOKENS;
   if (!fitsWindow(pinnedTokens)) {
     throw new ContextLengthExceededError(
       `The message does not fit the model's context window: the system message, the examples and this message ` +
+        (turnTokens > 0 ? `with this turn's tools, tool calls and results (${turnTokens} tokens) ` : '') +
         `take ${pinnedTokens} prompt tokens (this message alone ${newMessage.tokens}), and with the ` +
         `${maxResponseTokens} tokens reserved for the reply that reaches the limit of ${tokenLimit} tokens ` +
         `(prompt + reply must stay below it). Shorten the message by at least ` +
@@ -197,6 +205,7 @@ export function planContext(input: {
     ...(summary ? [summary] : []),
     ...kept.flatMap((turn) => turn.messages),
     newMessage,
+    ...turnMessages,
   ].map(toChatMessage);
   const last = history.at(-1);
   const nextSeq = (last?.seq ?? history.length) + 1;

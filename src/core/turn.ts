@@ -1,31 +1,48 @@
 /**
  * One chat turn, top to bottom: load the conversation, append the user's message, trim the history to the
- * token budget, call the model, persist the user message and the reply in one transaction. A turn that lost a
- * race with another turn re-reads and runs again on the history it will commit on, so the model always sees
- * exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
+ * token budget, call the model, run the tools it calls and call it again (at most CHAT_MAX_TOOL_ROUNDS rounds, then
+ * once without tools), persist the user message, the tool calls and results and the reply in one transaction. A turn
+ * that lost a race with another turn re-reads and runs again on the history it will commit on, so the model always
+ * sees exactly what is stored. An Idempotency-Key makes a retried request answer the stored result.
+ *
+ * When the model calls a client tool (declared by the caller's app), the turn pauses: what it produced so far is
+ * stored beside the conversation, the caller gets `requires_action` with the calls, and the turn goes on when the
+ * results are posted (`submitToolResults`). Until then, or until it is cancelled or expires, no other turn may start.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { ClaimReleases } from './claimReleases';
+import { DEFAULT_TOOL_SETTINGS } from './dependencies';
 import {
+  ClientToolsNotAllowedError,
   ConversationBusyError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
+  InvalidToolResultsError,
+  NoPendingTurnError,
   NotFoundError,
   SpecialTokenRejectedError,
+  ToolResultsPendingError,
 } from './errors';
 import {
   ClaimLost,
   ConcurrencyConflict,
   NO_USAGE,
+  toChatMessage,
   type Caller,
   type ChatMessage,
   type Completion,
   type CompletionChunk,
+  type CompletionRequest,
   type Conversation,
+  type CountedTurnMessage,
   type HistorySummary,
   type IdempotencyClaim,
+  type PendingTurn,
+  type PromptCount,
   type StoredMessage,
   type Tokenizer,
+  type ToolCall,
+  type TurnContext,
   type TurnRecord,
   type Usage,
 } from './ports';
@@ -33,7 +50,17 @@ import { ModelDeployments, type ModelDeployment } from './failover';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
-import { planContext, type ContextPlan } from './trimming';
+import {
+  boundToolOutput,
+  conversationToolSet,
+  roundFits,
+  runServerCalls,
+  toolMessage,
+  type ToolCallReport,
+  type ToolSet,
+  type ToolSettings,
+} from './tools';
+import { planContext, type ContextPlan, type CountedMessage } from './trimming';
 import type { ChatDependencies } from './dependencies';
 
 export interface TurnInput {
@@ -49,31 +76,90 @@ export interface TurnInput {
   reclaimAbandoned?: boolean;
 }
 
+export interface ToolResultsInput {
+  caller: Caller;
+  conversationId: string;
+  /** The paused turn's id, when the client sends it: a stale one is refused. */
+  turnId?: string;
+  results: { toolCallId: string; output: string }[];
+  idempotencyKey?: string;
+}
+
 export interface TurnResult {
+  status: 'completed';
   conversationId: string;
   message: { id: string; role: 'assistant'; content: string; createdAt: string };
   finishReason: string;
   usage: Usage;
-  context: { promptTokens: number; droppedTurns: number };
+  context: TurnContext;
   /** True when this answer was replayed from an earlier request with the same Idempotency-Key. */
   replayed: boolean;
-  /** The model deployment that answered (absent on replays of turns stored before it was recorded). */
+  /** The model deployment that answered last (absent on replays of turns stored before it was recorded). */
   deployment?: string;
 }
 
-/** A turn ready to call the model: what will be sent and how to commit the reply. */
-export interface PreparedTurn {
+/** A turn paused for client tools: post their results (or cancel it) before `expiresAt`. */
+export interface RequiresActionResult {
+  status: 'requires_action';
   conversationId: string;
-  /** What goes to the first deployment to try (the one the conversation sticks to, or the first healthy one). */
-  plan: ContextPlan;
-  /** What goes to a given deployment: counted with its encoding, trimmed to its window. */
-  planFor(deployment: ModelDeployment): ContextPlan;
-  /**
-   * Stores the reply with the user message; throws ConcurrencyConflict when the conversation moved on, ClaimLost
-   * when another request took this one's Idempotency-Key over.
-   */
-  commit(completion: CountedCompletion, deployment: ModelDeployment): Promise<TurnResult>;
+  turnId: string;
+  toolCalls: ToolCall[];
+  expiresAt: string;
+  usage: Usage;
+  context: TurnContext;
+  replayed: boolean;
 }
+
+export type TurnOutcome = TurnResult | RequiresActionResult;
+
+/** What a streamed (or observed) turn reports as it goes. */
+export interface TurnHandlers {
+  onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
+  onDelta(content: string): void;
+  onReplay(result: TurnOutcome): void;
+  onToolCall?(call: ToolCall & { round: number; client: boolean }): void;
+  onToolResult?(report: ToolCallReport): void;
+}
+
+/** Everything a turn carries from its first model call to its commit (or pause). */
+interface TurnState {
+  caller: Caller;
+  conversation: Conversation;
+  prologue: CountedMessage[];
+  history: (CountedMessage & { seq: number })[];
+  /** The stored history as loaded (a summary reads it). */
+  stored: StoredMessage[];
+  user: CountedTurnMessage;
+  tools: ToolSet;
+  /** This turn's assistant tool-call messages and tool results so far. */
+  messages: CountedTurnMessage[];
+  rounds: number;
+  /** Set once a round could not fit the turn's storage bounds: the model is asked once more without tools. */
+  toolsExhausted: boolean;
+  usage: Usage;
+  /** Quota reservations of this turn's model calls settling (see metered); awaited beside the commit. */
+  settlements: Promise<void>[];
+  calls: PromptCount[];
+  plan?: ContextPlan;
+  /** The deployment that answered the last model call: its encoding counts what is stored. */
+  deployment?: ModelDeployment;
+  /** Where the first call's window started (stable-prefix trimming): every later call of the turn keeps it. */
+  windowStartSeq?: number;
+  /** The summary sent pinned after the prologue (CHAT_SUMMARY=on), and a new one written for this turn. */
+  summary?: HistorySummary;
+  newSummary?: { summary: HistorySummary; usage: Usage };
+}
+
+type LoopOutcome = { kind: 'final'; completion: CountedCompletion } | { kind: 'paused'; awaiting: ToolCall[] };
+
+/** One model call with failover: `request` builds what one deployment is sent (its encoding, its window). */
+type ModelCall = (
+  conversationId: string,
+  request: (deployment: ModelDeployment) => CompletionRequest,
+) => Promise<{ value: Completion; deployment: ModelDeployment }>;
+
+/** Characters kept free in a turn for its final reply when deciding whether a tool round may run. */
+const REPLY_CHARS_PER_TOKEN = 4;
 
 export class TurnRunner {
   /** The deployments a model call may go to, with failover (one, built from `model`, unless configured). */
@@ -98,98 +184,289 @@ export class TurnRunner {
     this.releases = new ClaimReleases(deps.log, () => deps.clock.now().getTime());
   }
 
-  /** Runs a whole turn and returns the stored reply. */
+  /** Non-streamed model calls, with failover across the deployments. */
+  private completeCall(signal: AbortSignal | undefined): ModelCall {
+    return (conversationId, request) =>
+      this.models.call(
+        conversationId,
+        (candidate, attemptSignal) => candidate.model.complete(request(candidate), attemptSignal),
+        signal,
+      );
+  }
+
+  private get toolSettings(): ToolSettings {
+    return this.deps.settings.tools ?? DEFAULT_TOOL_SETTINGS;
+  }
+
+  /**
+   * Runs a whole turn (server tools included) and returns the stored reply: for callers that cannot answer client
+   * tools (webhooks, queues). A conversation that declares client tools is refused (client_tools_not_allowed).
+   */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
-    return this.withIdempotency(input, async (claim) => {
-      const { settings } = this.deps;
+    const outcome = await this.run(input, false, signal);
+    if (outcome.status !== 'completed') throw new ClientToolsNotAllowedError();
+    return outcome;
+  }
+
+  /** Runs a whole turn for an interactive caller: the stored reply, or the client tools the turn waits for. */
+  async converse(input: TurnInput, signal?: AbortSignal): Promise<TurnOutcome> {
+    return this.run(input, true, signal);
+  }
+
+  private async run(input: TurnInput, interactive: boolean, signal?: AbortSignal): Promise<TurnOutcome> {
+    this.rejectSpecialTokens(input);
+    return this.withIdempotency(input, hashTurnRequest(input), async (claim) => {
       const user = this.userMessage(input);
+      const call = this.completeCall(signal);
       for (let attempt = 1; ; attempt++) {
-        const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
-        const { completion, deployment, settled } = await this.metered(input.caller, turn, () =>
-          this.models.call(
-            turn.conversationId,
-            (candidate, attemptSignal) =>
-              candidate.model.complete(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
-            signal,
-          ),
-        );
+        const state = await this.begin(input, user, attempt === 1, interactive);
+        const outcome = await this.runLoop(state, call, {}, signal);
         try {
-          return await turn.commit(completion, deployment);
+          return await this.finish(state, outcome, { input, claim });
         } catch (error) {
           if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
           if (!(error instanceof ConcurrencyConflict)) throw error;
-          if (attempt >= settings.turnAttempts) throw new ConversationBusyError();
+          if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
           await delay(jitteredBackoff(attempt));
-        } finally {
-          await settled;
         }
       }
     });
   }
 
   /**
-   * Runs a turn whose reply is streamed: `onStart` learns the context before the first delta, `onDelta` gets each
-   * piece in order. The reply is stored when the model's stream ends, exactly as `send` stores it. A streamed turn
-   * cannot be re-run after its deltas were shown, so a lost race ends with conversation_busy and nothing stored.
+   * Runs a turn whose replies are streamed: `onStart` learns the context before the first delta, `onDelta` gets each
+   * piece in order, tool calls and results are reported between them. The turn is stored when the last model stream
+   * ends, exactly as `send` stores it. A streamed turn cannot be re-run after its deltas were shown, so a lost race
+   * ends with conversation_busy and nothing stored.
    */
-  async stream(
-    input: TurnInput,
-    handlers: {
-      onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
-      onDelta(content: string): void;
-      onReplay(result: TurnResult): void;
-    },
-    signal?: AbortSignal,
-  ): Promise<TurnResult> {
+  async stream(input: TurnInput, handlers: TurnHandlers, signal?: AbortSignal): Promise<TurnOutcome> {
+    this.rejectSpecialTokens(input);
     return this.withIdempotency(
       input,
+      hashTurnRequest(input),
       async (claim) => {
-        const turn = await this.prepareAdmitted(input, this.userMessage(input), claim, true);
-        const { completion, deployment, settled } = await this.metered(input.caller, turn, async () => {
-          handlers.onStart({
-            conversationId: turn.conversationId,
-            messageId: turn.replyId,
-            promptTokens: turn.plan.promptTokens,
-            droppedTurns: turn.plan.droppedTurns,
-          });
-          // Failover only until the first chunk: after it the user has seen the reply begin.
-          const { value: chunks, deployment: answering } = await this.models.stream(
-            turn.conversationId,
-            (candidate, attemptSignal) =>
-              candidate.model.stream(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
-            signal,
-          );
-          return { value: await collectStream(chunks, handlers.onDelta), deployment: answering };
-        });
-        try {
-          return await turn.commit(completion, deployment);
-        } catch (error) {
-          if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
-          if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
-          throw error;
-        } finally {
-          await settled;
-        }
+        const state = await this.begin(input, this.userMessage(input), true, true);
+        return this.streamed(state, handlers, signal, (outcome) => this.finish(state, outcome, { input, claim }));
       },
       handlers.onReplay,
     );
   }
 
   /**
-   * The limiter's check runs beside the conversation load: it counts the request against the per-minute limit and
-   * refuses a caller already over the quota before anything (a summary) calls the model. The quota's reservation
-   * needs the planned prompt, so it comes after (see metered).
+   * Continues a paused turn with the caller's client-tool results: every awaited call answered exactly once. The
+   * continued turn may complete or pause again. With `handlers` the model's replies stream.
    */
-  private async prepareAdmitted(
-    input: TurnInput,
-    user: CountedUserMessage,
-    claim: IdempotencyClaim | undefined,
-    admit: boolean,
-  ): Promise<PreparedTurn & { replyId: string }> {
-    if (!admit) return this.prepare(input, user, claim, Promise.resolve());
-    const admitted = this.deps.limiter.admit(input.caller, this.deps.clock.now()).then(() => undefined);
-    const [, turn] = await Promise.all([admitted, this.prepare(input, user, claim, admitted)]);
-    return turn;
+  async submitToolResults(
+    input: ToolResultsInput,
+    signal?: AbortSignal,
+    handlers?: TurnHandlers,
+  ): Promise<TurnOutcome> {
+    const ids = input.results.map((result) => result.toolCallId);
+    if (new Set(ids).size !== ids.length) {
+      throw new InvalidToolResultsError('Each toolCallId may appear once.', { toolCallIds: ids });
+    }
+    return this.withIdempotency(
+      input,
+      hashToolResults(input),
+      async (claim) => {
+        const call = this.completeCall(signal);
+        for (let attempt = 1; ; attempt++) {
+          const state = await this.resume(input, attempt === 1);
+          const finish = (outcome: LoopOutcome) => this.finish(state, outcome, { input, claim, resumed: true });
+          // Streamed deltas cannot be taken back: a lost race ends in conversation_busy, as for stream().
+          if (handlers) return this.streamed(state, handlers, signal, finish);
+          const outcome = await this.runLoop(state, call, {}, signal);
+          try {
+            return await finish(outcome);
+          } catch (error) {
+            if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
+            if (!(error instanceof ConcurrencyConflict)) throw error;
+            if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
+            await delay(jitteredBackoff(attempt));
+          }
+        }
+      },
+      handlers?.onReplay,
+    );
+  }
+
+  /** The paused turn of a conversation, for a client that lost the `requires_action` answer. */
+  async pendingTurn(caller: Caller, conversationId: string): Promise<RequiresActionResult> {
+    const conversation = await this.deps.store.get(caller, conversationId);
+    if (!conversation) throw conversationNotFound();
+    const pending =
+      conversation.pending && !this.expired(conversation.pending.expiresAt)
+        ? await this.deps.store.getPendingTurn(caller, conversationId)
+        : undefined;
+    if (!pending) throw new NotFoundError('No turn of this conversation is waiting for tool results.');
+    return requiresAction(conversation.id, pending, false);
+  }
+
+  /** Drops a paused turn: nothing of it is stored. An expired one is dropped the same way. */
+  async cancelPendingTurn(caller: Caller, conversationId: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const conversation = await this.deps.store.get(caller, conversationId);
+      if (!conversation) throw conversationNotFound();
+      if (!conversation.pending) throw new NotFoundError('No turn of this conversation is waiting for tool results.');
+      try {
+        await this.deps.store.cancelPendingTurn(caller, conversationId, conversation.version);
+        return;
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflict)) throw error;
+        if (attempt >= this.deps.settings.turnAttempts) throw new ConversationBusyError();
+        await delay(jitteredBackoff(attempt));
+      }
+    }
+  }
+
+  // ---- the loop -----------------------------------------------------------------------------------------------
+
+  /**
+   * Calls the model, runs the server tools it asks for, and calls it again with their results, until it answers
+   * without tools, calls a client tool (pause), or the rounds are used up (then one last call without tools).
+   */
+  private async runLoop(
+    state: TurnState,
+    call: ModelCall,
+    handlers: Partial<TurnHandlers>,
+    signal: AbortSignal | undefined,
+  ): Promise<LoopOutcome> {
+    const settings = this.toolSettings;
+    const { tokenizer, log } = this.deps;
+    for (;;) {
+      const offer = state.tools.size > 0 && state.rounds < settings.maxRounds && !state.toolsExhausted;
+      // Counted and trimmed per encoding and window: deployments of one model family share one plan.
+      const plans = new Map<string, ContextPlan>();
+      const planFor = (deployment: ModelDeployment): ContextPlan => {
+        const key = planKey(deployment);
+        let found = plans.get(key);
+        if (!found) {
+          found = this.plan(state, offer, deployment);
+          plans.set(key, found);
+        }
+        return found;
+      };
+      const first = this.models.order(state.conversation.id)[0] ?? this.models.primary;
+      const { completion, deployment } = await this.metered(state, planFor(first), planFor, () =>
+        call(state.conversation.id, (candidate) => ({
+          ...this.completionRequest(planFor(candidate)),
+          // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
+          cacheKey: state.conversation.id,
+          ...(offer ? { tools: state.tools.definitions } : {}),
+        })),
+      );
+      const plan = planFor(deployment);
+      state.plan = plan;
+      state.deployment = deployment;
+      this.account(state, plan, completion);
+
+      const calls = completion.toolCalls ?? [];
+      if (!offer || calls.length === 0) return { kind: 'final', completion };
+
+      const assistant: CountedTurnMessage = {
+        role: 'assistant',
+        content: completion.content,
+        toolCalls: calls,
+        tokens: countMessageTokens({ role: 'assistant', content: completion.content, toolCalls: calls }, tokenizer),
+      };
+      const replyChars = this.deps.settings.maxResponseTokens * REPLY_CHARS_PER_TOKEN;
+      if (!roundFits([state.user, ...state.messages], assistant, settings, replyChars)) {
+        log.warn(
+          `Conversation ${state.conversation.id}: ${calls.length} more tool calls would not fit one stored turn; asking for a final answer without tools.`,
+        );
+        state.toolsExhausted = true;
+        continue;
+      }
+      state.rounds += 1;
+      state.messages.push(assistant);
+      const clientCalls = calls.filter((toolCall) => state.tools.isClientTool(toolCall.name));
+      for (const toolCall of calls) {
+        handlers.onToolCall?.({ ...toolCall, round: state.rounds, client: clientCalls.includes(toolCall) });
+      }
+      const results = await runServerCalls(
+        calls.filter((toolCall) => !clientCalls.includes(toolCall)),
+        state.tools,
+        { caller: state.caller, ...(signal ? { signal } : {}), settings, tokenizer },
+        handlers.onToolResult,
+      );
+      state.messages.push(...results);
+      if (clientCalls.length > 0) return { kind: 'paused', awaiting: clientCalls };
+    }
+  }
+
+  /** The streamed form of the loop: deltas of every model call, in order. */
+  private async streamed(
+    state: TurnState,
+    handlers: TurnHandlers,
+    signal: AbortSignal | undefined,
+    finish: (outcome: LoopOutcome) => Promise<TurnOutcome>,
+  ): Promise<TurnOutcome> {
+    let started = false;
+    const call: ModelCall = async (conversationId, request) => {
+      if (!started) {
+        started = true;
+        handlers.onStart({
+          conversationId: state.conversation.id,
+          messageId: messageId(state.conversation.messageCount + 2),
+          promptTokens: state.plan?.promptTokens ?? 0,
+          droppedTurns: state.plan?.droppedTurns ?? 0,
+        });
+      }
+      // Failover only until the first chunk: after it the user has seen the reply begin.
+      const { value: chunks, deployment } = await this.models.stream(
+        conversationId,
+        (candidate, attemptSignal) => candidate.model.stream(request(candidate), attemptSignal),
+        signal,
+      );
+      return { value: await collectStream(chunks, handlers.onDelta), deployment };
+    };
+    const outcome = await this.runLoop(state, call, handlers, signal);
+    try {
+      return await finish(outcome);
+    } catch (error) {
+      if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
+      if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
+      throw error;
+    }
+  }
+
+  /** What this call sends: the pinned prologue (and summary) and turn in progress, as many past turns as fit. */
+  private plan(state: TurnState, offerTools: boolean, deployment: ModelDeployment): ContextPlan {
+    const { settings } = this.deps;
+    const { tokenizer, tokenLimit } = deployment;
+    // The turn's state is counted with the default encoding; another deployment's encoding counts again.
+    const same = tokenizer.encoding === this.deps.tokenizer.encoding;
+    const recount = <T extends CountedTurnMessage>(message: T): T =>
+      same ? message : { ...message, tokens: countMessageTokens(toChatMessage(message), tokenizer) };
+    return planContext({
+      prologue: same
+        ? state.prologue
+        : state.conversation.prologue.map((message) => ({
+            ...toChatMessage(message),
+            tokens: tokensUnder(message, tokenizer),
+          })),
+      ...(state.summary && settings.summary.enabled ? { summary: summaryMessage(state.summary, tokenizer) } : {}),
+      history: same
+        ? state.history
+        : state.stored.map((message) => ({
+            ...toChatMessage(message),
+            tokens: tokensUnder(message, tokenizer),
+            seq: message.seq,
+          })),
+      newMessage: recount(state.user),
+      turnMessages: state.messages.map(recount),
+      toolTokens: offerTools ? state.tools.definitionTokens : 0,
+      budget: {
+        tokenLimit,
+        maxResponseTokens: settings.maxResponseTokens,
+        policy: settings.trimPolicy,
+        maxTurns: settings.maxTurns,
+        lowWater: settings.trimLowWater,
+        ...(settings.historyTokenLimit !== undefined ? { historyTokenLimit: settings.historyTokenLimit } : {}),
+        summaryReserveTokens: summaryReserveTokens(settings.summary, tokenizer),
+      },
+      ...(state.windowStartSeq !== undefined ? { windowStartSeq: state.windowStartSeq } : {}),
+    });
   }
 
   /**
@@ -200,61 +477,332 @@ export class TurnRunner {
    * counted here: the prompt as planned for the deployment that answered, plus the reply, with its tokenizer.
    */
   private async metered(
-    caller: Caller,
-    turn: PreparedTurn,
+    state: TurnState,
+    planned: ContextPlan,
+    planFor: (deployment: ModelDeployment) => ContextPlan,
     call: () => Promise<{ value: Completion; deployment: ModelDeployment }>,
-  ): Promise<{ completion: CountedCompletion; deployment: ModelDeployment; settled: Promise<void> }> {
+  ): Promise<{ completion: CountedCompletion; deployment: ModelDeployment }> {
     const { limiter, clock, settings, log } = this.deps;
-    const reservation = await limiter.admit(caller, clock.now(), {
-      reserveTokens: turn.plan.promptTokens + settings.maxResponseTokens,
+    const reservation = await limiter.admit(state.caller, clock.now(), {
+      reserveTokens: planned.promptTokens + settings.maxResponseTokens,
       countRequest: false,
     });
     const settle = (spent: number) =>
       limiter
-        .settle(caller, reservation, spent, clock.now())
+        .settle(state.caller, reservation, spent, clock.now())
         .catch((error: unknown) => log.warn(`Could not settle token usage: ${String(error)}`));
-    let completion: CountedCompletion;
-    let deployment: ModelDeployment;
+    let answered: { value: Completion; deployment: ModelDeployment };
     try {
-      const answered = await call();
-      deployment = answered.deployment;
-      completion = {
-        ...answered.value,
-        usage:
-          answered.value.usage ?? countedUsage(answered.value.content, turn.planFor(deployment), deployment.tokenizer),
-      };
+      answered = await call();
     } catch (error) {
       await settle(0);
       throw error;
     }
-    return { completion, deployment, settled: settle(completion.usage.totalTokens) };
+    const { value, deployment } = answered;
+    const completion: CountedCompletion = {
+      ...value,
+      usage: value.usage ?? countedUsage(value, planFor(deployment), deployment.tokenizer),
+    };
+    state.settlements.push(settle(completion.usage.totalTokens));
+    return { completion, deployment };
   }
 
-  private completionRequest(turn: PreparedTurn, plan: ContextPlan) {
-    const { settings } = this.deps;
+  /**
+   * With summaries on, a trim that leaves dropped messages the stored summary does not cover asks the model for a new
+   * summary first, so this turn is sent with it. A failed summary call only logs: the turn goes on with the old
+   * summary, and the next turn tries again. The summary's tokens count against the caller's quota whether or not the
+   * turn commits. Runs once per turn, before its first model call; every call of the turn keeps the window it set.
+   */
+  private async summarise(state: TurnState): Promise<void> {
+    const { tokenizer, settings, clock } = this.deps;
+    // Planned for the first deployment to try, so a history that cannot fit fails before any model call.
+    const first = this.plan(
+      state,
+      state.tools.size > 0,
+      this.models.order(state.conversation.id)[0] ?? this.models.primary,
+    );
+    state.plan = first;
+    state.windowStartSeq = first.windowStartSeq;
+    const covered = state.conversation.summary?.throughSeq ?? 0;
+    const droppedThrough = first.windowStartSeq - 1;
+    if (!settings.summary.enabled || droppedThrough <= covered) return;
+    try {
+      state.newSummary = await writeSummary({
+        model: this.deps.model,
+        tokenizer,
+        settings: settings.summary,
+        tokenLimit: settings.tokenLimit,
+        conversationId: state.conversation.id,
+        previous: state.conversation.summary,
+        dropped: state.stored.filter((message) => message.seq > covered && message.seq <= droppedThrough),
+        throughSeq: droppedThrough,
+        now: clock.now(),
+      });
+    } catch (error) {
+      this.deps.log.warn(
+        `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
+          `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return;
+    }
+    await this.deps.limiter
+      .record(state.caller, state.newSummary.usage.totalTokens, clock.now())
+      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
+    state.summary = state.newSummary.summary;
+  }
+
+  /** Usage summed over the turn's calls; the estimate and the service's count logged side by side. */
+  private account(state: TurnState, plan: ContextPlan, completion: CountedCompletion): void {
+    const { usage } = completion;
+    state.usage = {
+      promptTokens: state.usage.promptTokens + usage.promptTokens,
+      completionTokens: state.usage.completionTokens + usage.completionTokens,
+      totalTokens: state.usage.totalTokens + usage.totalTokens,
+      cachedPromptTokens: state.usage.cachedPromptTokens + usage.cachedPromptTokens,
+    };
+    state.calls.push({ estimated: plan.promptTokens, reported: usage.promptTokens });
+    this.deps.log.info(
+      `Conversation ${state.conversation.id} call ${state.calls.length}: prompt tokens estimated ${plan.promptTokens}, ` +
+        `service reported ${usage.promptTokens} (difference ${usage.promptTokens - plan.promptTokens})`,
+    );
+  }
+
+  private context(state: TurnState): TurnContext {
+    const last = state.calls.at(-1);
     return {
-      messages: plan.messages,
-      maxResponseTokens: settings.maxResponseTokens,
-      ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
-      // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
-      cacheKey: turn.conversationId,
+      promptTokens: state.plan?.promptTokens ?? 0,
+      droppedTurns: state.plan?.droppedTurns ?? 0,
+      ...(last ? { servicePromptTokens: last.reported } : {}),
+      ...(state.rounds > 0 ? { toolRounds: state.rounds } : {}),
     };
   }
 
+  // ---- begin, resume, finish -------------------------------------------------------------------------------------
+
+  /** Load (with the limiter's check beside it), refuse what cannot run, and set up the turn. */
+  private async begin(
+    input: TurnInput,
+    user: CountedTurnMessage,
+    admit: boolean,
+    interactive: boolean,
+  ): Promise<TurnState> {
+    const { store } = this.deps;
+    const [, loaded] = await Promise.all([
+      admit ? this.deps.limiter.admit(input.caller, this.deps.clock.now()) : undefined,
+      store.loadForTurn(input.caller, input.conversationId),
+    ]);
+    if (!loaded) throw conversationNotFound();
+    const { conversation } = loaded;
+    if (conversation.pending && !this.expired(conversation.pending.expiresAt)) {
+      const pending = await store.getPendingTurn(input.caller, input.conversationId);
+      throw new ToolResultsPendingError({
+        turnId: conversation.pending.id,
+        toolCalls: pending?.awaiting ?? [],
+        expiresAt: conversation.pending.expiresAt,
+      });
+    }
+    if (!interactive && (conversation.clientTools?.length ?? 0) > 0) {
+      throw new ClientToolsNotAllowedError();
+    }
+    const state = this.state(input.caller, conversation, loaded.messages, user);
+    await this.summarise(state);
+    return state;
+  }
+
+  private state(
+    caller: Caller,
+    conversation: Conversation,
+    history: StoredMessage[],
+    user: CountedTurnMessage,
+  ): TurnState {
+    const { tokenizer } = this.deps;
+    const counted = (message: ChatMessage & { tokens: number; encoding: StoredMessage['encoding'] }) => ({
+      ...toChatMessage(message),
+      tokens: tokensUnder(message, tokenizer),
+    });
+    return {
+      caller,
+      conversation,
+      prologue: conversation.prologue.map(counted),
+      history: history.map((message) => ({ ...counted(message), seq: message.seq })),
+      stored: history,
+      user,
+      tools: conversationToolSet(
+        this.deps.serverTools ?? new Map(),
+        conversation.tools,
+        conversation.clientTools,
+        tokenizer,
+      ),
+      messages: [],
+      rounds: 0,
+      toolsExhausted: false,
+      usage: NO_USAGE,
+      settlements: [],
+      calls: [],
+      ...(conversation.summary ? { summary: conversation.summary } : {}),
+      ...(conversation.windowStartSeq !== undefined ? { windowStartSeq: conversation.windowStartSeq } : {}),
+    };
+  }
+
+  /** A paused turn picked up again with the results the caller posted. */
+  private async resume(input: ToolResultsInput, admit: boolean): Promise<TurnState> {
+    const { store, tokenizer } = this.deps;
+    const [, loaded] = await Promise.all([
+      admit ? this.deps.limiter.admit(input.caller, this.deps.clock.now()) : undefined,
+      store.loadForTurn(input.caller, input.conversationId),
+    ]);
+    if (!loaded) throw conversationNotFound();
+    const { conversation } = loaded;
+    const marker = conversation.pending;
+    if (!marker || this.expired(marker.expiresAt) || (input.turnId !== undefined && input.turnId !== marker.id)) {
+      throw new NoPendingTurnError();
+    }
+    const pending = await store.getPendingTurn(input.caller, input.conversationId);
+    if (!pending || pending.id !== marker.id) throw new ConcurrencyConflict();
+
+    const awaited = new Set(pending.awaiting.map((call) => call.id));
+    const posted = new Set(input.results.map((result) => result.toolCallId));
+    const missing = [...awaited].filter((id) => !posted.has(id));
+    const unknown = [...posted].filter((id) => !awaited.has(id));
+    if (missing.length > 0 || unknown.length > 0) {
+      throw new InvalidToolResultsError(
+        `Post exactly one result for each awaited call.` +
+          (missing.length > 0 ? ` Missing: ${missing.join(', ')}.` : '') +
+          (unknown.length > 0 ? ` Not awaited: ${unknown.join(', ')}.` : ''),
+        { missing, unknown, awaiting: pending.awaiting },
+      );
+    }
+    const state = this.state(input.caller, conversation, loaded.messages, pending.user);
+    const { maxOutputChars } = this.toolSettings;
+    // In the order the model called them, whatever order they were posted in.
+    const outputs = new Map(input.results.map((result) => [result.toolCallId, result.output]));
+    state.messages = [
+      ...pending.messages,
+      ...pending.awaiting.map((call) =>
+        toolMessage(call.id, boundToolOutput(outputs.get(call.id) ?? '', maxOutputChars), tokenizer),
+      ),
+    ];
+    state.rounds = pending.rounds;
+    state.usage = { ...NO_USAGE, ...pending.usage };
+    state.calls = [...pending.calls];
+    await this.summarise(state);
+    return state;
+  }
+
+  /** Commits a finished turn, or stores a paused one; the turn's tokens are recorded beside either write. */
+  private async finish(
+    state: TurnState,
+    outcome: LoopOutcome,
+    request: { input: TurnInput | ToolResultsInput; claim: IdempotencyClaim | undefined; resumed?: boolean },
+  ): Promise<TurnOutcome> {
+    const { store, clock } = this.deps;
+    const tokenizer = state.deployment?.tokenizer ?? this.deps.tokenizer;
+    const same = tokenizer.encoding === this.deps.tokenizer.encoding;
+    const { conversation } = state;
+    const { input, claim } = request;
+    const idempotency = (record: TurnRecord) =>
+      claim && input.idempotencyKey
+        ? { idempotency: { key: input.idempotencyKey, claim, requestHash: requestHashOf(input), record } }
+        : {};
+    try {
+      const now = clock.now();
+      if (outcome.kind === 'paused') {
+        const pending: PendingTurn = {
+          id: request.resumed && conversation.pending ? conversation.pending.id : `turn_${randomUUID()}`,
+          createdAt: now.toISOString(),
+          expiresAt: new Date(now.getTime() + this.toolSettings.pendingTurnMs).toISOString(),
+          user: state.user,
+          messages: state.messages,
+          awaiting: outcome.awaiting,
+          rounds: state.rounds,
+          usage: state.usage,
+          calls: state.calls,
+        };
+        const record: TurnRecord = {
+          conversationId: conversation.id,
+          replySeq: 0,
+          finishReason: 'tool_calls',
+          usage: state.usage,
+          context: this.context(state),
+          requiresAction: { turnId: pending.id, toolCalls: pending.awaiting, expiresAt: pending.expiresAt },
+        };
+        await store.pauseTurn(state.caller, {
+          conversationId: conversation.id,
+          expectedVersion: conversation.version,
+          pending,
+          updatedAt: pending.createdAt,
+          ...idempotency(record),
+        });
+        return requiresAction(conversation.id, pending, false, record.context);
+      }
+
+      const { completion } = outcome;
+      const at = now.toISOString();
+      const firstSeq = conversation.messageCount + 1;
+      const stored = (message: CountedTurnMessage, offset: number): StoredMessage => ({
+        ...toChatMessage(message),
+        role: message.role === 'tool' ? 'tool' : message.role === 'user' ? 'user' : 'assistant',
+        seq: firstSeq + offset,
+        id: messageId(firstSeq + offset),
+        createdAt: at,
+        // Stored under the encoding of the deployment that answered, like the reply.
+        tokens: same ? message.tokens : countMessageTokens(toChatMessage(message), tokenizer),
+        encoding: tokenizer.encoding,
+      });
+      const reply: CountedTurnMessage = {
+        role: 'assistant',
+        content: completion.content,
+        tokens: countMessageTokens({ role: 'assistant', content: completion.content }, tokenizer),
+      };
+      const messages = [state.user, ...state.messages, reply].map(stored);
+      const storedReply = { ...messages.at(-1)!, finishReason: completion.finishReason, usage: completion.usage };
+      messages[messages.length - 1] = storedReply;
+      const record: TurnRecord = {
+        conversationId: conversation.id,
+        replySeq: storedReply.seq,
+        finishReason: completion.finishReason,
+        usage: state.usage,
+        context: this.context(state),
+        ...(state.deployment ? { deployment: state.deployment.name } : {}),
+      };
+      await store.commitTurn(state.caller, {
+        conversationId: conversation.id,
+        expectedVersion: conversation.version,
+        messages,
+        updatedAt: at,
+        header: {
+          totals: addUsage(
+            state.newSummary ? addUsage(conversation.totals, state.newSummary.usage) : conversation.totals,
+            state.usage,
+          ),
+          windowStartSeq: state.plan?.windowStartSeq ?? state.windowStartSeq ?? firstSeq,
+          ...(state.newSummary ? { summary: state.newSummary.summary } : {}),
+        },
+        ...(conversation.pending ? { clearPending: true } : {}),
+        ...idempotency(record),
+      });
+      return toResult(record, storedReply, false);
+    } finally {
+      await Promise.all(state.settlements);
+      state.settlements = [];
+    }
+  }
+
+  // ---- idempotency and input checks --------------------------------------------------------------------------------
+
   /** Claims the Idempotency-Key (when there is one) around `run`, or answers from the stored result. */
   private async withIdempotency(
-    input: TurnInput,
-    run: (claim: IdempotencyClaim | undefined) => Promise<TurnResult>,
-    onReplay?: (result: TurnResult) => void,
-  ): Promise<TurnResult> {
-    this.rejectSpecialTokens(input);
+    input: { caller: Caller; conversationId: string; idempotencyKey?: string; reclaimAbandoned?: boolean },
+    requestHash: string,
+    run: (claim: IdempotencyClaim | undefined) => Promise<TurnOutcome>,
+    onReplay?: (result: TurnOutcome) => void,
+  ): Promise<TurnOutcome> {
     const key = input.idempotencyKey;
     if (key === undefined) return run(undefined);
 
     const { store, clock, settings } = this.deps;
     // No existence check first: a key claimed for a missing conversation (or another caller's, which is a different
     // partition) is released when the turn finds nothing to load, and the answer is the same 404.
-    const requestHash = hashTurnRequest(input);
     const releaseId = JSON.stringify([input.caller.kind, input.caller.id, input.conversationId, key]);
     await this.releases.flush(releaseId);
     const claimedAt = clock.now().getTime();
@@ -284,7 +832,20 @@ export class TurnRunner {
     }
   }
 
-  private async replay(input: TurnInput, record: TurnRecord): Promise<TurnResult> {
+  private async replay(input: { caller: Caller; conversationId: string }, record: TurnRecord): Promise<TurnOutcome> {
+    if (record.requiresAction) {
+      const { turnId, toolCalls, expiresAt } = record.requiresAction;
+      return {
+        status: 'requires_action',
+        conversationId: record.conversationId,
+        turnId,
+        toolCalls,
+        expiresAt,
+        usage: record.usage,
+        context: record.context,
+        replayed: true,
+      };
+    }
     const reply = await this.deps.store.getMessage(input.caller, input.conversationId, record.replySeq);
     if (!reply) throw conversationNotFound();
     return toResult(record, reply, true);
@@ -300,213 +861,37 @@ export class TurnRunner {
     if (markers.length > 0) throw new SpecialTokenRejectedError([...new Set(markers)]);
   }
 
-  /** Load, append, trim: everything up to the model call. `admitted` settles when the limiter has answered. */
-  private async prepare(
-    input: TurnInput,
-    user: CountedUserMessage,
-    claim: IdempotencyClaim | undefined,
-    admitted: Promise<void>,
-  ): Promise<PreparedTurn & { replyId: string }> {
-    const { store, clock } = this.deps;
-    const loaded = await store.loadForTurn(input.caller, input.conversationId);
-    if (!loaded) throw conversationNotFound();
-    const { conversation, messages: history } = loaded;
+  private expired(expiresAt: string): boolean {
+    return Date.parse(expiresAt) <= this.deps.clock.now().getTime();
+  }
 
-    // Planned for the first deployment to try, so a history that cannot fit fails before any model call.
-    const first = this.models.order(conversation.id)[0] ?? this.models.primary;
-    const { plan, summary, replan } = await this.planWithSummary(
-      input.caller,
-      conversation,
-      history,
-      user,
-      admitted,
-      first,
-    );
-    // Counted and trimmed per encoding and window: deployments of one model family share one plan.
-    const plans = new Map<string, ContextPlan>([[planKey(first), plan]]);
-    const planFor = (deployment: ModelDeployment): ContextPlan => {
-      const key = planKey(deployment);
-      let found = plans.get(key);
-      if (!found) {
-        found = replan(deployment);
-        plans.set(key, found);
-      }
-      return found;
-    };
-
-    const userSeq = conversation.messageCount + 1;
-    const sentAt = clock.now().toISOString();
+  private completionRequest(plan: ContextPlan): CompletionRequest {
+    const { settings } = this.deps;
     return {
-      conversationId: conversation.id,
-      plan,
-      planFor,
-      replyId: messageId(userSeq + 1),
-      commit: async (completion, deployment) => {
-        const { tokenizer } = deployment;
-        const used = planFor(deployment);
-        const repliedAt = clock.now().toISOString();
-        const stored: StoredMessage = {
-          ...user.message,
-          role: 'user',
-          seq: userSeq,
-          id: messageId(userSeq),
-          createdAt: sentAt,
-          tokens: user.tokensUnder(tokenizer),
-          encoding: tokenizer.encoding,
-        };
-        const reply: StoredMessage = {
-          role: 'assistant',
-          content: completion.content,
-          seq: userSeq + 1,
-          id: messageId(userSeq + 1),
-          createdAt: repliedAt,
-          tokens: countMessageTokens({ role: 'assistant', content: completion.content }, tokenizer),
-          encoding: tokenizer.encoding,
-          finishReason: completion.finishReason,
-          usage: completion.usage,
-        };
-        const record: TurnRecord = {
-          conversationId: conversation.id,
-          replySeq: reply.seq,
-          finishReason: completion.finishReason,
-          usage: completion.usage,
-          context: { promptTokens: used.promptTokens, droppedTurns: used.droppedTurns },
-          deployment: deployment.name,
-        };
-        await store.commitTurn(input.caller, {
-          conversationId: conversation.id,
-          expectedVersion: conversation.version,
-          messages: [stored, reply],
-          updatedAt: repliedAt,
-          header: {
-            totals: addUsage(
-              summary ? addUsage(conversation.totals, summary.usage) : conversation.totals,
-              completion.usage,
-            ),
-            windowStartSeq: used.windowStartSeq,
-            ...(summary ? { summary: summary.summary } : {}),
-          },
-          ...(claim && input.idempotencyKey
-            ? { idempotency: { key: input.idempotencyKey, claim, requestHash: hashTurnRequest(input), record } }
-            : {}),
-        });
-        return toResult(record, reply, false);
-      },
+      messages: plan.messages,
+      maxResponseTokens: settings.maxResponseTokens,
+      ...(settings.temperature !== undefined ? { temperature: settings.temperature } : {}),
     };
   }
 
-  /**
-   * Trims the history to the budget. With summaries on, a trim that leaves dropped messages the stored summary does
-   * not cover asks the model for a new summary first, so this turn is sent with it. A failed summary call only logs:
-   * the turn goes on with the old summary, and the next turn tries again. The summary's tokens count against the
-   * caller's quota whether or not the turn commits.
-   */
-  private async planWithSummary(
-    caller: Caller,
-    conversation: Conversation,
-    history: StoredMessage[],
-    user: CountedUserMessage,
-    admitted: Promise<void>,
-    deployment: ModelDeployment,
-  ): Promise<{
-    plan: ContextPlan;
-    summary?: { summary: HistorySummary; usage: Usage };
-    /** The same history planned for another deployment (its encoding and window), with the same summary. */
-    replan(other: ModelDeployment): ContextPlan;
-  }> {
-    const { settings, clock } = this.deps;
-    const { tokenizer, tokenLimit } = deployment;
-    const planUnder = (
-      summary: HistorySummary | undefined,
-      windowStartSeq: number | undefined,
-      { tokenizer, tokenLimit }: Pick<ModelDeployment, 'tokenizer' | 'tokenLimit'>,
-    ) =>
-      planContext({
-        prologue: conversation.prologue.map((message) => counted(message, tokensUnder(message, tokenizer))),
-        ...(summary && settings.summary.enabled ? { summary: summaryMessage(summary, tokenizer) } : {}),
-        history: history.map((message) => ({ ...counted(message, tokensUnder(message, tokenizer)), seq: message.seq })),
-        newMessage: counted(user.message, user.tokensUnder(tokenizer)),
-        budget: {
-          tokenLimit,
-          maxResponseTokens: settings.maxResponseTokens,
-          policy: settings.trimPolicy,
-          maxTurns: settings.maxTurns,
-          lowWater: settings.trimLowWater,
-          ...(settings.historyTokenLimit !== undefined ? { historyTokenLimit: settings.historyTokenLimit } : {}),
-          summaryReserveTokens: summaryReserveTokens(settings.summary, tokenizer),
-        },
-        ...(windowStartSeq !== undefined ? { windowStartSeq } : {}),
-      });
-
-    const plan = (summary: HistorySummary | undefined, windowStartSeq: number | undefined) =>
-      planUnder(summary, windowStartSeq, deployment);
-    const replanWith = (summary: HistorySummary | undefined) => (other: ModelDeployment) =>
-      planUnder(summary, conversation.windowStartSeq, other);
-    const first = plan(conversation.summary, conversation.windowStartSeq);
-    const covered = conversation.summary?.throughSeq ?? 0;
-    const droppedThrough = first.windowStartSeq - 1;
-    if (!settings.summary.enabled || droppedThrough <= covered) {
-      return { plan: first, replan: replanWith(conversation.summary) };
-    }
-
-    // A refused caller (rate limit, quota) must not cost a summary call: it throws here like the turn does.
-    await admitted;
-    let outcome: { summary: HistorySummary; usage: Usage };
-    try {
-      outcome = await writeSummary({
-        model: this.deps.model,
-        tokenizer,
-        settings: settings.summary,
-        tokenLimit,
-        conversationId: conversation.id,
-        previous: conversation.summary,
-        dropped: history.filter((message) => message.seq > covered && message.seq <= droppedThrough),
-        throughSeq: droppedThrough,
-        now: clock.now(),
-      });
-    } catch (error) {
-      this.deps.log.warn(
-        `Could not summarise messages ${covered + 1}-${droppedThrough} of a conversation; the turn goes on without ` +
-          `the new summary and the next turn tries again: ${error instanceof Error ? error.message : String(error)}`,
-      );
-      return { plan: first, replan: replanWith(conversation.summary) };
-    }
-    // Spent whether or not this turn commits; a trim turn only, so the round trip is rare.
-    await this.deps.limiter
-      .record(caller, outcome.usage.totalTokens, clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
-    // The trim left room for the new summary, so the window stays where the trim put it.
-    return {
-      plan: plan(outcome.summary, first.windowStartSeq),
-      summary: outcome,
-      replan: replanWith(outcome.summary),
-    };
-  }
-
-  /** The user's message is encoded once per turn and encoding, however many attempts the turn takes. */
-  private userMessage(input: TurnInput): CountedUserMessage {
+  /** The user's message is encoded once per turn, however many attempts the turn takes. */
+  private userMessage(input: TurnInput): CountedTurnMessage {
     const message: ChatMessage = { role: 'user', content: input.content, ...(input.name ? { name: input.name } : {}) };
-    const counts = new Map<string, number>();
-    return {
-      message,
-      tokensUnder: (tokenizer) => {
-        let tokens = counts.get(tokenizer.encoding);
-        if (tokens === undefined) {
-          tokens = countMessageTokens(message, tokenizer);
-          counts.set(tokenizer.encoding, tokens);
-        }
-        return tokens;
-      },
-    };
+    return { ...message, tokens: countMessageTokens(message, this.deps.tokenizer) };
   }
 }
 
 /** A completion whose usage is known: reported by the service or counted by the core. */
 export type CountedCompletion = Completion & { usage: Usage };
 
-/** When the service reports no usage: the prompt as the app counted it, plus the reply's tokens. */
-function countedUsage(content: string, plan: ContextPlan, tokenizer: Tokenizer): Usage {
-  const completionTokens = tokenizer.countTokens(content);
+/** When the service reports no usage: the prompt as the app counted it, plus the reply (and its calls). */
+function countedUsage(completion: Completion, plan: ContextPlan, tokenizer: Tokenizer): Usage {
+  const completionTokens =
+    tokenizer.countTokens(completion.content) +
+    (completion.toolCalls ?? []).reduce(
+      (sum, call) => sum + tokenizer.countTokens(call.name) + tokenizer.countTokens(call.arguments),
+      0,
+    );
   return {
     ...NO_USAGE,
     promptTokens: plan.promptTokens,
@@ -517,11 +902,6 @@ function countedUsage(content: string, plan: ContextPlan, tokenizer: Tokenizer):
 
 const CLAIM_LOST =
   'This request held its Idempotency-Key longer than the lease, and a retry took the key over; that retry answers.';
-
-interface CountedUserMessage {
-  message: ChatMessage;
-  tokensUnder(tokenizer: Tokenizer): number;
-}
 
 function planKey({ tokenizer, tokenLimit }: ModelDeployment): string {
   return `${tokenizer.encoding}/${tokenLimit}`;
@@ -536,12 +916,9 @@ export function seqFromMessageId(id: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-function counted<T extends ChatMessage>(message: T, tokens: number): ChatMessage & { tokens: number } {
-  return { role: message.role, content: message.content, ...(message.name ? { name: message.name } : {}), tokens };
-}
-
 function toResult(record: TurnRecord, reply: StoredMessage, replayed: boolean): TurnResult {
   return {
+    status: 'completed',
     conversationId: record.conversationId,
     message: { id: reply.id, role: 'assistant', content: reply.content, createdAt: reply.createdAt },
     finishReason: record.finishReason,
@@ -561,6 +938,30 @@ function addUsage(totals: Conversation['totals'], usage: Usage): Conversation['t
   };
 }
 
+function requiresAction(
+  conversationId: string,
+  pending: PendingTurn,
+  replayed: boolean,
+  context?: TurnContext,
+): RequiresActionResult {
+  const last = pending.calls.at(-1);
+  return {
+    status: 'requires_action',
+    conversationId,
+    turnId: pending.id,
+    toolCalls: pending.awaiting,
+    expiresAt: pending.expiresAt,
+    usage: pending.usage,
+    context: context ?? {
+      promptTokens: last?.estimated ?? 0,
+      droppedTurns: 0,
+      ...(last ? { servicePromptTokens: last.reported } : {}),
+      toolRounds: pending.rounds,
+    },
+    replayed,
+  };
+}
+
 function conversationNotFound(): NotFoundError {
   return new NotFoundError('No conversation with this id exists for the caller.');
 }
@@ -570,6 +971,23 @@ export function hashTurnRequest(input: Pick<TurnInput, 'content' | 'name'>): str
   return createHash('sha256')
     .update(JSON.stringify([input.content, input.name ?? null]))
     .digest('base64url');
+}
+
+/** Tool results hash apart from any message: the same key reused across the two routes is a different body. */
+export function hashToolResults(input: Pick<ToolResultsInput, 'turnId' | 'results'>): string {
+  return createHash('sha256')
+    .update(
+      JSON.stringify([
+        'tool-results',
+        input.turnId ?? null,
+        input.results.map((result) => [result.toolCallId, result.output]),
+      ]),
+    )
+    .digest('base64url');
+}
+
+function requestHashOf(input: TurnInput | ToolResultsInput): string {
+  return 'results' in input ? hashToolResults(input) : hashTurnRequest(input);
 }
 
 async function collectStream(
@@ -582,7 +1000,12 @@ async function collectStream(
       content += chunk.content;
       onDelta(chunk.content);
     } else {
-      return { content, finishReason: chunk.finishReason, usage: chunk.usage };
+      return {
+        content,
+        finishReason: chunk.finishReason,
+        ...(chunk.usage ? { usage: chunk.usage } : {}),
+        ...(chunk.toolCalls && chunk.toolCalls.length > 0 ? { toolCalls: chunk.toolCalls } : {}),
+      };
     }
   }
   throw new Error('The model stream ended without a final chunk.');

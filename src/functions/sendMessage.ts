@@ -6,7 +6,8 @@ import { acceptedTurn, newTurnId, prefersAsync, turnIdFor } from '../http/turns/
 import { NotFoundError } from '../core/errors';
 
 /**
- * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message.
+ * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message (and the tool calls
+ * and results between them). When the model calls a client tool the answer is `status: "requires_action"`.
  * With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events.
  * With `Prefer: respond-async` the turn is queued: 202 with `Location` of its status resource (GET /turns/{turnId}).
  */
@@ -43,7 +44,7 @@ export const sendMessage = withServices(async (request, context, services) => {
       requestId: context.invocationId,
     });
   }
-  const { replayed, ...response } = await services.turns.send(input);
+  const { replayed, ...response } = await services.turns.converse(input);
   return json(200, response, replayed ? { 'Idempotent-Replayed': 'true' } : {});
 });
 

@@ -15,6 +15,7 @@ import {
   MAX_METADATA_VALUE_CHARS,
   MAX_TITLE_CHARS,
   sendMessageSchema,
+  toolResultsSchema,
   type BodyLimits,
 } from '../http/schemas';
 import { MAX_THREAD_ID_CHARS } from '../http/webhooks/threadTurn';
@@ -28,7 +29,11 @@ import {
   messageDeltaEventSchema,
   messageSchema,
   problemSchema,
+  requiresActionSchema,
+  toolCallEventSchema,
+  toolResultEventSchema,
   turnCompletedEventSchema,
+  turnRequiresActionEventSchema,
   turnResultSchema,
   turnStartedEventSchema,
   usageSchema,
@@ -143,6 +148,7 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
     {
       CreateConversationRequest: createConversationSchema(limits),
       SendMessageRequest: sendMessageSchema(limits),
+      ToolResultsRequest: toolResultsSchema(limits),
       WebhookMessageRequest: webhookMessageSchema(limits),
       GithubIssueEvent: githubIssuePayloadSchema,
     },
@@ -170,6 +176,24 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
     description:
       `Your own string labels, at most ${MAX_METADATA_ENTRIES}; returned as given. Keys: 1 to ${MAX_METADATA_KEY_CHARS} ` +
       `ASCII letters, digits, \`_\`, \`.\` or \`-\`; values: ${units(MAX_METADATA_VALUE_CHARS)}.`,
+  });
+
+  annotate(create, ['tools'], {
+    description:
+      'Server tools this conversation may use: a subset of the deployment’s CHAT_TOOLS. Default: all of them.',
+  });
+  annotate(create, ['clientTools'], {
+    description:
+      'Tools your app runs: `parameters` must be a JSON Schema (2020-12) with `"type": "object"`. A call to one ' +
+      'pauses the turn with `requires_action` until you post the results to /conversations/{id}/tool-results.',
+  });
+  annotate(components.ToolResultsRequest!, ['turnId'], {
+    description: 'The paused turn’s id; when given, a stale one is refused (no_pending_turn).',
+  });
+  annotate(components.ToolResultsRequest!, ['results'], {
+    description:
+      'One result per awaited call. `output` is any JSON: a string is sent to the model as is, anything else as ' +
+      `its JSON text, bounded like server tool output; at most ${limits.maxMessageChars} characters.`,
   });
 
   const send = components.SendMessageRequest!;
@@ -202,6 +226,7 @@ function responseSchemas(): Record<string, JsonObject> {
       ConversationWithMessages: conversationWithMessagesSchema,
       ConversationList: conversationListSchema,
       TurnResult: turnResultSchema,
+      RequiresAction: requiresActionSchema,
       Usage: usageSchema,
       Message: messageSchema,
       WebhookTurnResult: webhookTurnResultSchema,
@@ -211,6 +236,9 @@ function responseSchemas(): Record<string, JsonObject> {
       TurnStartedEvent: turnStartedEventSchema,
       MessageDeltaEvent: messageDeltaEventSchema,
       TurnCompletedEvent: turnCompletedEventSchema,
+      TurnRequiresActionEvent: turnRequiresActionEventSchema,
+      ToolCallEvent: toolCallEventSchema,
+      ToolResultEvent: toolResultEventSchema,
       Problem: problemSchema,
     },
     'output',
@@ -358,6 +386,48 @@ function jsonBody(
   };
 }
 
+/** A turn's answer (messages and tool results): completed or paused for client tools, as JSON or as events. */
+function turnResponses(): Record<string, JsonObject> {
+  return {
+    '200': {
+      description:
+        'The stored reply (`status: "completed"`), or the client tools the turn waits for (`status: ' +
+        '"requires_action"`), as JSON or as a stream of server-sent events.',
+      headers: { 'Idempotent-Replayed': { $ref: '#/components/headers/Idempotent-Replayed' } },
+      content: {
+        ...jsonContent({ oneOf: [ref('TurnResult'), ref('RequiresAction')] }),
+        [EVENT_STREAM_MEDIA_TYPE]: {
+          schema: {
+            type: 'string',
+            description:
+              'Server-sent events, each `event: <name>` and `data: <JSON>`. The schema of each event’s data ' +
+              `is under \`${SSE_EVENTS_EXTENSION}\`. \`tool.call\` and \`tool.result\` come between deltas when ` +
+              'the model uses tools; the stream ends with `turn.completed`, `turn.requires_action` or `turn.failed`.',
+          },
+          [SSE_EVENTS_EXTENSION]: {
+            'turn.started': ref('TurnStartedEvent'),
+            'message.delta': ref('MessageDeltaEvent'),
+            'tool.call': ref('ToolCallEvent'),
+            'tool.result': ref('ToolResultEvent'),
+            'turn.completed': ref('TurnCompletedEvent'),
+            'turn.requires_action': ref('TurnRequiresActionEvent'),
+            'turn.failed': ref('Problem'),
+          },
+          examples: {
+            stream: {
+              value:
+                'event: turn.started\ndata: {"conversationId":"3f1c…","messageId":"msg_0000000002","promptTokens":29,"droppedTurns":0}\n\n' +
+                'event: message.delta\ndata: {"content":"Bill Gates"}\n\n' +
+                'event: message.delta\ndata: {"content":" and Paul Allen."}\n\n' +
+                'event: turn.completed\ndata: {"status":"completed","conversationId":"3f1c…","message":{…},"finishReason":"stop","usage":{…},"context":{…}}\n\n',
+            },
+          },
+        },
+      },
+    },
+  };
+}
+
 function paths(options: OpenApiOptions): JsonObject {
   const { bodyBytes } = options.limits;
   const param = (name: string): JsonObject => ({ $ref: `#/components/parameters/${name}` });
@@ -456,7 +526,10 @@ function paths(options: OpenApiOptions): JsonObject {
         summary: 'Send a message and get the reply',
         description:
           'One turn: the message is added to the history, the history is trimmed to the model’s token budget, the ' +
-          'model answers, and the message and the reply are stored together (or, on any failure, neither).\n\n' +
+          'model answers (calling server tools as it needs, at most CHAT_MAX_TOOL_ROUNDS rounds), and the message, ' +
+          'the tool calls and results and the reply are stored together (or, on any failure, none of them). When ' +
+          'the model calls a client tool the answer is `requires_action`: post the results to ' +
+          '/conversations/{id}/tool-results; until then new messages get 409 tool_results_pending.\n\n' +
           'With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events: ' +
           '`turn.started`, `message.delta` (in order), then `turn.completed` or `turn.failed` (a problem). Failures ' +
           'found before the model is called are ordinary problem responses, not streams.\n\n' +
@@ -471,39 +544,67 @@ function paths(options: OpenApiOptions): JsonObject {
         requestBody: jsonBody('SendMessageRequest', 'The user’s message.', bodyBytes, {
           content: 'Who were the founders of Microsoft?',
         }),
-        responses: {
-          '200': {
-            description: 'The stored reply, as JSON or as a stream of server-sent events.',
-            headers: { 'Idempotent-Replayed': { $ref: '#/components/headers/Idempotent-Replayed' } },
-            content: {
-              ...jsonContent(ref('TurnResult')),
-              [EVENT_STREAM_MEDIA_TYPE]: {
-                schema: {
-                  type: 'string',
-                  description:
-                    'Server-sent events, each `event: <name>` and `data: <JSON>`. The schema of each event’s data ' +
-                    `is under \`${SSE_EVENTS_EXTENSION}\`.`,
-                },
-                [SSE_EVENTS_EXTENSION]: {
-                  'turn.started': ref('TurnStartedEvent'),
-                  'message.delta': ref('MessageDeltaEvent'),
-                  'turn.completed': ref('TurnCompletedEvent'),
-                  'turn.failed': ref('Problem'),
-                },
-                examples: {
-                  stream: {
-                    value:
-                      'event: turn.started\ndata: {"conversationId":"3f1c…","messageId":"msg_0000000002","promptTokens":29,"droppedTurns":0}\n\n' +
-                      'event: message.delta\ndata: {"content":"Bill Gates"}\n\n' +
-                      'event: message.delta\ndata: {"content":" and Paul Allen."}\n\n' +
-                      'event: turn.completed\ndata: {"conversationId":"3f1c…","message":{…},"finishReason":"stop","usage":{…},"context":{…}}\n\n',
-                  },
-                },
-              },
-            },
-          },
-        },
-        problems: [...JSON_BODY_PROBLEMS, 'invalid_id', 'not_found', ...TURN_PROBLEMS],
+        responses: turnResponses(),
+        problems: [
+          ...JSON_BODY_PROBLEMS,
+          'invalid_id',
+          'not_found',
+          'tool_results_pending',
+          'client_tools_not_allowed',
+          ...TURN_PROBLEMS,
+        ],
+      }),
+    },
+    '/conversations/{id}/tool-results': {
+      parameters: [param('ConversationId')],
+      post: op({
+        operationId: 'submitToolResults',
+        summary: 'Post client-tool results and continue the paused turn',
+        description:
+          'Answers a turn paused with `requires_action`: one result per awaited call (`toolCallId`). The model is ' +
+          'called with them and the answer is the continued turn, completed (stored whole with the user message, ' +
+          'every tool call and result and the reply, in one transaction) or paused again. Streams like a message ' +
+          'with `Accept: text/event-stream`. Send an `Idempotency-Key`: a retry answers the stored result without ' +
+          'calling the model again.',
+        tags: ['messages'],
+        access: 'caller',
+        parameters: [param('IdempotencyKey'), param('Stream')],
+        requestBody: jsonBody('ToolResultsRequest', 'The results.', bodyBytes, {
+          turnId: 'turn_5b0e…',
+          results: [{ toolCallId: 'call_abc123', output: { slot: 'Friday 10:00' } }],
+        }),
+        responses: turnResponses(),
+        problems: [
+          ...JSON_BODY_PROBLEMS,
+          'invalid_id',
+          'not_found',
+          'invalid_tool_results',
+          'no_pending_turn',
+          ...TURN_PROBLEMS.filter((code) => code !== 'special_token_rejected'),
+        ],
+      }),
+    },
+    '/conversations/{id}/pending-turn': {
+      parameters: [param('ConversationId')],
+      get: op({
+        operationId: 'getPendingTurn',
+        summary: 'Read the turn waiting for client-tool results',
+        description: 'The paused turn as `requires_action`, for a client that lost the answer; 404 when none waits.',
+        tags: ['messages'],
+        access: 'caller',
+        responses: { '200': { description: 'The paused turn.', content: jsonContent(ref('RequiresAction')) } },
+        problems: ['invalid_id', 'not_found', 'storage_unavailable'],
+      }),
+      delete: op({
+        operationId: 'cancelPendingTurn',
+        summary: 'Cancel the turn waiting for client-tool results',
+        description:
+          'Nothing of the paused turn is stored (not even the user message); the conversation takes messages again. ' +
+          `A paused turn also ends by itself after CHAT_PENDING_TURN_SECONDS.`,
+        tags: ['messages'],
+        access: 'caller',
+        responses: { '204': { description: 'Cancelled.' } },
+        problems: ['invalid_id', 'not_found', 'conversation_busy', 'storage_unavailable'],
       }),
     },
     '/conversations/{id}/turns/{turnId}': {

@@ -31,6 +31,15 @@ export const PROBLEM_CATALOG: Readonly<Record<ProblemCode, ProblemInfo>> = {
     status: 400,
     meaning: 'With CHAT_TRIM_POLICY=reject: the history no longer fits the context window; start a new conversation.',
   },
+  invalid_tool_results: {
+    status: 400,
+    meaning: 'The posted tool results do not answer exactly the pending calls (`toolCallId`s), or are malformed.',
+  },
+  client_tools_not_allowed: {
+    status: 400,
+    meaning:
+      'The conversation declares client tools; only interactive callers (not webhooks or queues) can answer them.',
+  },
   unauthorized: {
     status: 401,
     meaning: 'No valid caller identity (bearer token or App Service Authentication); see `WWW-Authenticate`.',
@@ -51,6 +60,15 @@ export const PROBLEM_CATALOG: Readonly<Record<ProblemCode, ProblemInfo>> = {
   idempotency_key_in_use: {
     status: 409,
     meaning: 'A request with this `Idempotency-Key` is still running; retry after `Retry-After`.',
+  },
+  tool_results_pending: {
+    status: 409,
+    meaning:
+      'A turn waits for client-tool results (`turnId`, `toolCalls`, `expiresAt`): post them or cancel the turn first.',
+  },
+  no_pending_turn: {
+    status: 409,
+    meaning: 'No turn waits for tool results: it was answered, cancelled or expired. Nothing was stored.',
   },
   payload_too_large: { status: 413, meaning: 'The body is larger than LIMIT_BODY_BYTES.' },
   unsupported_media_type: { status: 415, meaning: 'The body is not sent as `application/json`.' },

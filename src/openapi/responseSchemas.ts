@@ -6,8 +6,9 @@
 import { z } from 'zod';
 import type { ConversationView, ConversationWithMessages, MessageView } from '../core/conversations';
 import { PROBLEM_CODES } from '../core/errors';
-import type { ConversationSummary, FinishReason, Usage } from '../core/ports';
-import type { TurnResult, TurnRunner } from '../core/turn';
+import type { ConversationSummary, FinishReason, ToolCall, ToolDefinition, Usage } from '../core/ports';
+import type { ToolCallReport } from '../core/tools';
+import type { RequiresActionResult, TurnResult, TurnRunner } from '../core/turn';
 import type { ProblemBody } from '../http/problem';
 import type { ThreadTurnResponse } from '../http/webhooks/threadTurn';
 import type { TurnStatusBody } from '../http/turns/turnBodies';
@@ -54,6 +55,20 @@ const summarySchema = z
 
 const exampleSchema = z.object({ role: z.enum(['user', 'assistant']), content: z.string() });
 
+export const toolCallSchema = z
+  .object({
+    id: z.string().describe('Answer it with a result carrying this id as `toolCallId`.'),
+    name: z.string(),
+    arguments: z.string().describe('JSON text the model wrote: validate it before use.'),
+  })
+  .describe('A function call the model asked for.');
+
+export const toolDefinitionSchema = z.object({
+  name: z.string().describe('1 to 64 letters, digits, _ or -.'),
+  description: z.string(),
+  parameters: z.record(z.string(), z.unknown()).describe('A JSON Schema object (`"type": "object"`).'),
+});
+
 export const conversationSummarySchema = z.object({
   id: z.string(),
   title: z.string().nullable(),
@@ -69,19 +84,26 @@ export const conversationSchema = z.object({
   metadata: z.record(z.string(), z.string()),
   createdAt: timestamp(),
   updatedAt: timestamp(),
-  messageCount: count().describe('Stored user and assistant messages.'),
+  messageCount: count().describe('Stored messages (user, assistant and tool).'),
   usage: conversationUsageSchema,
   summary: summarySchema.nullable(),
+  tools: z.array(z.string()).describe('Server tools the model may call in this conversation.'),
+  clientTools: z
+    .array(toolDefinitionSchema)
+    .optional()
+    .describe('Tools the caller runs (declared at create); a call to one pauses the turn.'),
 });
 
 export const messageSchema = z.object({
   id: z.string(),
-  role: z.enum(['user', 'assistant']),
-  content: z.string(),
+  role: z.enum(['user', 'assistant', 'tool']),
+  content: z.string().describe('Empty for an assistant message that only calls tools.'),
   name: z.string().optional(),
   createdAt: timestamp(),
-  finishReason: finishReasonSchema.optional().describe('Assistant messages only.'),
+  finishReason: finishReasonSchema.optional().describe("The turn's final assistant message only."),
   usage: usageSchema.optional().describe('Assistant messages: what the model reported for the call that wrote it.'),
+  toolCalls: z.array(toolCallSchema).optional().describe('Assistant messages that called tools.'),
+  toolCallId: z.string().optional().describe('Tool messages: the call this result answers.'),
 });
 
 export const conversationWithMessagesSchema = conversationSchema.extend({
@@ -96,12 +118,19 @@ export const conversationListSchema = z.object({
 
 const contextSchema = z
   .object({
-    promptTokens: count().describe('Tokens of the prompt the app sent, counted with the model tokenizer.'),
+    promptTokens: count().describe(
+      "The app's estimate of the (last) model call's prompt: messages and tool definitions, counted with the model tokenizer.",
+    ),
     droppedTurns: count().describe('Oldest turns left out of the prompt to fit the context window (still stored).'),
+    servicePromptTokens: count()
+      .optional()
+      .describe("The model service's `usage.prompt_tokens` for the same call, beside the estimate."),
+    toolRounds: z.int().min(1).optional().describe('Tool rounds the turn ran (absent when it used no tools).'),
   })
   .describe('What was sent to the model on this turn.');
 
 export const turnResultSchema = z.object({
+  status: z.literal('completed'),
   conversationId: z.string(),
   message: z.object({ id: z.string(), role: z.literal('assistant'), content: z.string(), createdAt: timestamp() }),
   finishReason: finishReasonSchema,
@@ -116,7 +145,7 @@ export const turnResultSchema = z.object({
 });
 
 /** The reply of a webhook delivery: a turn result without the context figures. */
-export const webhookTurnResultSchema = turnResultSchema.omit({ context: true, deployment: true });
+export const webhookTurnResultSchema = turnResultSchema.omit({ context: true, deployment: true, status: true });
 
 const turnStatusEnum = z
   .enum(['queued', 'running', 'completed', 'failed'])
@@ -160,6 +189,17 @@ export const turnStatusSchema = z.object({
     .optional()
     .describe('Turns of an integration: how the delivery of the outcome (callback or GitHub comment) went.'),
 });
+export const requiresActionSchema = z
+  .object({
+    status: z.literal('requires_action'),
+    conversationId: z.string(),
+    turnId: z.string().describe('The paused turn.'),
+    toolCalls: z.array(toolCallSchema).describe('Client-tool calls to run; post one result for each.'),
+    expiresAt: timestamp().describe('After this the turn is dropped (CHAT_PENDING_TURN_SECONDS) and nothing stored.'),
+    usage: usageSchema,
+    context: contextSchema,
+  })
+  .describe('The turn waits for client tools: post their results to /conversations/{id}/tool-results.');
 
 export const healthSchema = z.object({ status: z.literal('ok'), storage: z.literal('ok') });
 
@@ -181,6 +221,23 @@ export const turnStartedEventSchema = z.object({
 export const messageDeltaEventSchema = z.object({ content: z.string().describe('The next piece of the reply.') });
 
 export const turnCompletedEventSchema = turnResultSchema.extend({ replayed: replayedFlag });
+
+export const turnRequiresActionEventSchema = requiresActionSchema.extend({ replayed: replayedFlag });
+
+export const toolCallEventSchema = toolCallSchema.extend({
+  round: z.int().min(1).describe('The tool round of the turn, from 1.'),
+  client: z.boolean().describe('True for a client tool: its result comes from the caller.'),
+});
+
+export const toolResultEventSchema = z.object({
+  toolCallId: z.string(),
+  name: z.string(),
+  output: z.string().describe('What the model is sent (bounded by CHAT_TOOL_OUTPUT_CHARS).'),
+  error: z
+    .enum(['unknown_tool', 'invalid_arguments', 'failed', 'timed_out'])
+    .optional()
+    .describe('Set when the tool produced no output; `output` then tells the model why.'),
+});
 
 // ---- Problems (RFC 9457) --------------------------------------------------------------------------------------
 
@@ -248,6 +305,10 @@ export type ResponseSchemasMatchTheirTypes = [
   Holds<Describes<z.infer<typeof webhookTurnResultSchema>, ThreadTurnResponse>>,
   Holds<Describes<z.infer<typeof turnStartedEventSchema>, TurnStartedInfo & { replayed?: true }>>,
   Holds<Describes<z.infer<typeof turnCompletedEventSchema>, Omit<TurnResult, 'replayed'> & { replayed?: true }>>,
+  Holds<Describes<z.infer<typeof requiresActionSchema>, Omit<RequiresActionResult, 'replayed'>>>,
+  Holds<Describes<z.infer<typeof toolCallSchema>, ToolCall>>,
+  Holds<Describes<z.infer<typeof toolDefinitionSchema>, ToolDefinition>>,
+  Holds<Describes<z.infer<typeof toolResultEventSchema>, ToolCallReport>>,
   Holds<Covers<z.infer<typeof problemSchema>, ProblemBody>>,
   Holds<Describes<Omit<z.infer<typeof turnStatusSchema>, 'problem'>, Omit<TurnStatusBody, 'problem'>>>,
 ];

@@ -21,7 +21,9 @@ const FUNCTIONS = [
   'listConversations',
   'openapi',
   'runTurnJob',
+  'pendingTurn',
   'sendMessage',
+  'submitToolResults',
   'webhookGithub',
   'webhookMessages',
 ];

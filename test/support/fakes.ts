@@ -18,9 +18,11 @@ import {
   type IdempotencyClaim,
   type NewConversation,
   type Page,
+  type PendingTurn,
   type StoredMessage,
   type Tokenizer,
   type TurnCommit,
+  type TurnPause,
   type TurnRecord,
   NO_TOTALS,
   unlimited,
@@ -45,6 +47,7 @@ interface StoredConversation {
   owner: string;
   conversation: Conversation;
   messages: StoredMessage[];
+  pending?: PendingTurn;
   idempotency: Map<
     string,
     { state: 'pending' | 'completed'; requestHash: string; token: string; leaseUntil: number; record?: TurnRecord }
@@ -158,11 +161,50 @@ export class MemoryStore implements ConversationStore {
       found.conversation.windowStartSeq = commit.header.windowStartSeq;
       if (commit.header.summary) found.conversation.summary = structuredClone(commit.header.summary);
     }
-    if (commit.idempotency) {
-      const record = found.idempotency.get(commit.idempotency.key);
-      if (record)
-        Object.assign(record, { state: 'completed', record: commit.idempotency.record, token: this.nextVersion() });
+    if (commit.clearPending) {
+      delete found.pending;
+      delete found.conversation.pending;
     }
+    this.completeIdempotency(found, commit.idempotency);
+  }
+
+  pauses = 0;
+
+  async pauseTurn(owner: Caller, pause: TurnPause): Promise<void> {
+    const found = this.find(owner, pause.conversationId);
+    if (!found || found.conversation.version !== pause.expectedVersion) throw new ConcurrencyConflict();
+    if (pause.idempotency) {
+      const record = found.idempotency.get(pause.idempotency.key);
+      if (!record || record.token !== pause.idempotency.claim.token) throw new ConcurrencyConflict();
+    }
+    this.pauses++;
+    found.pending = structuredClone(pause.pending);
+    found.conversation.pending = { id: pause.pending.id, expiresAt: pause.pending.expiresAt };
+    found.conversation.updatedAt = pause.updatedAt;
+    found.conversation.version = this.nextVersion();
+    this.completeIdempotency(found, pause.idempotency);
+  }
+
+  async getPendingTurn(owner: Caller, id: string): Promise<PendingTurn | undefined> {
+    const pending = this.find(owner, id)?.pending;
+    return pending ? structuredClone(pending) : undefined;
+  }
+
+  async cancelPendingTurn(owner: Caller, id: string, expectedVersion: string): Promise<boolean> {
+    const found = this.find(owner, id);
+    if (!found) return false;
+    if (found.conversation.version !== expectedVersion) throw new ConcurrencyConflict();
+    if (!found.pending) return false;
+    delete found.pending;
+    delete found.conversation.pending;
+    found.conversation.version = this.nextVersion();
+    return true;
+  }
+
+  private completeIdempotency(found: StoredConversation, idempotency: TurnCommit['idempotency']): void {
+    if (!idempotency) return;
+    const record = found.idempotency.get(idempotency.key);
+    if (record) Object.assign(record, { state: 'completed', record: idempotency.record, token: this.nextVersion() });
   }
 
   async beginIdempotent(
@@ -225,22 +267,28 @@ export class ScriptedModel implements ChatModel {
     await this.during?.();
     const answer = this.answers.shift();
     if (answer instanceof Error) throw answer;
-    const content = answer?.content ?? `echo: ${request.messages.at(-1)?.content ?? ''}`;
+    const content = answer?.content ?? (answer?.toolCalls ? '' : `echo: ${request.messages.at(-1)?.content ?? ''}`);
     // An answer that names `usage: undefined` is one the service sent without usage.
     const usage =
       answer && 'usage' in answer
         ? answer.usage
         : { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 };
-    return { content, finishReason: answer?.finishReason ?? 'stop', ...(usage ? { usage } : {}) };
+    return {
+      content,
+      finishReason: answer?.finishReason ?? (answer?.toolCalls ? 'tool_calls' : 'stop'),
+      ...(usage ? { usage } : {}),
+      ...(answer?.toolCalls ? { toolCalls: answer.toolCalls } : {}),
+    };
   }
 
   async *stream(request: CompletionRequest): AsyncIterable<CompletionChunk> {
     const completion = await this.complete(request);
-    for (const word of completion.content.split(/(?<= )/)) yield { type: 'delta', content: word };
+    for (const word of completion.content.split(/(?<= )/)) if (word) yield { type: 'delta', content: word };
     yield {
       type: 'done',
       finishReason: completion.finishReason,
       ...(completion.usage ? { usage: completion.usage } : {}),
+      ...(completion.toolCalls ? { toolCalls: completion.toolCalls } : {}),
     };
   }
 }
@@ -276,6 +324,7 @@ export function fakeDependencies(
     limiter: overrides.limiter ?? unlimited,
     settings: { ...TEST_SETTINGS, ...overrides.settings },
     log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
+    ...(overrides.serverTools ? { serverTools: overrides.serverTools } : {}),
   };
   return { deps, store, model, tokenizer };
 }

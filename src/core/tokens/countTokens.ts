@@ -4,16 +4,25 @@
  * content, name), a name costs 1 more, and the reply is primed with 3. It matches the service's `prompt_tokens`
  * exactly for the guide's recorded request (29).
  */
-import type { ChatMessage, EncodingName, Tokenizer } from '../ports';
+import { toChatMessage, type ChatMessage, type EncodingName, type Tokenizer } from '../ports';
 
 export const TOKENS_PER_MESSAGE = 3;
 export const TOKENS_PER_NAME = 1;
 export const REPLY_PRIMING_TOKENS = 3;
 
-/** Tokens one message adds to a prompt: 3 + len(role) + len(content) (+ len(name) + 1 when it has a name). */
+/**
+ * Tokens one message adds to a prompt: 3 + len(role) + len(content) (+ len(name) + 1 when it has a name).
+ * Tool messages: the cookbook's loop encodes every value of the message, so `tool_call_id` is counted too. An
+ * assistant message's `tool_calls` is a list the cookbook does not count; we count each call's function name and
+ * arguments as values. The service's `usage.prompt_tokens` is recorded beside this estimate, so any gap shows.
+ */
 export function countMessageTokens(message: ChatMessage, tokenizer: Tokenizer): number {
   let tokens = TOKENS_PER_MESSAGE + tokenizer.countTokens(message.role) + tokenizer.countTokens(message.content);
   if (message.name !== undefined) tokens += tokenizer.countTokens(message.name) + TOKENS_PER_NAME;
+  if (message.toolCallId !== undefined) tokens += tokenizer.countTokens(message.toolCallId);
+  for (const call of message.toolCalls ?? []) {
+    tokens += tokenizer.countTokens(call.name) + tokenizer.countTokens(call.arguments);
+  }
   return tokens;
 }
 
@@ -38,13 +47,5 @@ export function withCountsUnder(
   messages: readonly StoredCount[],
   tokenizer: Tokenizer,
 ): (ChatMessage & { tokens: number })[] {
-  return messages.map((message) => {
-    const counted: ChatMessage & { tokens: number } = {
-      role: message.role,
-      content: message.content,
-      tokens: tokensUnder(message, tokenizer),
-    };
-    if (message.name !== undefined) counted.name = message.name;
-    return counted;
-  });
+  return messages.map((message) => ({ ...toChatMessage(message), tokens: tokensUnder(message, tokenizer) }));
 }

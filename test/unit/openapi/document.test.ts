@@ -9,6 +9,10 @@ import {
   ContextLengthExceededError,
   ConversationBusyError,
   ConversationFullError,
+  InvalidToolResultsError,
+  ClientToolsNotAllowedError,
+  ToolResultsPendingError,
+  NoPendingTurnError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
   InvalidIdError,
@@ -56,13 +60,16 @@ describe('the OpenAPI document is structurally valid OpenAPI 3.1', () => {
     const routes = operationsOf(document).map(({ method, path }) => `${method.toUpperCase()} ${path}`);
     assert.deepEqual(routes.sort(), [
       'DELETE /conversations/{id}',
+      'DELETE /conversations/{id}/pending-turn',
       'GET /conversations',
       'GET /conversations/{id}',
       'GET /conversations/{id}/turns/{turnId}',
+      'GET /conversations/{id}/pending-turn',
       'GET /health',
       'GET /openapi.json',
       'POST /conversations',
       'POST /conversations/{id}/messages',
+      'POST /conversations/{id}/tool-results',
       'POST /webhooks/github',
       'POST /webhooks/messages',
     ]);
@@ -181,6 +188,10 @@ describe('problem codes in the document', () => {
       new SpecialTokenRejectedError(['<|endoftext|>']),
       new ContextLengthExceededError('x'),
       new ConversationFullError('x'),
+      new InvalidToolResultsError('x'),
+      new ClientToolsNotAllowedError(),
+      new ToolResultsPendingError({ turnId: 't', toolCalls: [], expiresAt: '2026-01-01T00:00:00.000Z' }),
+      new NoPendingTurnError(),
       new UnauthorizedError('x'),
       new InvalidSignatureError('x'),
       new NotFoundError('x'),
@@ -220,6 +231,7 @@ describe('problem codes in the document', () => {
     assert.deepEqual(send.responses['409'].content['application/problem+json'].schema.allOf[1].properties.code.enum, [
       'conversation_busy',
       'idempotency_key_in_use',
+      'tool_results_pending',
     ]);
     for (const { operation } of operationsOf(document)) {
       for (const [status, response] of Object.entries<any>(operation.responses)) {
@@ -371,6 +383,7 @@ describe('response schemas', () => {
   it('accept what the handlers send and refuse what they never send', () => {
     const turn = validator.compile({ $ref: '#/components/schemas/TurnResult' });
     const result = {
+      status: 'completed',
       conversationId: 'c1',
       message: { id: 'msg_0000000002', role: 'assistant', content: 'Hi', createdAt: '2025-01-01T00:00:00.000Z' },
       finishReason: 'stop',
@@ -402,7 +415,10 @@ describe('response schemas', () => {
     assert.deepEqual(Object.keys(media['x-sse-events']), [
       'turn.started',
       'message.delta',
+      'tool.call',
+      'tool.result',
       'turn.completed',
+      'turn.requires_action',
       'turn.failed',
     ]);
     const started = validator.compile(media['x-sse-events']['turn.started']);

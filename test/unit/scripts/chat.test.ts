@@ -7,6 +7,7 @@ import {
   ChatSession,
   DEFAULT_API_URL,
   formatHistory,
+  formatTools,
   formatUsage,
   isUnreachable,
   parseChatArgs,
@@ -393,7 +394,7 @@ describe('ChatSession', () => {
     await session.handle('/bogus');
     assert.deepEqual(io.errors, [
       'rate_limited: Wait 12 seconds.',
-      `Unknown command /bogus. /new starts a new conversation, /history prints its messages, /exit quits.`,
+      `Unknown command /bogus. /new starts a new conversation, /history prints its messages, /tools lists its tools, /exit quits.`,
     ]);
   });
 
@@ -421,5 +422,77 @@ describe('ChatSession', () => {
     const io = capture();
     assert.equal(await new ChatSession(backend, io.out).start(), false);
     assert.deepEqual(io.errors, ['No API at http://localhost:7071/api. Start it with `npm start`.']);
+  });
+});
+
+describe('tools in the console', () => {
+  it('prints streamed tool calls and results between the deltas, and a paused turn', async () => {
+    const started =
+      'event: turn.started\ndata: {"conversationId":"c1","messageId":"m","promptTokens":20,"droppedTurns":0}\n\n';
+    const call = { id: 'call_1', name: 'get_current_time', arguments: '{"timeZone":"UTC"}', round: 1, client: false };
+    const result = { toolCallId: 'call_1', name: 'get_current_time', output: '{"utcOffset":"+00:00"}' };
+    const paused = {
+      status: 'requires_action',
+      conversationId: 'c1',
+      turnId: 'turn_1',
+      toolCalls: [{ id: 'call_2', name: 'pick_slot', arguments: '{}' }],
+      expiresAt: '2026-01-01T00:10:00.000Z',
+      usage: { promptTokens: 30, completionTokens: 5, totalTokens: 35 },
+      context: { promptTokens: 30, droppedTurns: 0 },
+    };
+    const { fetch } = cannedFetch([
+      () =>
+        eventStream([
+          started,
+          `event: tool.call\ndata: ${JSON.stringify(call)}\n\n`,
+          `event: tool.result\ndata: ${JSON.stringify(result)}\n\n`,
+          `event: turn.requires_action\ndata: ${JSON.stringify(paused)}\n\n`,
+        ]),
+    ]);
+    const lines: string[] = [];
+    const reply = await new ChatApi({ url: 'http://api.test/api', fetch }).send(
+      'c1',
+      'Hi',
+      () => {},
+      undefined,
+      (line) => lines.push(line),
+    );
+    assert.deepEqual(lines, [
+      '[tool call] get_current_time({"timeZone":"UTC"})',
+      '[tool result] get_current_time: {"utcOffset":"+00:00"}',
+    ]);
+    assert.deepEqual(reply.requiresAction?.toolCalls, paused.toolCalls);
+  });
+
+  it('/tools lists the server and client tools and a waiting turn', async () => {
+    assert.deepEqual(parseCommand('/tools'), { kind: 'tools' });
+    const text = formatTools({
+      server: ['get_current_time'],
+      client: ['pick_slot'],
+      pending: {
+        turnId: 'turn_1',
+        toolCalls: [{ id: 'call_2', name: 'pick_slot', arguments: '{}' }],
+        expiresAt: 'soon',
+      },
+    });
+    assert.match(
+      text,
+      /^server tools: get_current_time\nclient tools: pick_slot\nturn turn_1 waits for client-tool results until soon: pick_slot\(\{\}\) \[call_2\]/,
+    );
+    const { fetch, requests } = cannedFetch([
+      () =>
+        jsonResponse(200, {
+          id: 'c1',
+          title: null,
+          system: 's',
+          examples: [],
+          messageCount: 0,
+          tools: ['get_current_time'],
+        }),
+      () => jsonResponse(404, { code: 'not_found', status: 404, title: 'Not found', detail: 'none', type: 'x' }),
+    ]);
+    const info = await new ChatApi({ url: 'http://api.test/api', fetch }).tools('c1');
+    assert.deepEqual(info, { server: ['get_current_time'], client: [] });
+    assert.equal(requests[1]!.url, 'http://api.test/api/conversations/c1/pending-turn');
   });
 });

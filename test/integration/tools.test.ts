@@ -1,0 +1,393 @@
+/**
+ * Tool calling end to end: real HTTP through the local host, real Azurite, the model stand-in asking for tools the way
+ * Azure OpenAI does (and refusing orphaned calls or results as the service would), and the real http_lookup tool
+ * reading a loopback service with a key.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { TableClient } from '@azure/data-tables';
+import { call, startTestApp, type TestApp } from '../support/app';
+import { BIG_BODY, BIG_BODY_CHARS, startLookupStandIn, type LookupStandIn } from '../support/lookupStandIn';
+import type { ReplyRequest, StandInMessage, StandInToolReply } from '../../local/modelStandIn';
+import { collectEvents } from '../support/sseClient';
+
+const MAX_ROUNDS = 3;
+const TOOL_TIMEOUT_MS = 1_500;
+const OUTPUT_CHARS = 50_000;
+const API_KEY = { header: 'x-lookup-key', value: 'lookup-secret' };
+
+let app: TestApp;
+let lookup: LookupStandIn;
+
+/** Messages after the last user message: what this turn has produced so far. */
+function turnSoFar(messages: StandInMessage[]): StandInMessage[] {
+  const lastUser = messages.map((message) => message.role).lastIndexOf('user');
+  return messages.slice(lastUser + 1);
+}
+
+function toolResults(messages: StandInMessage[]): StandInMessage[] {
+  return turnSoFar(messages).filter((message) => message.role === 'tool');
+}
+
+/** The model: what it does depends on a keyword in the user's message and on what the turn has produced so far. */
+function script(request: ReplyRequest): string | StandInToolReply {
+  const user = [...request.messages].reverse().find((message) => message.role === 'user');
+  const text = typeof user?.content === 'string' ? user.content : '';
+  const soFar = turnSoFar(request.messages);
+  const offered = request.tools.map((tool) => tool.function.name);
+  const results = toolResults(request.messages);
+  const first = soFar.length === 0;
+  if (text.startsWith('LOOP')) {
+    return offered.length > 0
+      ? { toolCalls: [{ name: 'get_current_time', arguments: '{"timeZone":"UTC"}' }] }
+      : `Final answer after ${results.length} tool results, without tools.`;
+  }
+  if (!first) return `Answer from tools: ${results.map((result) => String(result.content).slice(0, 60)).join(' | ')}`;
+  if (text.startsWith('TIME')) {
+    return { toolCalls: [{ name: 'get_current_time', arguments: '{"timeZone":"Asia/Tokyo"}' }] };
+  }
+  if (text.startsWith('PARALLEL')) {
+    return {
+      toolCalls: [
+        { name: 'http_lookup', arguments: '{"path":"barrier/1"}' },
+        { name: 'http_lookup', arguments: '{"path":"barrier/2"}' },
+      ],
+    };
+  }
+  if (text.startsWith('FAILS')) {
+    return {
+      toolCalls: [
+        { id: 'call_fail', name: 'http_lookup', arguments: '{"path":"fail"}' },
+        { id: 'call_hang', name: 'http_lookup', arguments: '{"path":"hang"}' },
+        { id: 'call_json', name: 'get_current_time', arguments: '{"timeZone": ' },
+        { id: 'call_schema', name: 'get_current_time', arguments: '{"timeZone":"Mars/Olympus_Mons"}' },
+      ],
+    };
+  }
+  if (text.startsWith('BIG')) return { toolCalls: [{ name: 'http_lookup', arguments: '{"path":"big"}' }] };
+  if (text.startsWith('CLIENT')) {
+    return { toolCalls: [{ id: 'call_slot', name: 'pick_slot', arguments: '{"day":"friday"}' }] };
+  }
+  return 'No tools needed.';
+}
+
+before(async () => {
+  lookup = await startLookupStandIn({ apiKey: API_KEY, barrier: 2 });
+  app = await startTestApp({
+    model: { reply: script },
+    env: {
+      CHAT_TOOLS: 'get_current_time,http_lookup',
+      CHAT_MAX_TOOL_ROUNDS: String(MAX_ROUNDS),
+      CHAT_TOOL_TIMEOUT_MS: String(TOOL_TIMEOUT_MS),
+      CHAT_TOOL_OUTPUT_CHARS: String(OUTPUT_CHARS),
+      TOOL_HTTP_LOOKUP_URL: lookup.url,
+      TOOL_HTTP_LOOKUP_API_KEY: API_KEY.value,
+      TOOL_HTTP_LOOKUP_API_KEY_HEADER: API_KEY.header,
+    },
+  });
+});
+
+after(async () => {
+  await app?.close();
+  await lookup?.close();
+});
+
+async function conversation(body: Record<string, unknown> = {}): Promise<string> {
+  const created = await call('POST', `${app.api}/conversations`, body);
+  assert.equal(created.status, 201, created.text);
+  return created.body.id;
+}
+
+async function send(id: string, content: string, headers: Record<string, string> = {}) {
+  return call('POST', `${app.api}/conversations/${id}/messages`, { content }, headers);
+}
+
+function chatRequests() {
+  return app.model.requests.filter((request) => request.body !== undefined).map((request) => request.body!);
+}
+
+function tableClient() {
+  return TableClient.fromConnectionString(app.azurite.connectionString, `${process.env.TABLES_PREFIX}conversations`, {
+    allowInsecureConnection: true,
+  });
+}
+
+async function messageEntities(): Promise<Record<string, unknown>[]> {
+  const entities: Record<string, unknown>[] = [];
+  for await (const entity of tableClient().listEntities<Record<string, unknown>>()) {
+    if (typeof entity.rowKey === 'string' && entity.rowKey.startsWith('m')) entities.push(entity);
+  }
+  return entities;
+}
+
+describe('server tools', () => {
+  it('calls a tool with validated arguments, gives its result to the model, and stores the whole turn in one transaction', async () => {
+    const id = await conversation();
+    app.model.clear();
+    const answer = await send(id, 'TIME in Tokyo?');
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(answer.body.status, 'completed');
+    assert.equal(answer.body.context.toolRounds, 1);
+
+    const [first, second] = chatRequests();
+    assert.deepEqual(first?.['tools'], [
+      {
+        type: 'function',
+        function: {
+          name: 'get_current_time',
+          description: 'Get the current local date and time in a time zone.',
+          parameters: {
+            type: 'object',
+            properties: {
+              timeZone: {
+                type: 'string',
+                minLength: 1,
+                maxLength: 64,
+                description: 'IANA time zone name, e.g. Europe/Paris, America/New_York, Asia/Tokyo, UTC',
+              },
+            },
+            required: ['timeZone'],
+          },
+        },
+      },
+      {
+        type: 'function',
+        function: {
+          name: 'http_lookup',
+          description: 'Look up a record in the company service by its path (read-only), e.g. orders/12345.',
+          parameters: (first?.['tools'] as { function: { parameters: unknown } }[])[1]!.function.parameters,
+        },
+      },
+    ]);
+    const result = JSON.parse(String(toolResults(second!.messages)[0]?.content));
+    assert.equal(result.timeZone, 'Asia/Tokyo');
+    assert.equal(result.utcOffset, '+09:00');
+    assert.match(result.localDateTime, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/);
+
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.equal(read.status, 200);
+    const messages = read.body.messages;
+    assert.deepEqual(
+      messages.map((message: { role: string }) => message.role),
+      ['user', 'assistant', 'tool', 'assistant'],
+    );
+    assert.equal(messages[1].content, '');
+    assert.equal(messages[1].toolCalls[0].name, 'get_current_time');
+    assert.equal(messages[1].toolCalls[0].arguments, '{"timeZone":"Asia/Tokyo"}');
+    assert.equal(messages[2].toolCallId, messages[1].toolCalls[0].id);
+    assert.equal(messages[3].finishReason, 'stop');
+    assert.equal(messages[3].content, answer.body.message.content);
+    assert.equal(answer.body.message.id, messages[3].id);
+
+    // One entity-group transaction marks every row it writes with one commit id.
+    const rows = (await messageEntities()).filter((entity) => String(entity['partitionKey']).endsWith(`|${id}`));
+    assert.equal(rows.length, 4);
+    assert.equal(new Set(rows.map((row) => row['commitId'])).size, 1);
+  });
+
+  it('runs two calls of one response in parallel and sends both results', async () => {
+    const id = await conversation();
+    app.model.clear();
+    const before = lookup.requests.length;
+    const answer = await send(id, 'PARALLEL lookups');
+    assert.equal(answer.status, 200, answer.text);
+    // The lookup service answers barrier requests only once both are in flight: sequential calls would time out.
+    const barrier = lookup.requests.slice(before);
+    assert.equal(barrier.length, 2);
+    assert.ok(lookup.maxInFlight >= 2);
+    assert.ok(
+      barrier[1]!.arrivedAt <= barrier[0]!.answeredAt!,
+      'the second call arrived before the first was answered',
+    );
+    const results = toolResults(chatRequests()[1]!.messages).map((message) => JSON.parse(String(message.content)));
+    assert.deepEqual(
+      results.map((result) => result.id),
+      ['1', '2'],
+    );
+    // The key went with every lookup.
+    assert.ok(barrier.every((request) => request.headers[API_KEY.header] === API_KEY.value));
+  });
+
+  it('tells the model about a throwing tool, a timed-out tool and invalid arguments, and the turn goes on', async () => {
+    const id = await conversation();
+    app.model.clear();
+    const answer = await send(id, 'FAILS please');
+    assert.equal(answer.status, 200, answer.text);
+    const results = toolResults(chatRequests()[1]!.messages);
+    const byId = Object.fromEntries(results.map((result) => [result.tool_call_id, JSON.parse(String(result.content))]));
+    assert.equal(byId['call_fail'].error, 'failed');
+    assert.match(byId['call_fail'].message, /HTTP 500/);
+    assert.equal(byId['call_hang'].error, 'timed_out');
+    assert.match(byId['call_hang'].message, new RegExp(`${TOOL_TIMEOUT_MS} ms`));
+    assert.equal(byId['call_json'].error, 'invalid_arguments');
+    assert.match(byId['call_json'].message, /not valid JSON/);
+    assert.equal(byId['call_schema'].error, 'invalid_arguments');
+    assert.match(byId['call_schema'].message, /IANA/);
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.deepEqual(
+      read.body.messages.map((message: { role: string }) => message.role),
+      ['user', 'assistant', 'tool', 'tool', 'tool', 'tool', 'assistant'],
+    );
+  });
+
+  it('stops a model that keeps calling tools after CHAT_MAX_TOOL_ROUNDS and gets a final answer without tools', async () => {
+    const id = await conversation();
+    app.model.clear();
+    const answer = await send(id, 'LOOP forever');
+    assert.equal(answer.status, 200, answer.text);
+    const requests = chatRequests();
+    assert.equal(requests.length, MAX_ROUNDS + 1);
+    assert.ok(requests.slice(0, MAX_ROUNDS).every((request) => Array.isArray(request['tools'])));
+    assert.equal(requests[MAX_ROUNDS]!['tools'], undefined);
+    assert.equal(answer.body.message.content, `Final answer after ${MAX_ROUNDS} tool results, without tools.`);
+    assert.equal(answer.body.context.toolRounds, MAX_ROUNDS);
+  });
+
+  it('bounds a 200,000-character output as documented, and stores exactly what the model was sent', async () => {
+    const id = await conversation();
+    app.model.clear();
+    const answer = await send(id, 'BIG output');
+    assert.equal(answer.status, 200, answer.text);
+    const sent = String(toolResults(chatRequests()[1]!.messages)[0]?.content);
+    assert.equal(sent.length, OUTPUT_CHARS);
+    assert.ok(BIG_BODY.startsWith(sent.slice(0, sent.lastIndexOf('\n['))));
+    assert.match(sent, new RegExp(`\\[tool output truncated: first \\d+ of ${BIG_BODY_CHARS} characters\\]$`));
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.equal(read.body.messages.length, 4);
+    assert.equal(read.body.messages[2].content, sent);
+    assert.equal(read.body.messages[0].content, 'BIG output');
+    // Longer than one string property: stored across content, content_1.
+    const row = (await messageEntities()).find(
+      (entity) => String(entity['partitionKey']).endsWith(`|${id}`) && entity['role'] === 'tool',
+    );
+    assert.equal(typeof row?.['content_1'], 'string');
+  });
+
+  it('streams tool.call and tool.result events between the deltas', async () => {
+    const id = await conversation();
+    const response = await fetch(`${app.api}/conversations/${id}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ content: 'TIME streamed' }),
+    });
+    const events = await collectEvents(response);
+    const names = events.map((event) => event.event);
+    assert.equal(names[0], 'turn.started');
+    assert.ok(names.indexOf('tool.call') < names.indexOf('tool.result'));
+    assert.ok(names.indexOf('tool.result') < names.indexOf('message.delta'));
+    assert.equal(names.at(-1), 'turn.completed');
+    const toolCall = events[names.indexOf('tool.call')]!.data;
+    assert.equal(toolCall.name, 'get_current_time');
+    assert.equal(toolCall.round, 1);
+    assert.equal(toolCall.client, false);
+    const toolResult = events[names.indexOf('tool.result')]!.data;
+    assert.equal(toolResult.toolCallId, toolCall.id);
+    assert.equal(JSON.parse(toolResult.output).timeZone, 'Asia/Tokyo');
+    const completed = events.at(-1)!.data;
+    const deltas = events.filter((event) => event.event === 'message.delta').map((event) => event.data.content);
+    assert.equal(deltas.join(''), completed.message.content);
+  });
+});
+
+describe('conversation tool choices', () => {
+  it('offers only the chosen subset, and refuses unknown tools and invalid client tool schemas', async () => {
+    const id = await conversation({ tools: ['get_current_time'] });
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.deepEqual(read.body.tools, ['get_current_time']);
+    app.model.clear();
+    await send(id, 'nothing special');
+    assert.deepEqual(
+      (chatRequests()[0]?.['tools'] as { function: { name: string } }[]).map((tool) => tool.function.name),
+      ['get_current_time'],
+    );
+
+    const unknown = await call('POST', `${app.api}/conversations`, { tools: ['send_email'] });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.errors[0].field, 'tools/0');
+    for (const parameters of [{ type: 'string' }, { type: 'object', properties: { a: { type: 'nonsense' } } }, 'x']) {
+      const bad = await call('POST', `${app.api}/conversations`, {
+        clientTools: [{ name: 'pick', description: 'Pick.', parameters }],
+      });
+      assert.equal(bad.status, 400, JSON.stringify(parameters));
+      assert.equal(bad.body.code, 'invalid_request');
+      assert.match(bad.body.errors[0].field, /clientTools\/0\/parameters/);
+    }
+    const shadow = await call('POST', `${app.api}/conversations`, {
+      clientTools: [{ name: 'http_lookup', description: 'Mine.', parameters: { type: 'object' } }],
+    });
+    assert.equal(shadow.status, 400);
+  });
+});
+
+describe('client tools', () => {
+  const pickSlot = {
+    name: 'pick_slot',
+    description: 'Ask the user to pick a delivery slot.',
+    parameters: { type: 'object', properties: { day: { type: 'string', description: 'Day of the week' } } },
+  };
+
+  it('pauses with requires_action, blocks new messages, and continues with the posted results exactly once', async () => {
+    const id = await conversation({ clientTools: [pickSlot] });
+    app.model.clear();
+    const paused = await send(id, 'CLIENT book a slot');
+    assert.equal(paused.status, 200, paused.text);
+    assert.equal(paused.body.status, 'requires_action');
+    assert.deepEqual(paused.body.toolCalls, [{ id: 'call_slot', name: 'pick_slot', arguments: '{"day":"friday"}' }]);
+    assert.match(paused.body.turnId, /^turn_/);
+    assert.equal((await call('GET', `${app.api}/conversations/${id}`)).body.messages.length, 0);
+    const pending = await call('GET', `${app.api}/conversations/${id}/pending-turn`);
+    assert.equal(pending.status, 200);
+    assert.equal(pending.body.turnId, paused.body.turnId);
+
+    const blocked = await send(id, 'hello?');
+    assert.equal(blocked.status, 409);
+    assert.equal(blocked.body.code, 'tool_results_pending');
+    assert.equal(blocked.body.turnId, paused.body.turnId);
+    assert.deepEqual(blocked.body.toolCalls, paused.body.toolCalls);
+
+    const wrong = await call('POST', `${app.api}/conversations/${id}/tool-results`, {
+      results: [{ toolCallId: 'call_other', output: 'x' }],
+    });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.code, 'invalid_tool_results');
+
+    const calls = app.model.callCount;
+    const body = {
+      turnId: paused.body.turnId,
+      results: [{ toolCallId: 'call_slot', output: { slot: 'Friday 10:00' } }],
+    };
+    const headers = { 'Idempotency-Key': 'results-1' };
+    const done = await call('POST', `${app.api}/conversations/${id}/tool-results`, body, headers);
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.body.status, 'completed');
+    assert.match(done.body.message.content, /Friday 10:00/);
+    const again = await call('POST', `${app.api}/conversations/${id}/tool-results`, body, headers);
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(again.body, done.body);
+    assert.equal(app.model.callCount, calls + 1, 'the retry did not call the model');
+
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.deepEqual(
+      read.body.messages.map((message: { role: string }) => message.role),
+      ['user', 'assistant', 'tool', 'assistant'],
+    );
+    assert.equal(read.body.messages[2].content, '{"slot":"Friday 10:00"}');
+    assert.equal((await send(id, 'thanks')).status, 200, 'messages are taken again');
+    assert.equal((await call('GET', `${app.api}/conversations/${id}/pending-turn`)).status, 404);
+  });
+
+  it('can be cancelled: nothing of the paused turn is stored', async () => {
+    const id = await conversation({ clientTools: [pickSlot] });
+    assert.equal((await send(id, 'CLIENT again')).body.status, 'requires_action');
+    const cancelled = await call('DELETE', `${app.api}/conversations/${id}/pending-turn`);
+    assert.equal(cancelled.status, 204);
+    const late = await call('POST', `${app.api}/conversations/${id}/tool-results`, {
+      results: [{ toolCallId: 'call_slot', output: 'x' }],
+    });
+    assert.equal(late.status, 409);
+    assert.equal(late.body.code, 'no_pending_turn');
+    assert.equal((await call('GET', `${app.api}/conversations/${id}`)).body.messages.length, 0);
+    assert.equal((await send(id, 'plain')).status, 200);
+  });
+});

@@ -1,0 +1,346 @@
+/**
+ * Turns with tools against fakes: the loop (parallel calls, failures as tool messages, the rounds bound), what is
+ * stored, client tools pausing and resuming, and trimming that keeps calls with their results.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Conversations } from '../../../src/core/conversations';
+import {
+  ClientToolsNotAllowedError,
+  InvalidToolResultsError,
+  NoPendingTurnError,
+  ToolResultsPendingError,
+} from '../../../src/core/errors';
+import type { Caller, ChatMessage, StoredMessage, ToolCall } from '../../../src/core/ports';
+import { InvalidToolArgumentsError, MAX_TURN_MESSAGES, type ServerTool } from '../../../src/core/tools';
+import { TurnRunner } from '../../../src/core/turn';
+import { fakeDependencies, type MemoryStore } from '../../support/fakes';
+
+const alice: Caller = { id: 'alice', kind: 'user' };
+
+function tool(name: string, run: (args: unknown, signal: AbortSignal) => Promise<unknown>): ServerTool {
+  return {
+    name,
+    description: `The ${name} tool.`,
+    parameters: { type: 'object', properties: {} },
+    invoke: (args, context) => run(args, context.signal),
+  };
+}
+
+function call(id: string, name: string, args: unknown = {}): ToolCall {
+  return { id, name, arguments: typeof args === 'string' ? args : JSON.stringify(args) };
+}
+
+type Overrides = NonNullable<Parameters<typeof fakeDependencies>[0]>;
+
+async function setup(
+  tools: ServerTool[],
+  options: {
+    settings?: Overrides['settings'];
+    clock?: Overrides['clock'];
+    create?: Parameters<Conversations['create']>[1];
+  } = {},
+) {
+  const fakes = fakeDependencies({
+    serverTools: new Map(tools.map((entry) => [entry.name, entry])),
+    ...(options.settings ? { settings: options.settings } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  const conversations = new Conversations(fakes.deps);
+  const turns = new TurnRunner(fakes.deps);
+  const conversation = await conversations.create(alice, { system: 'Use tools.', ...options.create });
+  return { ...fakes, conversations, turns, conversationId: conversation.id };
+}
+
+function stored(store: MemoryStore, id: string): StoredMessage[] {
+  return [...store.conversations.values()].find((entry) => entry.conversation.id === id)?.messages ?? [];
+}
+
+/** Every tool_calls message is followed by exactly its results before anything else, and no result is orphaned. */
+function assertNoOrphans(messages: ChatMessage[]): void {
+  for (let index = 0; index < messages.length; index++) {
+    const message = messages[index]!;
+    if (message.role === 'tool') {
+      const owner = messages
+        .slice(0, index)
+        .reverse()
+        .find((candidate) => candidate.role !== 'tool');
+      assert.ok(
+        owner?.toolCalls?.some((c) => c.id === message.toolCallId),
+        `orphaned result ${message.toolCallId}`,
+      );
+    }
+    if (message.toolCalls) {
+      const results = messages.slice(index + 1, index + 1 + message.toolCalls.length);
+      assert.deepEqual(
+        results.map((result) => result.toolCallId).sort(),
+        message.toolCalls.map((c) => c.id).sort(),
+        'every call answered right after it',
+      );
+    }
+  }
+}
+
+describe('tool turns', () => {
+  it('runs the calls of one response in parallel and sends every result back, then stores the whole turn', async () => {
+    let running = 0;
+    let overlap = 0;
+    const slow = tool('lookup', async (args) => {
+      running++;
+      overlap = Math.max(overlap, running);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      running--;
+      return { found: (args as { id?: string }).id };
+    });
+    const { turns, model, store, conversationId } = await setup([slow]);
+    model.answers.push({ toolCalls: [call('c1', 'lookup', { id: 'a' }), call('c2', 'lookup', { id: 'b' })] });
+    model.answers.push({ content: 'Both found.' });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'find a and b' });
+
+    assert.equal(overlap, 2, 'both calls ran at the same time');
+    assert.equal(result.message.content, 'Both found.');
+    assert.equal(result.context.toolRounds, 1);
+    assert.deepEqual(
+      model.requests[0]?.tools?.map((definition) => definition.name),
+      ['lookup'],
+    );
+    const second = model.requests[1]!.messages;
+    assert.deepEqual(second.slice(-3), [
+      {
+        role: 'assistant',
+        content: '',
+        toolCalls: [call('c1', 'lookup', { id: 'a' }), call('c2', 'lookup', { id: 'b' })],
+      },
+      { role: 'tool', content: '{"found":"a"}', toolCallId: 'c1' },
+      { role: 'tool', content: '{"found":"b"}', toolCallId: 'c2' },
+    ]);
+    const messages = stored(store, conversationId);
+    assert.deepEqual(
+      messages.map((message) => [message.seq, message.role]),
+      [
+        [1, 'user'],
+        [2, 'assistant'],
+        [3, 'tool'],
+        [4, 'tool'],
+        [5, 'assistant'],
+      ],
+    );
+    assert.equal(store.commits, 1, 'one transaction');
+    assert.equal(messages[4]?.finishReason, 'stop');
+    assert.equal(result.message.id, 'msg_0000000005');
+  });
+
+  it('turns an unknown tool, bad JSON, schema-invalid arguments, a throw and a timeout into tool messages', async () => {
+    const strict = tool('strict', async (args) => {
+      if (typeof (args as { n?: unknown }).n !== 'number') throw new InvalidToolArgumentsError('n: expected number');
+      return 'ok';
+    });
+    const broken = tool('broken', async () => {
+      throw new Error('database is down');
+    });
+    let sawAbort = false;
+    const stuck = tool('stuck', (_args, signal) => {
+      signal.addEventListener('abort', () => (sawAbort = true));
+      return new Promise(() => {});
+    });
+    const { turns, model, conversationId } = await setup([strict, broken, stuck], {
+      settings: { tools: { maxRounds: 5, timeoutMs: 50, maxOutputChars: 1_000, pendingTurnMs: 60_000 } },
+    });
+    model.answers.push({
+      toolCalls: [
+        call('u', 'nope'),
+        call('j', 'strict', '{"n": '),
+        call('s', 'strict', { n: 'one' }),
+        call('b', 'broken'),
+        call('t', 'stuck'),
+      ],
+    });
+    model.answers.push({ content: 'Sorry.' });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'try' });
+
+    assert.equal(result.message.content, 'Sorry.');
+    assert.ok(sawAbort, 'the timed-out tool was told to stop');
+    const results = model.requests[1]!.messages.filter((message) => message.role === 'tool');
+    const errors = results.map((message) => [message.toolCallId, JSON.parse(message.content).error]);
+    assert.deepEqual(errors, [
+      ['u', 'unknown_tool'],
+      ['j', 'invalid_arguments'],
+      ['s', 'invalid_arguments'],
+      ['b', 'failed'],
+      ['t', 'timed_out'],
+    ]);
+    assert.match(results[1]!.content, /not valid JSON/);
+    assert.match(results[2]!.content, /n: expected number/);
+    assert.match(results[3]!.content, /database is down/);
+  });
+
+  it('stops after CHAT_MAX_TOOL_ROUNDS rounds and asks once more without tools', async () => {
+    const echo = tool('echo', async () => 'again');
+    const { turns, model, store, conversationId } = await setup([echo], {
+      settings: { tools: { maxRounds: 2, timeoutMs: 1_000, maxOutputChars: 1_000, pendingTurnMs: 60_000 } },
+    });
+    for (let index = 0; index < 10; index++) model.answers.push({ toolCalls: [call(`c${index}`, 'echo')] });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'loop' });
+
+    assert.equal(model.requests.length, 3, 'two tool rounds and one final call');
+    assert.ok(model.requests[0]!.tools && model.requests[1]!.tools);
+    assert.equal(model.requests[2]!.tools, undefined, 'the last call offers no tools');
+    assert.equal(result.context.toolRounds, 2);
+    assertNoOrphans(stored(store, conversationId));
+    assert.deepEqual(
+      stored(store, conversationId).map((message) => message.role),
+      ['user', 'assistant', 'tool', 'assistant', 'tool', 'assistant'],
+    );
+  });
+
+  it('does not run a round that would not fit one transaction, and answers without tools', async () => {
+    const echo = tool('echo', async () => 'x');
+    const { turns, model, store, conversationId } = await setup([echo]);
+    const many = Array.from({ length: MAX_TURN_MESSAGES }, (_, index) => call(`c${index}`, 'echo'));
+    model.answers.push({ toolCalls: many }, { content: 'Done without them.' });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'many' });
+
+    assert.equal(result.message.content, 'Done without them.');
+    assert.equal(model.requests[1]!.tools, undefined);
+    assert.deepEqual(
+      stored(store, conversationId).map((message) => message.role),
+      ['user', 'assistant'],
+    );
+  });
+
+  it('bounds a long output, sends and stores the same bounded text', async () => {
+    const big = tool('big', async () => 'y'.repeat(200_000));
+    const { turns, model, store, conversationId } = await setup([big], {
+      settings: { tools: { maxRounds: 5, timeoutMs: 1_000, maxOutputChars: 5_000, pendingTurnMs: 60_000 } },
+    });
+    model.answers.push({ toolCalls: [call('c1', 'big')] }, { content: 'Long.' });
+    await turns.send({ caller: alice, conversationId, content: 'big' });
+    const sent = model.requests[1]!.messages.at(-1)!;
+    assert.equal(sent.content.length, 5_000);
+    assert.match(sent.content, /\[tool output truncated: first \d+ of 200000 characters\]$/);
+    assert.equal(stored(store, conversationId)[2]?.content, sent.content);
+  });
+
+  it('offers only the tools the conversation chose', async () => {
+    const { turns, model, conversations } = await setup([tool('a', async () => ''), tool('b', async () => '')]);
+    const chosen = await conversations.create(alice, { tools: ['b'] });
+    await turns.send({ caller: alice, conversationId: chosen.id, content: 'hi' });
+    assert.deepEqual(
+      model.requests[0]?.tools?.map((definition) => definition.name),
+      ['b'],
+    );
+    assert.deepEqual(chosen.tools, ['b']);
+    await assert.rejects(conversations.create(alice, { tools: ['c'] }), /not valid/);
+  });
+
+  it('trims whole turns with their tool messages, never a call without its result', async () => {
+    const echo = tool('echo', async () => 'result text here');
+    const { turns, model, conversationId } = await setup([echo], {
+      settings: { tokenLimit: 160, maxResponseTokens: 20 },
+    });
+    let dropped = 0;
+    for (let turn = 0; turn < 8; turn++) {
+      model.answers.push(
+        { toolCalls: [call(`t${turn}a`, 'echo'), call(`t${turn}b`, 'echo')] },
+        { content: `answer ${turn}` },
+      );
+      dropped = (
+        await turns.send({ caller: alice, conversationId, content: `question number ${turn} with some words` })
+      ).context.droppedTurns;
+    }
+    assert.ok(dropped > 0, 'the budget forced old turns out');
+    for (const request of model.requests) {
+      assertNoOrphans(request.messages);
+      assert.notEqual(request.messages[1]?.role, 'tool');
+      assert.notEqual(request.messages[1]?.role, 'assistant');
+    }
+  });
+});
+
+describe('client tools', () => {
+  const clientTools = [
+    { name: 'pick_date', description: 'Ask the user for a date.', parameters: { type: 'object', properties: {} } },
+  ];
+
+  it('pauses with requires_action, blocks new messages, and resumes with the posted results', async () => {
+    const server = tool('server_side', async () => 'server says hi');
+    const { turns, model, store, conversationId } = await setup([server], { create: { clientTools } });
+    model.answers.push({ toolCalls: [call('s1', 'server_side'), call('p1', 'pick_date')] });
+
+    const paused = await turns.converse({ caller: alice, conversationId, content: 'book it' });
+    assert.equal(paused.status, 'requires_action');
+    if (paused.status !== 'requires_action') return;
+    assert.deepEqual(paused.toolCalls, [call('p1', 'pick_date')]);
+    assert.equal(stored(store, conversationId).length, 0, 'nothing in the history yet');
+
+    await assert.rejects(turns.converse({ caller: alice, conversationId, content: 'hello?' }), ToolResultsPendingError);
+    await assert.rejects(
+      turns.submitToolResults({ caller: alice, conversationId, results: [{ toolCallId: 'zz', output: 'x' }] }),
+      InvalidToolResultsError,
+    );
+
+    model.answers.push({ content: 'Booked for Friday.' });
+    const done = await turns.submitToolResults({
+      caller: alice,
+      conversationId,
+      turnId: paused.turnId,
+      results: [{ toolCallId: 'p1', output: '2026-12-04' }],
+    });
+    assert.equal(done.status, 'completed');
+    assert.deepEqual(
+      stored(store, conversationId).map((message) => [message.role, message.toolCallId ?? message.content]),
+      [
+        ['user', 'book it'],
+        ['assistant', ''],
+        ['tool', 's1'],
+        ['tool', 'p1'],
+        ['assistant', 'Booked for Friday.'],
+      ],
+    );
+    assertNoOrphans(model.requests[1]!.messages);
+    await assert.rejects(
+      turns.submitToolResults({ caller: alice, conversationId, results: [{ toolCallId: 'p1', output: 'x' }] }),
+      NoPendingTurnError,
+    );
+  });
+
+  it('expires: after CHAT_PENDING_TURN_SECONDS a new message is taken and the paused turn is gone', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    const { turns, model, store, conversationId } = await setup([], {
+      create: { clientTools },
+      clock: { now: () => new Date(now) },
+      settings: { tools: { maxRounds: 5, timeoutMs: 1_000, maxOutputChars: 1_000, pendingTurnMs: 5_000 } },
+    });
+    model.answers.push({ toolCalls: [call('p1', 'pick_date')] });
+    await turns.converse({ caller: alice, conversationId, content: 'first' });
+    now += 4_000;
+    await assert.rejects(
+      turns.converse({ caller: alice, conversationId, content: 'too soon' }),
+      ToolResultsPendingError,
+    );
+    now += 1_000;
+    model.answers.push({ content: 'fresh' });
+    const fresh = await turns.converse({ caller: alice, conversationId, content: 'second' });
+    assert.equal(fresh.status, 'completed');
+    assert.deepEqual(
+      stored(store, conversationId).map((message) => message.content),
+      ['second', 'fresh'],
+    );
+    assert.equal(await store.getPendingTurn(alice, conversationId), undefined);
+  });
+
+  it('can be cancelled, and refuses callers that cannot answer client tools', async () => {
+    const { turns, model, conversationId } = await setup([], { create: { clientTools } });
+    model.answers.push({ toolCalls: [call('p1', 'pick_date')] });
+    await turns.converse({ caller: alice, conversationId, content: 'first' });
+    await turns.cancelPendingTurn(alice, conversationId);
+    await assert.rejects(
+      turns.send({ caller: alice, conversationId, content: 'from a webhook' }),
+      ClientToolsNotAllowedError,
+    );
+  });
+});
