@@ -12,7 +12,15 @@ import {
   RateLimitedError,
   UpstreamError,
 } from '../core/errors';
-import type { ChatModel, Completion, CompletionChunk, CompletionRequest, FinishReason, Usage } from '../core/ports';
+import type {
+  ChatModel,
+  Completion,
+  CompletionChunk,
+  CompletionRequest,
+  FinishReason,
+  ResponseDetails,
+  Usage,
+} from '../core/ports';
 import { toStorableText } from '../core/text';
 
 export interface OpenAiChatModelOptions {
@@ -70,7 +78,12 @@ export class OpenAiChatModel implements ChatModel {
       let finishReason: FinishReason | undefined;
       let usage: Usage | undefined;
       const text = new StorableDeltas();
+      // Azure's first chunk (prompt filter results) carries no id or model: the latest that does says them.
+      let responseId: unknown;
+      let responseModel: unknown;
       for await (const chunk of stream) {
+        if (chunk.id) responseId = chunk.id;
+        if (chunk.model) responseModel = chunk.model;
         for (const choice of chunk.choices ?? []) {
           const content = text.next(choice.delta?.content ?? '');
           if (content) yield { type: 'delta', content };
@@ -85,7 +98,7 @@ export class OpenAiChatModel implements ChatModel {
       if (deadline.signal.aborted) throw new OpenAI.APIUserAbortError();
       if (finishReason === undefined) throw new Error('The model stream ended without a finish reason.');
       // No usage reported: the core counts the turn itself (it must never go uncounted).
-      yield { type: 'done', finishReason, ...(usage ? { usage } : {}) };
+      yield { type: 'done', finishReason, ...(usage ? { usage } : {}), ...responseDetails(responseId, responseModel) };
     } catch (error) {
       throw this.translate(error, deadline, replying);
     } finally {
@@ -303,6 +316,7 @@ export function parseCompletion(contentType: string | null, body: string): Compl
     content: toStorableText(content ?? ''),
     finishReason,
     ...(usage ? { usage } : {}),
+    ...responseDetails((value as Record<string, unknown>)['id'], (value as Record<string, unknown>)['model']),
   };
 }
 
@@ -337,6 +351,14 @@ export class StorableDeltas {
     this.held = '';
     return rest;
   }
+}
+
+/** The response's id and the model that answered, as the service names them, for telemetry. */
+function responseDetails(id: unknown, model: unknown): ResponseDetails {
+  return {
+    ...(typeof id === 'string' && id ? { responseId: id } : {}),
+    ...(typeof model === 'string' && model ? { responseModel: model } : {}),
+  };
 }
 
 function retryAfterSeconds(headers: Headers | undefined): number | undefined {

@@ -30,6 +30,7 @@ import {
   type Usage,
 } from './ports';
 import { ModelDeployments, type ModelDeployment } from './failover';
+import { inSpan, noTelemetry, type Telemetry } from './telemetry';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
@@ -61,6 +62,12 @@ export interface TurnResult {
   deployment?: string;
 }
 
+export interface TurnStreamHandlers {
+  onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
+  onDelta(content: string): void;
+  onReplay(result: TurnResult): void;
+}
+
 /** A turn ready to call the model: what will be sent and how to commit the reply. */
 export interface PreparedTurn {
   conversationId: string;
@@ -80,8 +87,10 @@ export class TurnRunner {
   private readonly models: ModelDeployments;
   /** Claims of failed turns that storage did not let us release yet (see claimReleases.ts). */
   private readonly releases: ClaimReleases;
+  private readonly telemetry: Telemetry;
 
   constructor(private readonly deps: ChatDependencies) {
+    this.telemetry = deps.telemetry ?? noTelemetry;
     this.models =
       deps.deployments ??
       ModelDeployments.single(
@@ -94,22 +103,45 @@ export class TurnRunner {
         },
         deps.clock,
         deps.log,
+        this.telemetry,
       );
     this.releases = new ClaimReleases(deps.log, () => deps.clock.now().getTime());
   }
 
-  /** Runs a whole turn and returns the stored reply. */
+  /** Runs a whole turn and returns the stored reply; the turn is one span, its storage and model calls children. */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
+    return this.traced(input, false, () => this.sendTurn(input, signal));
+  }
+
+  private async traced(input: TurnInput, streamed: boolean, run: () => Promise<TurnResult>): Promise<TurnResult> {
+    return inSpan(
+      this.telemetry,
+      'chat.turn',
+      { attributes: { 'gen_ai.conversation.id': input.conversationId, 'app.turn.streamed': streamed } },
+      async (span) => {
+        const result = await run();
+        span.setAttributes({
+          'app.turn.replayed': result.replayed,
+          'azure.openai.deployment': result.deployment,
+          'gen_ai.response.finish_reasons': [result.finishReason],
+          'gen_ai.usage.input_tokens': result.usage.promptTokens,
+          'gen_ai.usage.output_tokens': result.usage.completionTokens,
+        });
+        return result;
+      },
+    );
+  }
+
+  private async sendTurn(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
     return this.withIdempotency(input, async (claim) => {
       const { settings } = this.deps;
       const user = this.userMessage(input);
       for (let attempt = 1; ; attempt++) {
         const turn = await this.prepareAdmitted(input, user, claim, attempt === 1);
         const { completion, deployment, settled } = await this.metered(input.caller, turn, () =>
-          this.models.call(
+          this.models.complete(
             turn.conversationId,
-            (candidate, attemptSignal) =>
-              candidate.model.complete(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+            (candidate) => this.completionRequest(turn, turn.planFor(candidate)),
             signal,
           ),
         );
@@ -132,15 +164,11 @@ export class TurnRunner {
    * piece in order. The reply is stored when the model's stream ends, exactly as `send` stores it. A streamed turn
    * cannot be re-run after its deltas were shown, so a lost race ends with conversation_busy and nothing stored.
    */
-  async stream(
-    input: TurnInput,
-    handlers: {
-      onStart(info: { conversationId: string; messageId: string; promptTokens: number; droppedTurns: number }): void;
-      onDelta(content: string): void;
-      onReplay(result: TurnResult): void;
-    },
-    signal?: AbortSignal,
-  ): Promise<TurnResult> {
+  async stream(input: TurnInput, handlers: TurnStreamHandlers, signal?: AbortSignal): Promise<TurnResult> {
+    return this.traced(input, true, () => this.streamTurn(input, handlers, signal));
+  }
+
+  private async streamTurn(input: TurnInput, handlers: TurnStreamHandlers, signal?: AbortSignal): Promise<TurnResult> {
     return this.withIdempotency(
       input,
       async (claim) => {
@@ -155,8 +183,7 @@ export class TurnRunner {
           // Failover only until the first chunk: after it the user has seen the reply begin.
           const { value: chunks, deployment: answering } = await this.models.stream(
             turn.conversationId,
-            (candidate, attemptSignal) =>
-              candidate.model.stream(this.completionRequest(turn, turn.planFor(candidate)), attemptSignal),
+            (candidate) => this.completionRequest(turn, turn.planFor(candidate)),
             signal,
           );
           return { value: await collectStream(chunks, handlers.onDelta), deployment: answering };
