@@ -13,6 +13,10 @@
  *   `./ranks/`: inside the bundle, V8 would scan all 3.4 MB at every cold start for nothing (measured: 16-22 ms
  *   more before the host listens, nothing gained on the first turn).
  *
+ * - The OpenTelemetry SDK and the Azure Monitor distro (src/adapters/telemetry/sdk.ts) are a second bundle,
+ *   `telemetry.js` beside `main.js`, required only when telemetry is configured: an app with telemetry off never
+ *   reads or parses the several megabytes they take.
+ *
  * Run by `npm run build` after tsc (`node dist/scripts/bundle.js`); tests call `bundleApp` with their own outDir.
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -27,6 +31,9 @@ export const APP_BUNDLE_DIR = path.join('dist', 'app');
 export const APP_BUNDLE_FILE = 'main.js';
 /** Beside the bundle: the bundle requires `./ranks/<file>` for `js-tiktoken/ranks/<encoding>`. */
 export const RANKS_DIR = 'ranks';
+/** Beside the bundle: the telemetry SDK, loaded by src/adapters/telemetry/index.ts only when configured. */
+export const TELEMETRY_BUNDLE_FILE = 'telemetry.js';
+const TELEMETRY_SDK_SOURCE = path.join('src', 'adapters', 'telemetry', 'sdk.ts');
 
 const RANKS_MODULE = /^js-tiktoken\/ranks\/[\w-]+$/;
 
@@ -43,6 +50,8 @@ export interface BundleResult {
   outDir: string;
   /** The bundle itself, `<outDir>/main.js`. */
   mainFile: string;
+  /** The telemetry SDK's bundle, `<outDir>/telemetry.js`. */
+  telemetryFile: string;
   /** The source modules the entry imports, in load order (relative to the root). */
   entryModules: string[];
   /** What the bundle still requires at run time besides Node built-ins: the worker module and `./ranks/*.cjs`. */
@@ -122,6 +131,19 @@ function externalRanks(found: Map<string, string>): Plugin {
   };
 }
 
+/** Leaves src/adapters/telemetry/index.ts's `import('./sdk')` as `require('./telemetry.js')`, the second bundle. */
+function externalTelemetrySdk(root: string): Plugin {
+  const index = path.join(root, path.dirname(TELEMETRY_SDK_SOURCE), 'index.ts');
+  return {
+    name: 'external-telemetry-sdk',
+    setup(pluginBuild) {
+      pluginBuild.onResolve({ filter: /^\.\/sdk(\.js)?$/ }, (args) =>
+        path.resolve(args.importer) === index ? { path: `./${TELEMETRY_BUNDLE_FILE}`, external: true } : undefined,
+      );
+    },
+  };
+}
+
 export async function bundleApp(options: BundleOptions = {}): Promise<BundleResult> {
   const root = options.root ?? findRoot(__dirname);
   const outDir = path.resolve(root, options.outDir ?? APP_BUNDLE_DIR);
@@ -146,7 +168,7 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     format: 'cjs',
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
-    plugins: [externalRanks(ranks), commonJsBuilds()],
+    plugins: [externalRanks(ranks), commonJsBuilds(), externalTelemetrySdk(root)],
     // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
     // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
     keepNames: true,
@@ -154,6 +176,26 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     sourcemap: 'linked',
     sourcesContent: false,
     metafile: true,
+    logLevel: options.log === false ? 'silent' : 'warning',
+  });
+
+  const telemetryFile = path.join(outDir, TELEMETRY_BUNDLE_FILE);
+  const telemetry = await build({
+    entryPoints: [path.join(root, TELEMETRY_SDK_SOURCE)],
+    outfile: telemetryFile,
+    // The Azure Monitor distro's ES module build reads import.meta.url (to find its folder and the worker module):
+    // in a CommonJS bundle that is this file's URL.
+    banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+    define: { 'import.meta.url': '__bundleUrl' },
+    absWorkingDir: root,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    tsconfig: path.join(root, 'tsconfig.json'),
+    keepNames: true,
+    sourcemap: 'linked',
+    sourcesContent: false,
     logLevel: options.log === false ? 'silent' : 'warning',
   });
 
@@ -174,10 +216,11 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
   return {
     outDir,
     mainFile,
+    telemetryFile,
     entryModules,
     externals,
     ranks: copiedRanks,
-    warnings: result.warnings,
+    warnings: [...result.warnings, ...telemetry.warnings],
     metafile: result.metafile,
   };
 }

@@ -18,6 +18,7 @@ import {
   type UsageLimiter,
 } from './core/ports';
 import { ConfigurationInvalidError } from './core/errors';
+import { noTelemetry } from './core/telemetry';
 import { ModelDeployments, type ModelDeployment } from './core/failover';
 import { resolveModel } from './core/tokens/modelInfo';
 import { TurnRunner } from './core/turn';
@@ -30,6 +31,8 @@ import { OpenAiChatModel } from './adapters/openAiChatModel';
 import { createTableConversationStore } from './adapters/tableConversationStore';
 import { getTokenizer } from './adapters/tiktokenTokenizer';
 import { createUsageLimiter } from './adapters/tableUsageLimiter';
+import { startTelemetry, type AppTelemetry } from './adapters/telemetry';
+import { traceStore } from './core/tracedStore';
 import { createCallerResolver } from './http/auth/createCallerResolver';
 import type { CallerResolver } from './http/caller';
 import { createConversationSchema, sendMessageSchema, toolResultsSchema } from './http/schemas';
@@ -52,6 +55,8 @@ export interface AppServices {
     toolResults: ReturnType<typeof toolResultsSchema>;
   };
   log: Logger;
+  /** Runs a function invocation inside the host's trace (a no-op with telemetry off). */
+  inInvocationContext: AppTelemetry['inInvocationContext'];
 }
 
 export interface ServiceOverrides {
@@ -158,6 +163,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   const lookup = config.tools.enabled.includes('http_lookup') ? config.tools.httpLookup : undefined;
   const needsIdentity =
     !config.storage.connectionString ||
+    Boolean(config.telemetry.connectionString) ||
     config.model.deployments.some((deployment) => !(deployment.apiKey ?? config.model.apiKey)) ||
     queueOverIdentity ||
     (lookup !== undefined && !lookup.apiKey);
@@ -172,7 +178,9 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     return credential;
   };
 
-  const store =
+  // First, so the SDK is registered before any client is built.
+  const { telemetry, inInvocationContext } = await startTelemetry(config, async () => getCredential(), log);
+  const untracedStore =
     overrides.store ??
     (await createTableConversationStore({
       tablePrefix: config.storage.tablePrefix,
@@ -181,6 +189,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
         ? { connectionString: config.storage.connectionString }
         : { endpoint: config.storage.endpoint, credential: getCredential() }),
     }));
+  const store = telemetry === noTelemetry ? untracedStore : traceStore(untracedStore, telemetry);
   const clock = overrides.clock ?? { now: () => new Date() };
   // One token provider for every deployment reached with the managed identity: one token cache.
   let tokenProvider: (() => Promise<string>) | undefined;
@@ -198,6 +207,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
       modelName: deployment.config.modelName,
       tokenizer: overrides.tokenizer ?? getTokenizer(deployment.encoding),
       tokenLimit: deployment.tokenLimit,
+      serverAddress: new URL(deployment.config.endpoint).host,
       model:
         overrides.model ??
         new OpenAiChatModel({
@@ -240,7 +250,9 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
       turnTimeoutMs: config.model.timeoutMs,
       attemptTimeoutMs: Math.min(config.model.attemptTimeoutMs, config.model.timeoutMs),
       cooldownMs: config.model.failoverCooldownMs,
+      telemetry,
     }),
+    telemetry,
     clock,
     ids: overrides.ids ?? { newConversationId: () => randomUUID() },
     limiter: overrides.limiter ?? createUsageLimiter(config, getCredential),
@@ -272,6 +284,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
       toolResults: toolResultsSchema(limits),
     },
     log,
+    inInvocationContext,
   };
 }
 

@@ -371,6 +371,32 @@ export const SETTINGS: readonly SettingInfo[] = [
     default: '5',
     example: '3',
   },
+  // Telemetry
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING',
+    description:
+      'Export traces and metrics to Application Insights (Azure Monitor OpenTelemetry distro, Entra ID auth with the managed identity). Unset with no OTLP endpoint: no telemetry.',
+    example: 'InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://...',
+  },
+  {
+    name: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    description:
+      'Export traces and metrics over OTLP (when APPLICATIONINSIGHTS_CONNECTION_STRING is unset); the other OTEL_* variables apply, e.g. OTEL_EXPORTER_OTLP_PROTOCOL=http/json.',
+    example: 'http://localhost:4318',
+  },
+  {
+    name: 'OTEL_SERVICE_NAME',
+    description: 'The service name on exported telemetry.',
+    default: 'azure-chat-backend',
+    example: 'chat-api',
+  },
+  {
+    name: 'OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT',
+    description:
+      'Record message content (gen_ai.input.messages / gen_ai.output.messages) on model spans. Off: no content is ever exported.',
+    default: 'false',
+    example: 'true',
+  },
   // Limits
   {
     name: 'LIMIT_REQUESTS_PER_MINUTE',
@@ -553,6 +579,10 @@ const schema = z
     LIMIT_CONVERSATIONS_PER_CALLER: int(0, 10_000_000, 1000),
     LIMIT_BODY_BYTES: int(1024, 100 * 1024 * 1024, 1024 * 1024),
     WEBSITE_INSTANCE_ID: optionalString,
+    APPLICATIONINSIGHTS_CONNECTION_STRING: optionalString,
+    OTEL_EXPORTER_OTLP_ENDPOINT: url,
+    OTEL_SERVICE_NAME: z.preprocess(empty, z.string().default('azure-chat-backend')),
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: bool,
   })
   .superRefine((env, ctx) => {
     if (!env.AZURE_OPENAI_DEPLOYMENTS) {
@@ -725,6 +755,13 @@ export interface Config {
     conversationsPerCaller: number;
     bodyBytes: number;
   };
+  telemetry: {
+    connectionString?: string;
+    otlpEndpoint?: string;
+    serviceName: string;
+    /** Message content on spans: opted in only. */
+    captureContent: boolean;
+  };
   runningOnAzure: boolean;
 }
 
@@ -844,6 +881,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       tokensPerDay: e.LIMIT_TOKENS_PER_DAY,
       conversationsPerCaller: e.LIMIT_CONVERSATIONS_PER_CALLER,
       bodyBytes: e.LIMIT_BODY_BYTES,
+    },
+    telemetry: {
+      connectionString: e.APPLICATIONINSIGHTS_CONNECTION_STRING,
+      otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
+      serviceName: e.OTEL_SERVICE_NAME,
+      captureContent: e.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
     },
     runningOnAzure: Boolean(e.WEBSITE_INSTANCE_ID),
   };

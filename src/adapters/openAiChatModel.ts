@@ -17,15 +17,16 @@ import {
   RateLimitedError,
   UpstreamError,
 } from '../core/errors';
-import {
-  type ChatMessage,
-  type ChatModel,
-  type Completion,
-  type CompletionChunk,
-  type CompletionRequest,
-  type FinishReason,
-  type ToolCall,
-  type Usage,
+import type {
+  ChatMessage,
+  ChatModel,
+  Completion,
+  CompletionChunk,
+  CompletionRequest,
+  FinishReason,
+  ResponseDetails,
+  ToolCall,
+  Usage,
 } from '../core/ports';
 import { toStorableText } from '../core/text';
 
@@ -85,7 +86,12 @@ export class OpenAiChatModel implements ChatModel {
       let usage: Usage | undefined;
       const text = new StorableDeltas();
       const toolCalls = new ToolCallAssembler();
+      // Azure's first chunk (prompt filter results) carries no id or model: the latest that does says them.
+      let responseId: unknown;
+      let responseModel: unknown;
       for await (const chunk of stream) {
+        if (chunk.id) responseId = chunk.id;
+        if (chunk.model) responseModel = chunk.model;
         for (const choice of chunk.choices ?? []) {
           const content = text.next(choice.delta?.content ?? '');
           if (content) yield { type: 'delta', content };
@@ -107,6 +113,7 @@ export class OpenAiChatModel implements ChatModel {
         finishReason,
         ...(usage ? { usage } : {}),
         ...(calls.length > 0 ? { toolCalls: calls } : {}),
+        ...responseDetails(responseId, responseModel),
       };
     } catch (error) {
       throw this.translate(error, deadline, replying);
@@ -394,6 +401,7 @@ export function parseCompletion(contentType: string | null, body: string): Compl
     finishReason,
     ...(usage ? { usage } : {}),
     ...(toolCalls.length > 0 ? { toolCalls } : {}),
+    ...responseDetails((value as Record<string, unknown>)['id'], (value as Record<string, unknown>)['model']),
   };
 }
 
@@ -448,6 +456,14 @@ export class StorableDeltas {
     this.held = '';
     return rest;
   }
+}
+
+/** The response's id and the model that answered, as the service names them, for telemetry. */
+function responseDetails(id: unknown, model: unknown): ResponseDetails {
+  return {
+    ...(typeof id === 'string' && id ? { responseId: id } : {}),
+    ...(typeof model === 'string' && model ? { responseModel: model } : {}),
+  };
 }
 
 function retryAfterSeconds(headers: Headers | undefined): number | undefined {

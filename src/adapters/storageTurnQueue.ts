@@ -7,9 +7,8 @@
  */
 import { QueueClient, QueueServiceClient, type StoragePipelineOptions } from '@azure/storage-queue';
 import type { TokenCredential } from '@azure/identity';
-import { StorageUnavailableError } from '../core/errors';
 import type { TurnJobMessage, TurnJobQueue } from '../core/ports';
-import { isUnavailable } from './tableConversationStore';
+import { guardStorage as guard } from './tableConversationStore';
 
 /** The queue the turn jobs run from; the host moves messages it gives up on to `${TURN_QUEUE}-poison`. */
 export const TURN_QUEUE = 'turn-jobs';
@@ -79,14 +78,5 @@ export class StorageTurnQueue implements TurnJobQueue {
       },
     );
     return this.ready;
-  }
-}
-
-async function guard<T>(operation: () => Promise<T>): Promise<T> {
-  try {
-    return await operation();
-  } catch (error) {
-    if (error instanceof StorageUnavailableError || !isUnavailable(error)) throw error;
-    throw new StorageUnavailableError(undefined, error);
   }
 }

@@ -1059,6 +1059,16 @@ const UNREACHABLE_CODES = new Set([
 ]);
 
 /** Errors that mean storage did not answer (as opposed to answering "no"): worth a 503 and a retry later. */
+/** Runs a storage call, turning an outage (see isUnavailable) into StorageUnavailableError; other errors pass. */
+export async function guardStorage<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof StorageUnavailableError || !isUnavailable(error)) throw error;
+    throw new StorageUnavailableError(undefined, error);
+  }
+}
+
 export function isUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   // A timed-out attempt (our tryTimeout) and token failures of the credential also leave storage unreachable.

@@ -5,12 +5,11 @@
  * queue message only refers to it, and stays far below the queue's 64 KiB limit.
  */
 import { TableClient, type TableEntityResult } from '@azure/data-tables';
-import { StorageUnavailableError } from '../core/errors';
 import type { Caller, NewTurnJob, TurnJob, TurnJobChanges, TurnJobStatus, TurnJobStore } from '../core/ports';
 import { assertEntityFits } from './entitySize';
 import { readLongText, writeLongText } from './splitText';
 import { createTableClient, type TableConnection } from './tableClient';
-import { hasStatus, isUnavailable } from './tableConversationStore';
+import { guardStorage as guard, hasStatus } from './tableConversationStore';
 import { conversationPartition, isValidKeyValue } from './tableKeys';
 
 export const TURN_JOBS_TABLE = 'turnjobs';
@@ -141,13 +140,4 @@ function toJob(owner: Caller, entity: TableEntityResult<Properties>): TurnJob {
     if (value !== undefined) Object.assign(job, { [property]: value });
   }
   return job;
-}
-
-async function guard<T>(operation: () => Promise<T>): Promise<T> {
-  try {
-    return await operation();
-  } catch (error) {
-    if (error instanceof StorageUnavailableError || !isUnavailable(error)) throw error;
-    throw new StorageUnavailableError(undefined, error);
-  }
 }

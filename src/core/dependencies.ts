@@ -1,4 +1,5 @@
 import type { ModelDeployments } from './failover';
+import type { Telemetry } from './telemetry';
 import type { ChatModel, Clock, ConversationStore, IdGenerator, Tokenizer, UsageLimiter } from './ports';
 import type { SummarySettings } from './summaries';
 import type { ServerTool, ToolSettings } from './tools';
@@ -49,6 +50,8 @@ export interface ChatDependencies {
   tokenizer: Tokenizer;
   /** The model deployments with failover (AZURE_OPENAI_DEPLOYMENTS); unset: `model` alone. */
   deployments?: ModelDeployments;
+  /** Spans and metrics of each turn; unset: none. */
+  telemetry?: Telemetry;
   clock: Clock;
   ids: IdGenerator;
   limiter: UsageLimiter;

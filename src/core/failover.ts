@@ -23,7 +23,9 @@
  */
 import { ChatError, RateLimitedError, UpstreamError } from './errors';
 import type { Logger } from './dependencies';
-import type { ChatModel, Clock, CompletionChunk, Tokenizer } from './ports';
+import { ModelCallRecord } from './modelTelemetry';
+import type { ChatModel, Clock, Completion, CompletionChunk, CompletionRequest, Tokenizer } from './ports';
+import { noTelemetry, type Telemetry } from './telemetry';
 
 /** One deployment a turn may be served by, with the token accounting of its model family. */
 export interface ModelDeployment {
@@ -35,6 +37,8 @@ export interface ModelDeployment {
   readonly tokenizer: Tokenizer;
   /** The context window in tokens (CHAT_TOKEN_LIMIT or the model family's). */
   readonly tokenLimit: number;
+  /** The endpoint's host, for telemetry (`server.address`). */
+  readonly serverAddress?: string;
 }
 
 export interface FailoverOptions {
@@ -46,6 +50,8 @@ export interface FailoverOptions {
   cooldownMs: number;
   /** Conversations whose last deployment is remembered (the least recently served is forgotten first). */
   stickyConversations?: number;
+  /** Each attempt is a `chat {model}` span with the GenAI metrics. Default: none. */
+  telemetry?: Telemetry;
 }
 
 export interface Served<T> {
@@ -53,7 +59,8 @@ export interface Served<T> {
   deployment: ModelDeployment;
 }
 
-type Attempt<T> = (deployment: ModelDeployment, signal: AbortSignal | undefined) => Promise<T>;
+/** What a turn sends to a given deployment (counted with its encoding, trimmed to its window). */
+export type RequestFor = (deployment: ModelDeployment) => CompletionRequest;
 
 interface Skipped {
   until: number;
@@ -79,8 +86,17 @@ export class ModelDeployments {
   }
 
   /** One deployment, called as it is: no failover, no skipping, no deadline of ours. */
-  static single(deployment: ModelDeployment, clock: Clock, log: Logger): ModelDeployments {
-    return new ModelDeployments([deployment], clock, log, { turnTimeoutMs: 0, attemptTimeoutMs: 0, cooldownMs: 0 });
+  static single(deployment: ModelDeployment, clock: Clock, log: Logger, telemetry?: Telemetry): ModelDeployments {
+    return new ModelDeployments([deployment], clock, log, {
+      turnTimeoutMs: 0,
+      attemptTimeoutMs: 0,
+      cooldownMs: 0,
+      ...(telemetry ? { telemetry } : {}),
+    });
+  }
+
+  private get telemetry(): Telemetry {
+    return this.options.telemetry ?? noTelemetry;
   }
 
   get primary(): ModelDeployment {
@@ -116,11 +132,26 @@ export class ModelDeployments {
     return sticky ? [sticky, ...healthy.filter((deployment) => deployment !== sticky)] : healthy;
   }
 
-  /** One model call with failover; `attempt` gets the deployment and the signal to honour. */
-  async call<T>(conversationId: string, attempt: Attempt<T>, signal?: AbortSignal): Promise<Served<T>> {
+  /** One completion with failover; `requestFor` says what to send to each deployment tried. */
+  async complete(conversationId: string, requestFor: RequestFor, signal?: AbortSignal): Promise<Served<Completion>> {
     const deadline = this.deadline(signal);
     try {
-      return await this.attempts(conversationId, attempt, deadline?.signal ?? signal);
+      return await this.attempts(
+        conversationId,
+        async (deployment, attemptSignal) => {
+          const request = requestFor(deployment);
+          const record = new ModelCallRecord(this.telemetry, deployment, conversationId, request);
+          try {
+            const completion = await record.run(() => deployment.model.complete(request, attemptSignal));
+            record.answered(completion);
+            return completion;
+          } catch (error) {
+            record.failed(error);
+            throw error;
+          }
+        },
+        deadline?.signal ?? signal,
+      );
     } catch (error) {
       throw deadline?.expired() ? this.deadlineError(error) : error;
     } finally {
@@ -134,20 +165,31 @@ export class ModelDeployments {
    */
   async stream(
     conversationId: string,
-    open: (deployment: ModelDeployment, signal: AbortSignal | undefined) => AsyncIterable<CompletionChunk>,
+    requestFor: RequestFor,
     signal?: AbortSignal,
   ): Promise<Served<AsyncIterable<CompletionChunk>>> {
     const deadline = this.deadline(signal);
     const mapError = (error: unknown) => (deadline?.expired() ? this.deadlineError(error) : error);
-    let served: Served<{ first: IteratorResult<CompletionChunk>; rest: AsyncIterator<CompletionChunk> }>;
+    let served: Served<{
+      first: IteratorResult<CompletionChunk>;
+      rest: AsyncIterator<CompletionChunk>;
+      record: ModelCallRecord;
+    }>;
     try {
       served = await this.attempts(
         conversationId,
         async (deployment, attemptSignal, answered) => {
-          const rest = open(deployment, attemptSignal)[Symbol.asyncIterator]();
-          const first = await rest.next();
-          answered();
-          return { first, rest };
+          const request = requestFor(deployment);
+          const record = new ModelCallRecord(this.telemetry, deployment, conversationId, request);
+          try {
+            const rest = record.run(() => deployment.model.stream(request, attemptSignal)[Symbol.asyncIterator]());
+            const first = await record.run(() => rest.next());
+            answered();
+            return { first, rest, record };
+          } catch (error) {
+            record.failed(error);
+            throw error;
+          }
         },
         deadline?.signal ?? signal,
       );
@@ -155,13 +197,29 @@ export class ModelDeployments {
       deadline?.dispose();
       throw mapError(error);
     }
-    const { first, rest } = served.value;
+    const { first, rest, record } = served.value;
     async function* chunks(): AsyncIterable<CompletionChunk> {
+      let content = '';
+      let ended = false;
       try {
-        for (let next = first; !next.done; next = await rest.next()) yield next.value;
+        for (let next = first; !next.done; next = await rest.next()) {
+          const chunk = next.value;
+          if (chunk.type === 'delta') content += chunk.content;
+          else {
+            ended = true;
+            record.answered({ ...chunk, content });
+          }
+          yield chunk;
+        }
+        if (!ended) record.failed(new Error('The model stream ended without a final chunk.'));
       } catch (error) {
-        throw mapError(error);
+        const mapped = mapError(error);
+        if (!ended) record.failed(mapped);
+        ended = true;
+        throw mapped;
       } finally {
+        // A consumer that stops early (the client went away with CHAT_STREAM_ON_DISCONNECT=abort) ends it too.
+        if (!ended) record.failed(new Error('The stream was not read to its end.'));
         deadline?.dispose();
       }
     }

@@ -335,7 +335,15 @@ export interface CompletionRequest {
   tools?: ToolDefinition[];
 }
 
-export interface Completion {
+/** What the service says about the answer besides it, for telemetry; each may be missing. */
+export interface ResponseDetails {
+  /** The completion's id (`chatcmpl-...`). */
+  responseId?: string;
+  /** The model that answered, as the service names it (e.g. `gpt-4o-mini-2024-07-18`). */
+  responseModel?: string;
+}
+
+export interface Completion extends ResponseDetails {
   /** Well-formed Unicode without NUL (adapters replace what is not): it is stored as it is. */
   content: string;
   finishReason: FinishReason;
@@ -347,7 +355,7 @@ export interface Completion {
 
 export type CompletionChunk =
   | { type: 'delta'; content: string }
-  | { type: 'done'; finishReason: FinishReason; usage?: Usage; toolCalls?: ToolCall[] };
+  | ({ type: 'done'; finishReason: FinishReason; usage?: Usage; toolCalls?: ToolCall[] } & ResponseDetails);
 
 export interface ChatModel {
   /** Errors are ChatErrors (content_filtered, upstream_*), already retried where retrying helps. */

@@ -47,6 +47,7 @@ import {
   type Usage,
 } from './ports';
 import { ModelDeployments, type ModelDeployment } from './failover';
+import { inSpan, noTelemetry, type Telemetry } from './telemetry';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
@@ -166,8 +167,10 @@ export class TurnRunner {
   private readonly models: ModelDeployments;
   /** Claims of failed turns that storage did not let us release yet (see claimReleases.ts). */
   private readonly releases: ClaimReleases;
+  private readonly telemetry: Telemetry;
 
   constructor(private readonly deps: ChatDependencies) {
+    this.telemetry = deps.telemetry ?? noTelemetry;
     this.models =
       deps.deployments ??
       ModelDeployments.single(
@@ -180,18 +183,14 @@ export class TurnRunner {
         },
         deps.clock,
         deps.log,
+        this.telemetry,
       );
     this.releases = new ClaimReleases(deps.log, () => deps.clock.now().getTime());
   }
 
   /** Non-streamed model calls, with failover across the deployments. */
   private completeCall(signal: AbortSignal | undefined): ModelCall {
-    return (conversationId, request) =>
-      this.models.call(
-        conversationId,
-        (candidate, attemptSignal) => candidate.model.complete(request(candidate), attemptSignal),
-        signal,
-      );
+    return (conversationId, request) => this.models.complete(conversationId, request, signal);
   }
 
   private get toolSettings(): ToolSettings {
@@ -203,14 +202,40 @@ export class TurnRunner {
    * tools (webhooks, queues). A conversation that declares client tools is refused (client_tools_not_allowed).
    */
   async send(input: TurnInput, signal?: AbortSignal): Promise<TurnResult> {
-    const outcome = await this.run(input, false, signal);
+    const outcome = await this.traced(input, false, () => this.run(input, false, signal));
     if (outcome.status !== 'completed') throw new ClientToolsNotAllowedError();
     return outcome;
   }
 
   /** Runs a whole turn for an interactive caller: the stored reply, or the client tools the turn waits for. */
   async converse(input: TurnInput, signal?: AbortSignal): Promise<TurnOutcome> {
-    return this.run(input, true, signal);
+    return this.traced(input, false, () => this.run(input, true, signal));
+  }
+
+  /** The turn is one span, its storage and model calls children. */
+  private async traced(
+    input: { conversationId: string },
+    streamed: boolean,
+    run: () => Promise<TurnOutcome>,
+  ): Promise<TurnOutcome> {
+    return inSpan(
+      this.telemetry,
+      'chat.turn',
+      { attributes: { 'gen_ai.conversation.id': input.conversationId, 'app.turn.streamed': streamed } },
+      async (span) => {
+        const result = await run();
+        span.setAttributes({
+          'app.turn.status': result.status,
+          'app.turn.replayed': result.replayed,
+          'gen_ai.usage.input_tokens': result.usage.promptTokens,
+          'gen_ai.usage.output_tokens': result.usage.completionTokens,
+          ...(result.status === 'completed'
+            ? { 'azure.openai.deployment': result.deployment, 'gen_ai.response.finish_reasons': [result.finishReason] }
+            : {}),
+        });
+        return result;
+      },
+    );
   }
 
   private async run(input: TurnInput, interactive: boolean, signal?: AbortSignal): Promise<TurnOutcome> {
@@ -240,6 +265,10 @@ export class TurnRunner {
    * ends with conversation_busy and nothing stored.
    */
   async stream(input: TurnInput, handlers: TurnHandlers, signal?: AbortSignal): Promise<TurnOutcome> {
+    return this.traced(input, true, () => this.streamTurn(input, handlers, signal));
+  }
+
+  private async streamTurn(input: TurnInput, handlers: TurnHandlers, signal?: AbortSignal): Promise<TurnOutcome> {
     this.rejectSpecialTokens(input);
     return this.withIdempotency(
       input,
@@ -257,6 +286,14 @@ export class TurnRunner {
    * continued turn may complete or pause again. With `handlers` the model's replies stream.
    */
   async submitToolResults(
+    input: ToolResultsInput,
+    signal?: AbortSignal,
+    handlers?: TurnHandlers,
+  ): Promise<TurnOutcome> {
+    return this.traced(input, handlers !== undefined, () => this.continueTurn(input, signal, handlers));
+  }
+
+  private async continueTurn(
     input: ToolResultsInput,
     signal?: AbortSignal,
     handlers?: TurnHandlers,
@@ -413,11 +450,7 @@ export class TurnRunner {
         });
       }
       // Failover only until the first chunk: after it the user has seen the reply begin.
-      const { value: chunks, deployment } = await this.models.stream(
-        conversationId,
-        (candidate, attemptSignal) => candidate.model.stream(request(candidate), attemptSignal),
-        signal,
-      );
+      const { value: chunks, deployment } = await this.models.stream(conversationId, request, signal);
       return { value: await collectStream(chunks, handlers.onDelta), deployment };
     };
     const outcome = await this.runLoop(state, call, handlers, signal);

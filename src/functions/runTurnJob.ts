@@ -27,8 +27,11 @@ export async function runTurnJob(message: unknown, context: InvocationContext): 
   if (!services.jobs) throw new Error('Turn jobs need the queue connection AzureWebJobsStorage.');
   const dequeueCount = Number(context.triggerMetadata?.dequeueCount ?? 1);
   context.log(`${job.type} ${job.turnId} (dequeue ${dequeueCount})`);
-  if (job.type === 'turn') await services.jobs.run(job, dequeueCount);
-  else await services.jobs.deliver(job);
+  const jobs = services.jobs;
+  // Inside the host's trace for this invocation, like the HTTP functions (one trace per queued turn).
+  await services.inInvocationContext(context.traceContext, () =>
+    job.type === 'turn' ? jobs.run(job, dequeueCount) : jobs.deliver(job),
+  );
 }
 
 app.storageQueue('runTurnJob', {

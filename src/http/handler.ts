@@ -12,7 +12,8 @@ export type ServiceHandler = (
 export function withServices(handler: ServiceHandler): HttpHandler {
   return async (request, context) => {
     try {
-      return await handler(request, context, await getServices());
+      const services = await getServices();
+      return await services.inInvocationContext(context.traceContext, () => handler(request, context, services));
     } catch (error) {
       return problemResponse(error, context, new URL(request.url).pathname);
     }

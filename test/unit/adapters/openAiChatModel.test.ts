@@ -333,12 +333,14 @@ describe('OpenAiChatModel: the request it sends', () => {
 // ---- success -----------------------------------------------------------------------------------
 
 describe('OpenAiChatModel: a completed reply', () => {
-  it('maps content, finish reason and usage', async () => {
+  it('maps content, finish reason and usage, with the response id and model for telemetry', async () => {
     const { fetch } = scriptedFetch(ok());
     assert.deepEqual(await model(fetch).complete(REQUEST), {
       content: 'Hello!',
       finishReason: 'stop',
       usage: { promptTokens: 29, completionTokens: 73, totalTokens: 102, cachedPromptTokens: 0 },
+      responseId: 'chatcmpl-1',
+      responseModel: 'gpt-4o-2024-11-20',
     });
   });
 
@@ -378,7 +380,12 @@ describe('OpenAiChatModel: a completed reply', () => {
     const { fetch } = scriptedFetch(
       ok(completion({ content: null, finish_reason: 'content_filter', usage: undefined })),
     );
-    assert.deepEqual(await model(fetch).complete(REQUEST), { content: '', finishReason: 'content_filter' });
+    assert.deepEqual(await model(fetch).complete(REQUEST), {
+      content: '',
+      finishReason: 'content_filter',
+      responseId: 'chatcmpl-1',
+      responseModel: 'gpt-4o-2024-11-20',
+    });
   });
 
   const notCompletions: [string, () => Response][] = [
@@ -666,6 +673,8 @@ describe('OpenAiChatModel: streaming', () => {
         type: 'done',
         finishReason: 'stop',
         usage: { promptTokens: 1_300, completionTokens: 3, totalTokens: 1_303, cachedPromptTokens: 1_152 },
+        responseId: 'chatcmpl-1',
+        responseModel: 'gpt-4o-2024-11-20',
       },
     ]);
 
@@ -684,7 +693,12 @@ describe('OpenAiChatModel: streaming', () => {
     assert.equal(error, undefined);
     assert.deepEqual(received, [
       { type: 'delta', content: 'Partial' },
-      { type: 'done', finishReason: 'length' },
+      {
+        type: 'done',
+        finishReason: 'length',
+        responseId: 'chatcmpl-1',
+        responseModel: 'gpt-4o-2024-11-20',
+      },
     ]);
   });
 

@@ -25,9 +25,12 @@ class NamedModel implements ChatModel {
       usage: { promptTokens: 1, cachedPromptTokens: 0, completionTokens: 1, totalTokens: 2 },
     };
   }
+  /** The next stream sends its first delta, then breaks. */
+  breakAfterFirstDelta = false;
   async *stream(request: CompletionRequest, signal?: AbortSignal): AsyncIterable<CompletionChunk> {
     const completion = await this.complete(request, signal);
     yield { type: 'delta', content: completion.content };
+    if (this.breakAfterFirstDelta) throw serverError(500);
     yield { type: 'done', finishReason: 'stop', usage: completion.usage };
   }
 }
@@ -54,11 +57,7 @@ function setup(count = 2, options: { attemptTimeoutMs?: number; turnTimeoutMs?: 
     cooldownMs: 30_000,
   });
   const ask = async (conversation: string) =>
-    (
-      await pool.call(conversation, (deployment, signal) =>
-        deployment.model.complete({ messages: [], maxResponseTokens: 1 }, signal),
-      )
-    ).deployment.name;
+    (await pool.complete(conversation, () => ({ messages: [], maxResponseTokens: 1 }))).deployment.name;
   return { pool, models, logs, ask, advance: (ms: number) => (now += ms) };
 }
 
@@ -156,25 +155,23 @@ describe('ModelDeployments (failover)', () => {
 
   it('streams fail over before their first chunk only', async () => {
     const { pool, models } = setup();
+    const request = () => ({ messages: [], maxResponseTokens: 1 });
     models[0]!.failures.push(serverError(502));
-    const served = await pool.stream('c1', (deployment, signal) =>
-      deployment.model.stream({ messages: [], maxResponseTokens: 1 }, signal),
-    );
+    const served = await pool.stream('c1', request);
     assert.equal(served.deployment.name, 'B');
     const chunks = [];
     for await (const chunk of served.value) chunks.push(chunk);
     assert.deepEqual(chunks[0], { type: 'delta', content: 'B' });
 
-    const broken = await pool.stream('c2', async function* () {
-      yield { type: 'delta', content: 'half' } as CompletionChunk;
-      throw serverError(500);
-    });
+    models[1]!.breakAfterFirstDelta = true;
+    const broken = await pool.stream('c1', request);
+    assert.equal(broken.deployment.name, 'B');
     await assert.rejects(async () => {
       for await (const _chunk of broken.value) {
         // drain
       }
     }, UpstreamError);
-    assert.equal(models[1]!.calls, 1, 'nothing else was asked after the first chunk');
+    assert.equal(models[0]!.calls, 1, 'nothing else was asked after the first chunk');
   });
 
   it('calls a single deployment as it is: no skipping after a 429', async () => {

@@ -88,25 +88,47 @@ describe('bundleApp', () => {
     assert.deepEqual(bundle.entryModules, entries);
   });
 
-  it('requires nothing at run time but Node built-ins, the worker module and its own rank files', () => {
+  it('requires nothing at run time but Node built-ins, the worker module and its own rank and telemetry files', () => {
     const builtins = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
     const externals = Object.values(bundle.metafile.outputs)
       .flatMap((output) => output.imports)
       .filter((entry) => entry.external && !builtins.has(entry.path));
     assert.deepEqual([...new Set(externals.map((entry) => `${entry.kind} ${entry.path}`))].sort(), [
+      'dynamic-import ./telemetry.js',
       'require-call ./ranks/cl100k_base.cjs',
       'require-call ./ranks/o200k_base.cjs',
       `require-call ${FUNCTIONS_CORE_MODULE}`,
     ]);
-    assert.deepEqual(bundle.externals, ['./ranks/cl100k_base.cjs', './ranks/o200k_base.cjs', FUNCTIONS_CORE_MODULE]);
+    assert.deepEqual(bundle.externals, [
+      './ranks/cl100k_base.cjs',
+      './ranks/o200k_base.cjs',
+      './telemetry.js',
+      FUNCTIONS_CORE_MODULE,
+    ]);
     for (const external of bundle.externals.filter((name) => name.startsWith('./'))) {
       assert.ok(existsSync(path.join(outDir, external)), `${external} is beside the bundle`);
     }
   });
 
-  it('reaches @azure/identity and jose only through import(), so loading the app does not evaluate them', () => {
+  it('leaves the OpenTelemetry SDK and the Azure Monitor distro out of main.js, in telemetry.js beside it', () => {
+    const inMain = Object.keys(bundle.metafile.inputs);
+    for (const prefix of ['node_modules/@opentelemetry/sdk-', 'node_modules/@azure/monitor-opentelemetry']) {
+      assert.ok(!inMain.some((file) => file.startsWith(prefix)), `${prefix} is not in main.js`);
+    }
+    assert.equal(bundle.telemetryFile, path.join(outDir, 'telemetry.js'));
+    const telemetry = readFileSync(bundle.telemetryFile, 'utf8');
+    assert.match(telemetry, /node_modules\/@azure\/monitor-opentelemetry\//);
+    assert.match(telemetry, /node_modules\/@opentelemetry\/sdk-node\//);
+  });
+
+  it('reaches @azure/identity, jose and the OpenTelemetry API only through import(), so loading the app does not evaluate them', () => {
     const inputs = bundle.metafile.inputs;
-    const lazyPackages = ['node_modules/@azure/identity/', 'node_modules/@azure/msal-node/', 'node_modules/jose/'];
+    const lazyPackages = [
+      'node_modules/@azure/identity/',
+      'node_modules/@azure/msal-node/',
+      'node_modules/jose/',
+      'node_modules/@opentelemetry/api/',
+    ];
     for (const prefix of lazyPackages) {
       assert.ok(
         Object.keys(inputs).some((file) => file.startsWith(prefix)),
@@ -139,6 +161,7 @@ describe('bundleApp', () => {
 
     const loaded = Object.keys(require.cache);
     assert.ok(loaded.includes(bundle.mainFile));
+    assert.ok(!loaded.includes(bundle.telemetryFile), 'telemetry.js is not loaded with telemetry off');
     assert.deepEqual(
       loaded.filter((file) => RANK_FILE.test(file)),
       [],
@@ -154,6 +177,8 @@ const UNTRACKED_FILES = [
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
   'dist/app/ranks/o200k_base.cjs',
+  'dist/app/telemetry.js',
+  'dist/app/telemetry.js.map',
   'dist/src/index.js',
   'dist/src/index.js.map',
   'dist/src/functions/health.js',
@@ -179,6 +204,8 @@ const PACKAGE = [
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
   'dist/app/ranks/o200k_base.cjs',
+  'dist/app/telemetry.js',
+  'dist/app/telemetry.js.map',
   'host.json',
   'package.json',
 ];
