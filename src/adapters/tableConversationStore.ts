@@ -484,18 +484,26 @@ export class TableConversationStore implements ConversationStore {
         // The SDK retries a batch whose response was lost; the retry then fails although the first attempt stored
         // the turn. Our commit id on the last message tells the two apart.
         const stored = await this.readEntity(partitionKey, messageRow(last.seq), ['commitId']);
-        if (stored?.['commitId'] !== commitId) {
-          // A claim whose lease ran out and was taken over is lost for good: re-running the turn would pay again.
-          if (commit.idempotency) {
-            const record = await this.readEntity(partitionKey, idempotencyRow(commit.idempotency.key), ['state']);
-            if (record?.etag !== commit.idempotency.claim.token) throw new ClaimLost();
-          }
-          throw new ConcurrencyConflict();
-        }
+        if (stored?.['commitId'] !== commitId) throw await this.whyRefused(partitionKey, commit.idempotency);
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
     });
+  }
+
+  /**
+   * Why a turn's transaction was refused: a claim whose lease ran out and was taken over is lost for good (re-running
+   * the turn would pay again); otherwise the conversation moved on and the turn may run again.
+   */
+  private async whyRefused(
+    partitionKey: string,
+    idempotency: TurnCommit['idempotency'],
+  ): Promise<ClaimLost | ConcurrencyConflict> {
+    if (idempotency) {
+      const record = await this.readEntity(partitionKey, idempotencyRow(idempotency.key), ['state']);
+      if (record?.etag !== idempotency.claim.token) return new ClaimLost();
+    }
+    return new ConcurrencyConflict();
   }
 
   pauseTurn(owner: Caller, pause: TurnPause): Promise<void> {
@@ -529,7 +537,7 @@ export class TableConversationStore implements ConversationStore {
         const stored = await this.readEntity(partitionKey, HEADER_ROW, ['pendingId']);
         const current = await this.readEntity(partitionKey, PENDING_ROW, ['turnId']);
         if (stored?.['pendingId'] !== pause.pending.id || current?.['turnId'] !== pause.pending.id) {
-          throw new ConcurrencyConflict();
+          throw await this.whyRefused(partitionKey, pause.idempotency);
         }
       }
     });

@@ -3,7 +3,7 @@ import { withServices } from '../http/handler';
 import { json, parseConversationId, parseIdempotencyKey, readJson } from '../http/request';
 import { streamTurn, wantsEventStream } from '../http/streamTurn';
 import { acceptedTurn, newTurnId, prefersAsync, turnIdFor } from '../http/turns/queuedTurns';
-import { NotFoundError } from '../core/errors';
+import { ClientToolsNotAllowedError, NotFoundError } from '../core/errors';
 
 /**
  * POST /api/conversations/{id}/messages: one turn; the reply is stored with the user's message (and the tool calls
@@ -24,9 +24,10 @@ export const sendMessage = withServices(async (request, context, services) => {
     ...(idempotencyKey ? { idempotencyKey } : {}),
   };
   if (services.jobs && prefersAsync(request)) {
-    if (!(await services.store.get(caller, conversationId))) {
-      throw new NotFoundError('No conversation with this id exists for the caller.');
-    }
+    const conversation = await services.store.get(caller, conversationId);
+    if (!conversation) throw new NotFoundError('No conversation with this id exists for the caller.');
+    // Nobody would be there to answer a client tool: refuse now rather than fail the queued turn later.
+    if (conversation.clientTools?.length) throw new ClientToolsNotAllowedError();
     const job = await services.jobs.submit({
       caller,
       conversationId,

@@ -10,11 +10,14 @@ import { call, startTestApp, type TestApp } from '../support/app';
 import { BIG_BODY, BIG_BODY_CHARS, startLookupStandIn, type LookupStandIn } from '../support/lookupStandIn';
 import type { ReplyRequest, StandInMessage, StandInToolReply } from '../../local/modelStandIn';
 import { collectEvents } from '../support/sseClient';
+import { Webhook } from 'standardwebhooks';
+import { randomUUID } from 'node:crypto';
 
 const MAX_ROUNDS = 3;
 const TOOL_TIMEOUT_MS = 1_500;
 const OUTPUT_CHARS = 50_000;
 const API_KEY = { header: 'x-lookup-key', value: 'lookup-secret' };
+const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
 let app: TestApp;
 let lookup: LookupStandIn;
@@ -75,7 +78,9 @@ before(async () => {
   lookup = await startLookupStandIn({ apiKey: API_KEY, barrier: 2 });
   app = await startTestApp({
     model: { reply: script },
+    queue: true,
     env: {
+      WEBHOOK_SECRET: WEBHOOK_SECRET,
       CHAT_TOOLS: 'get_current_time,http_lookup',
       CHAT_MAX_TOOL_ROUNDS: String(MAX_ROUNDS),
       CHAT_TOOL_TIMEOUT_MS: String(TOOL_TIMEOUT_MS),
@@ -286,6 +291,66 @@ describe('server tools', () => {
     const completed = events.at(-1)!.data;
     const deltas = events.filter((event) => event.event === 'message.delta').map((event) => event.data.content);
     assert.equal(deltas.join(''), completed.message.content);
+  });
+});
+
+describe('server tools in webhook and queued turns', () => {
+  it('a signed webhook turn runs a server tool the same way', async () => {
+    const id = `msg_${randomUUID()}`;
+    const at = new Date();
+    const body = JSON.stringify({ threadId: `tools-${id}`, content: 'TIME in Tokyo please' });
+    const answered = await call('POST', `${app.api}/webhooks/messages`, body, {
+      'content-type': 'application/json',
+      'webhook-id': id,
+      'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+      'webhook-signature': new Webhook(WEBHOOK_SECRET).sign(id, at, body),
+    });
+    assert.equal(answered.status, 200, answered.text);
+    assert.match(answered.body.message.content, /^Answer from tools: .*Asia\/Tokyo/);
+    // The webhook's conversation belongs to the webhook caller: the model's last request shows the tool round.
+    const last = chatRequests().at(-1)!;
+    assert.deepEqual(
+      turnSoFar(last.messages).map((message) => message.role),
+      ['assistant', 'tool'],
+    );
+  });
+
+  it('a queued turn runs a server tool the same way, and one with client tools is refused before it is queued', async () => {
+    const id = await conversation();
+    const posted = await call(
+      'POST',
+      `${app.api}/conversations/${id}/messages`,
+      { content: 'TIME in Tokyo, queued' },
+      { prefer: 'respond-async' },
+    );
+    assert.equal(posted.status, 202, posted.text);
+    const statusUrl = `${app.api.replace(/\/api$/, '')}${posted.headers.get('location') ?? ''}`;
+    const deadline = Date.now() + 30_000;
+    let status = await call('GET', statusUrl);
+    while (status.body.status !== 'completed' && status.body.status !== 'failed' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      status = await call('GET', statusUrl);
+    }
+    assert.equal(status.body.status, 'completed', status.text);
+    assert.match(status.body.message.content, /^Answer from tools: .*Asia\/Tokyo/);
+    const read = await call('GET', `${app.api}/conversations/${id}`);
+    assert.deepEqual(
+      read.body.messages.map((message: { role: string }) => message.role),
+      ['user', 'assistant', 'tool', 'assistant'],
+    );
+
+    const withClientTools = await conversation({
+      clientTools: [{ name: 'pick_slot', description: 'Pick a slot.', parameters: { type: 'object' } }],
+    });
+    const refused = await call(
+      'POST',
+      `${app.api}/conversations/${withClientTools}/messages`,
+      { content: 'CLIENT queued' },
+      { prefer: 'respond-async' },
+    );
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.code, 'client_tools_not_allowed');
+    assert.equal(refused.headers.get('location'), null);
   });
 });
 

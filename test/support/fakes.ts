@@ -175,7 +175,7 @@ export class MemoryStore implements ConversationStore {
     if (!found || found.conversation.version !== pause.expectedVersion) throw new ConcurrencyConflict();
     if (pause.idempotency) {
       const record = found.idempotency.get(pause.idempotency.key);
-      if (!record || record.token !== pause.idempotency.claim.token) throw new ConcurrencyConflict();
+      if (!record || record.token !== pause.idempotency.claim.token) throw new ClaimLost();
     }
     this.pauses++;
     found.pending = structuredClone(pause.pending);

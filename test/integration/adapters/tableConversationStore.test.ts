@@ -613,6 +613,37 @@ describe('idempotency', () => {
     assert.equal((await store.beginIdempotent(alice, created.id, 'key-2', 'hash-a', later)).state, 'in_progress');
   });
 
+  test('a paused turn whose claim was taken over is refused as a lost claim, not a conflict to re-run', async () => {
+    const created = await store.create(alice, newConversation());
+    const first = await store.beginIdempotent(alice, created.id, 'key-3', 'hash-a', { now, leaseMs: 1_000 });
+    const later = { now: new Date(now.getTime() + 5_000), leaseMs: 60_000 };
+    const second = await store.beginIdempotent(alice, created.id, 'key-3', 'hash-a', later);
+    assert.ok(first.state === 'claimed' && second.state === 'claimed');
+    const pending = {
+      id: 'turn-1',
+      createdAt: now.toISOString(),
+      expiresAt: new Date(now.getTime() + 60_000).toISOString(),
+      user: { role: 'user' as const, content: 'what time is it?', tokens: 7 },
+      messages: [],
+      awaiting: [{ id: 'call_1', name: 'ask_user', arguments: '{}' }],
+      rounds: 1,
+      usage: { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
+      calls: [{ estimated: 10, reported: 10 }],
+    };
+    await assert.rejects(
+      store.pauseTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: created.version,
+        pending,
+        updatedAt: nextTime(),
+        idempotency: { key: 'key-3', claim: first.claim, requestHash: 'hash-a', record: record(created.id, 2) },
+      }),
+      ClaimLost,
+    );
+    assert.equal((await store.get(alice, created.id))?.pending, undefined);
+    assert.equal(await store.getPendingTurn(alice, created.id), undefined);
+  });
+
   test('creates retried after committing (a lost response) still claim, and still create', async () => {
     const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
       allowInsecureConnection: true,
