@@ -78,12 +78,31 @@ async function traceOf(traceId: string): Promise<ReceivedSpan[]> {
   });
 }
 
+/** The trace as an indented tree of span names and attributes, conversation ids shortened. */
+function printTrace(sent: { traceId: string; hostSpanId: string; conversationId: string }, spans: ReceivedSpan[]) {
+  const lines = [`trace ${sent.traceId} (host span ${sent.hostSpanId})`];
+  const visit = (parent: string, depth: number) => {
+    for (const span of spans.filter((candidate) => candidate.parentSpanId === parent)) {
+      const attributes = JSON.stringify(span.attributes).replaceAll(
+        sent.conversationId,
+        `${sent.conversationId.slice(0, 8)}-…`,
+      );
+      lines.push(`${'  '.repeat(depth)}${span.name}  ${attributes}`);
+      visit(span.spanId, depth + 1);
+    }
+  };
+  visit(sent.hostSpanId, 1);
+  return lines.join('\n');
+}
+
 describe('OpenTelemetry over OTLP', () => {
   it('one trace per turn: the turn under the host span, storage calls and a GenAI chat span under the turn', async () => {
     const sent = await turn(plain, 'What is the capital of Portugal?');
     const spans = await traceOf(sent.traceId);
     const turnSpan = spans.find((span) => span.name === 'chat.turn');
     assert.ok(turnSpan);
+    // PRINT_TRACE=1 prints the trace as the README shows it.
+    if (process.env['PRINT_TRACE']) console.log(printTrace(sent, spans));
     assert.equal(turnSpan.parentSpanId, sent.hostSpanId, 'the turn is a child of the host span');
     assert.equal(turnSpan.resource['service.name'], 'chat-plain');
     assert.equal(turnSpan.attributes['gen_ai.conversation.id'], sent.conversationId);
