@@ -1,4 +1,4 @@
 import { app } from '@azure/functions';
 
-// Streams replies over server-sent events (POST /api/conversations/{id}/messages with Accept: text/event-stream).
+// Streams replies over server-sent events (POST /api/conversations/{id}/messages/stream).
 app.setup({ enableHttpStream: true });

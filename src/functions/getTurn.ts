@@ -2,6 +2,7 @@ import { app } from '@azure/functions';
 import { NotFoundError } from '../core/errors';
 import { withServices } from '../http/handler';
 import { json, parseConversationId } from '../http/request';
+import { NO_QUEUE } from '../http/turns/messageTurns';
 import { parseTurnId } from '../http/turns/queuedTurns';
 import { turnStatusBody } from '../http/turns/turnBodies';
 import { decodeWebhookSecret, verifyStandardWebhook } from '../http/webhooks/standardWebhooks';
@@ -22,7 +23,7 @@ export const getTurn = withServices(async (request, _context, services) => {
     : await services.callers.resolve(request);
   const conversationId = parseConversationId(request.params.id);
   const turnId = parseTurnId(request.params.turnId);
-  if (!services.jobs) throw new NotFoundError('This app runs no queued turns (no queue connection is configured).');
+  if (!services.jobs) throw new NotFoundError(NO_QUEUE);
   return json(200, turnStatusBody(await services.jobs.view(caller, conversationId, turnId)));
 });
 

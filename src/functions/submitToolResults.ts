@@ -1,25 +1,16 @@
 import { app } from '@azure/functions';
 import { withServices } from '../http/handler';
-import { json, parseConversationId, parseIdempotencyKey, readJson } from '../http/request';
+import { json } from '../http/request';
 import { streamOutcome, wantsEventStream } from '../http/streamTurn';
+import { readToolResults } from '../http/turns/messageTurns';
 
 /**
  * POST /api/conversations/{id}/tool-results: the results of the client tools a paused turn waits for. The turn goes
- * on (the model is called with them) and the answer is the continued turn: completed, or paused again. With
- * `Accept: text/event-stream` (or `?stream=true`) it streams like a message.
+ * on (the model is called with them) and the answer is the continued turn: completed, or paused again. Streamed, it
+ * is POST .../tool-results/stream; `Accept: text/event-stream` (or `?stream=true`) here streams the same way.
  */
 export const submitToolResults = withServices(async (request, context, services) => {
-  const caller = await services.callers.resolve(request);
-  const conversationId = parseConversationId(request.params.id);
-  const idempotencyKey = parseIdempotencyKey(request);
-  const body = await readJson(request, services.schemas.toolResults, services.config.limits.bodyBytes);
-  const input = {
-    caller,
-    conversationId,
-    results: body.results,
-    ...(body.turnId ? { turnId: body.turnId } : {}),
-    ...(idempotencyKey ? { idempotencyKey } : {}),
-  };
+  const input = await readToolResults(request, services);
   if (wantsEventStream(request.headers.get('accept'), request.query.get('stream'))) {
     return streamOutcome((handlers, signal) => services.turns.submitToolResults(input, signal, handlers), {
       onDisconnect: services.config.chat.streamOnDisconnect,

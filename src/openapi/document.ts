@@ -57,8 +57,24 @@ export interface OpenApiOptions {
 export const API_VERSION = '1.0.0';
 export const PROBLEM_MEDIA_TYPE = 'application/problem+json';
 export const EVENT_STREAM_MEDIA_TYPE = 'text/event-stream';
-/** Media type extension naming the schema of each server-sent event's `data`, by event name. */
-export const SSE_EVENTS_EXTENSION = 'x-sse-events';
+
+/**
+ * The server-sent events of a streamed turn, by event name: the component schema of each one's `data`. The stream's
+ * schema (`TurnStreamEvent`) describes one event as `{ event, data }`, the convention OpenAPI 3.2 makes official with
+ * `itemSchema` and SDK generators (Speakeasy, Stainless) read from 3.1 documents.
+ */
+export const TURN_STREAM_EVENTS: Readonly<Record<string, string>> = {
+  'turn.started': 'TurnStartedEvent',
+  'message.delta': 'MessageDeltaEvent',
+  'tool.call': 'ToolCallEvent',
+  'tool.result': 'ToolResultEvent',
+  'turn.completed': 'TurnCompletedEvent',
+  'turn.requires_action': 'TurnRequiresActionEvent',
+  'turn.failed': 'Problem',
+};
+
+/** The conversation id of the examples. */
+const EXAMPLE_CONVERSATION = '19a7d9f6-05da-45a4-bac5-3d7356b0f476';
 
 /** Paging bounds of the list routes (src/functions/listConversations.ts and getConversation.ts). */
 const CONVERSATION_PAGE = { limit: 20, max: 100 };
@@ -243,6 +259,18 @@ function responseSchemas(): Record<string, JsonObject> {
     },
     'output',
   );
+  components.TurnStreamEvent = {
+    description:
+      'One server-sent event of a streamed turn: `event` is its `event:` line, `data` its `data:` line parsed as ' +
+      'JSON. A stream is `turn.started`, `message.delta` (in order, with `tool.call` and `tool.result` between ' +
+      'them when the model uses tools), then `turn.completed`, `turn.requires_action` or `turn.failed`.',
+    oneOf: Object.entries(TURN_STREAM_EVENTS).map(([event, schema]) => ({
+      type: 'object',
+      properties: { event: { const: event }, data: ref(schema) },
+      required: ['event', 'data'],
+      additionalProperties: false,
+    })),
+  };
   const code = (components.Problem!.properties as JsonObject).code as JsonObject;
   code.description = `${String(code.description)}\n\n${problemCodeTable()}`;
   return components;
@@ -371,6 +399,23 @@ const TURN_PROBLEMS: ProblemCode[] = [
   'upstream_timeout',
   'storage_unavailable',
 ];
+/** What a message can fail with (JSON, streamed or queued alike). */
+const MESSAGE_PROBLEMS: ProblemCode[] = [
+  ...JSON_BODY_PROBLEMS,
+  'invalid_id',
+  'not_found',
+  'tool_results_pending',
+  'client_tools_not_allowed',
+  ...TURN_PROBLEMS,
+];
+const TOOL_RESULTS_PROBLEMS: ProblemCode[] = [
+  ...JSON_BODY_PROBLEMS,
+  'invalid_id',
+  'not_found',
+  'invalid_tool_results',
+  'no_pending_turn',
+  ...TURN_PROBLEMS.filter((code) => code !== 'special_token_rejected'),
+];
 
 function jsonBody(
   schemaName: string,
@@ -386,40 +431,61 @@ function jsonBody(
   };
 }
 
-/** A turn's answer (messages and tool results): completed or paused for client tools, as JSON or as events. */
-function turnResponses(): Record<string, JsonObject> {
+/** A turn's JSON answer (messages and tool results): completed, or paused for client tools. */
+function turnAnswer(): Record<string, JsonObject> {
   return {
     '200': {
       description:
         'The stored reply (`status: "completed"`), or the client tools the turn waits for (`status: ' +
-        '"requires_action"`), as JSON or as a stream of server-sent events.',
+        '"requires_action"`).',
       headers: { 'Idempotent-Replayed': { $ref: '#/components/headers/Idempotent-Replayed' } },
+      content: jsonContent({ oneOf: [ref('TurnResult'), ref('RequiresAction')] }),
+    },
+  };
+}
+
+/** The same turn as server-sent events: the schema describes one event (`TurnStreamEvent`). */
+function turnStream(): Record<string, JsonObject> {
+  const data = {
+    conversationId: EXAMPLE_CONVERSATION,
+    message: {
+      id: 'msg_0000000002',
+      role: 'assistant',
+      content: 'Bill Gates and Paul Allen.',
+      createdAt: '2026-11-28T11:42:46.372Z',
+    },
+    finishReason: 'stop',
+    usage: { promptTokens: 29, completionTokens: 7, totalTokens: 36, cachedPromptTokens: 0 },
+    context: { promptTokens: 29, droppedTurns: 0 },
+  };
+  return {
+    '200': {
+      description:
+        'Server-sent events, each an `event:` line and a `data:` line of JSON. The schema describes one event: ' +
+        '`event` is its name and `data` its parsed `data:` line.',
       content: {
-        ...jsonContent({ oneOf: [ref('TurnResult'), ref('RequiresAction')] }),
         [EVENT_STREAM_MEDIA_TYPE]: {
-          schema: {
-            type: 'string',
-            description:
-              'Server-sent events, each `event: <name>` and `data: <JSON>`. The schema of each event’s data ' +
-              `is under \`${SSE_EVENTS_EXTENSION}\`. \`tool.call\` and \`tool.result\` come between deltas when ` +
-              'the model uses tools; the stream ends with `turn.completed`, `turn.requires_action` or `turn.failed`.',
-          },
-          [SSE_EVENTS_EXTENSION]: {
-            'turn.started': ref('TurnStartedEvent'),
-            'message.delta': ref('MessageDeltaEvent'),
-            'tool.call': ref('ToolCallEvent'),
-            'tool.result': ref('ToolResultEvent'),
-            'turn.completed': ref('TurnCompletedEvent'),
-            'turn.requires_action': ref('TurnRequiresActionEvent'),
-            'turn.failed': ref('Problem'),
-          },
+          schema: ref('TurnStreamEvent'),
           examples: {
-            stream: {
-              value:
-                'event: turn.started\ndata: {"conversationId":"3f1c…","messageId":"msg_0000000002","promptTokens":29,"droppedTurns":0}\n\n' +
-                'event: message.delta\ndata: {"content":"Bill Gates"}\n\n' +
-                'event: message.delta\ndata: {"content":" and Paul Allen."}\n\n' +
-                'event: turn.completed\ndata: {"status":"completed","conversationId":"3f1c…","message":{…},"finishReason":"stop","usage":{…},"context":{…}}\n\n',
+            started: {
+              summary: 'event: turn.started',
+              value: {
+                event: 'turn.started',
+                data: {
+                  conversationId: EXAMPLE_CONVERSATION,
+                  messageId: 'msg_0000000002',
+                  promptTokens: 29,
+                  droppedTurns: 0,
+                },
+              },
+            },
+            delta: {
+              summary: 'event: message.delta',
+              value: { event: 'message.delta', data: { content: 'Bill Gates' } },
+            },
+            completed: {
+              summary: 'event: turn.completed',
+              value: { event: 'turn.completed', data: { status: 'completed', ...data } },
             },
           },
         },
@@ -439,6 +505,15 @@ function paths(options: OpenApiOptions): JsonObject {
     schema: { type: 'integer', minimum: 1, maximum: page.max, default: page.limit },
   });
   const op = (spec: OperationSpec) => buildOperation(spec, options);
+  const toolResultsBody = () =>
+    jsonBody('ToolResultsRequest', 'The results.', bodyBytes, {
+      turnId: 'turn_5b0e…',
+      results: [{ toolCallId: 'call_abc123', output: { slot: 'Friday 10:00' } }],
+    });
+  const messageBody = () =>
+    jsonBody('SendMessageRequest', 'The user’s message.', bodyBytes, {
+      content: 'Who were the founders of Microsoft?',
+    });
 
   return {
     '/conversations': {
@@ -530,29 +605,39 @@ function paths(options: OpenApiOptions): JsonObject {
           'the tool calls and results and the reply are stored together (or, on any failure, none of them). When ' +
           'the model calls a client tool the answer is `requires_action`: post the results to ' +
           '/conversations/{id}/tool-results; until then new messages get 409 tool_results_pending.\n\n' +
-          'With `Accept: text/event-stream` (or `?stream=true`) the reply streams as server-sent events: ' +
-          '`turn.started`, `message.delta` (in order), then `turn.completed` or `turn.failed` (a problem). Failures ' +
-          'found before the model is called are ordinary problem responses, not streams.\n\n' +
           'Send an `Idempotency-Key` to retry safely: a repeat with the same body answers the stored reply ' +
           '(`Idempotent-Replayed: true`) without calling the model again.\n\n' +
-          'With `Prefer: respond-async` (and a queue connection) the turn runs on a queue: 202 at once, with ' +
-          '`Location` naming its status resource (GET `/conversations/{id}/turns/{turnId}`). With an ' +
-          '`Idempotency-Key` a repeat answers the same turn.',
+          'The same turn streamed is `POST /conversations/{id}/messages/stream`; queued, `POST ' +
+          '/conversations/{id}/turns`. For clients written before those routes this route still streams with ' +
+          '`Accept: text/event-stream` or `?stream=true`, and queues with `Prefer: respond-async` (202, ' +
+          '`Preference-Applied: respond-async`); those answers are the ones the two routes document.',
         tags: ['messages'],
         access: 'caller',
-        parameters: [param('IdempotencyKey'), param('Stream'), param('Prefer')],
-        requestBody: jsonBody('SendMessageRequest', 'The user’s message.', bodyBytes, {
-          content: 'Who were the founders of Microsoft?',
-        }),
-        responses: turnResponses(),
-        problems: [
-          ...JSON_BODY_PROBLEMS,
-          'invalid_id',
-          'not_found',
-          'tool_results_pending',
-          'client_tools_not_allowed',
-          ...TURN_PROBLEMS,
-        ],
+        parameters: [param('IdempotencyKey')],
+        requestBody: messageBody(),
+        responses: turnAnswer(),
+        problems: MESSAGE_PROBLEMS,
+      }),
+    },
+    '/conversations/{id}/messages/stream': {
+      parameters: [param('ConversationId')],
+      post: op({
+        operationId: 'streamMessage',
+        summary: 'Send a message and stream the reply',
+        description:
+          'The turn of `POST /conversations/{id}/messages`, streamed as server-sent events: `turn.started`, ' +
+          '`message.delta` (in order, with `tool.call` and `tool.result` between them when the model uses tools), ' +
+          'then `turn.completed` (the stored reply, the JSON answer of a turn), `turn.requires_action` (client ' +
+          'tools to run) or `turn.failed` (a problem). Failures found before the model is called are ordinary ' +
+          'problem responses, not streams. The reply is stored like a non-streamed one; if the client goes away ' +
+          'the turn still completes and is stored (CHAT_STREAM_ON_DISCONNECT). A repeat with the same ' +
+          '`Idempotency-Key` replays the stored reply as a stream.',
+        tags: ['messages'],
+        access: 'caller',
+        parameters: [param('IdempotencyKey')],
+        requestBody: messageBody(),
+        responses: turnStream(),
+        problems: MESSAGE_PROBLEMS,
       }),
     },
     '/conversations/{id}/tool-results': {
@@ -563,25 +648,31 @@ function paths(options: OpenApiOptions): JsonObject {
         description:
           'Answers a turn paused with `requires_action`: one result per awaited call (`toolCallId`). The model is ' +
           'called with them and the answer is the continued turn, completed (stored whole with the user message, ' +
-          'every tool call and result and the reply, in one transaction) or paused again. Streams like a message ' +
-          'with `Accept: text/event-stream`. Send an `Idempotency-Key`: a retry answers the stored result without ' +
-          'calling the model again.',
+          'every tool call and result and the reply, in one transaction) or paused again. Send an ' +
+          '`Idempotency-Key`: a retry answers the stored result without calling the model again. Streamed, it is ' +
+          '`POST /conversations/{id}/tool-results/stream` (`Accept: text/event-stream` here streams the same way).',
         tags: ['messages'],
         access: 'caller',
-        parameters: [param('IdempotencyKey'), param('Stream')],
-        requestBody: jsonBody('ToolResultsRequest', 'The results.', bodyBytes, {
-          turnId: 'turn_5b0e…',
-          results: [{ toolCallId: 'call_abc123', output: { slot: 'Friday 10:00' } }],
-        }),
-        responses: turnResponses(),
-        problems: [
-          ...JSON_BODY_PROBLEMS,
-          'invalid_id',
-          'not_found',
-          'invalid_tool_results',
-          'no_pending_turn',
-          ...TURN_PROBLEMS.filter((code) => code !== 'special_token_rejected'),
-        ],
+        parameters: [param('IdempotencyKey')],
+        requestBody: toolResultsBody(),
+        responses: turnAnswer(),
+        problems: TOOL_RESULTS_PROBLEMS,
+      }),
+    },
+    '/conversations/{id}/tool-results/stream': {
+      parameters: [param('ConversationId')],
+      post: op({
+        operationId: 'streamToolResults',
+        summary: 'Post client-tool results and stream the continued turn',
+        description:
+          'The continued turn of `POST /conversations/{id}/tool-results`, streamed as server-sent events like a ' +
+          'message’s (`POST /conversations/{id}/messages/stream`).',
+        tags: ['messages'],
+        access: 'caller',
+        parameters: [param('IdempotencyKey')],
+        requestBody: toolResultsBody(),
+        responses: turnStream(),
+        problems: TOOL_RESULTS_PROBLEMS,
       }),
     },
     '/conversations/{id}/pending-turn': {
@@ -607,13 +698,38 @@ function paths(options: OpenApiOptions): JsonObject {
         problems: ['invalid_id', 'not_found', 'conversation_busy', 'storage_unavailable'],
       }),
     },
+    '/conversations/{id}/turns': {
+      parameters: [param('ConversationId')],
+      post: op({
+        operationId: 'queueTurn',
+        summary: 'Send a message and let the turn run on a queue',
+        description:
+          'The turn of `POST /conversations/{id}/messages`, run by a queue trigger: 202 at once, with `Location` ' +
+          'naming its status resource (GET `/conversations/{id}/turns/{turnId}`). With an `Idempotency-Key` a ' +
+          'repeat answers the same turn. 404 when the app has no queue connection (AzureWebJobsStorage); 409 ' +
+          'client_tools_not_allowed for a conversation with client tools, since nobody would be there to run them.',
+        tags: ['messages'],
+        access: 'caller',
+        parameters: [param('IdempotencyKey')],
+        requestBody: messageBody(),
+        responses: {
+          '202': {
+            description: 'Queued; poll `Location` for the outcome.',
+            headers: { Location: { $ref: '#/components/headers/TurnLocation' } },
+            content: jsonContent(ref('QueuedTurn')),
+          },
+        },
+        problems: [...JSON_BODY_PROBLEMS, 'invalid_id', 'not_found', 'client_tools_not_allowed', 'storage_unavailable'],
+      }),
+    },
     '/conversations/{id}/turns/{turnId}': {
       parameters: [param('ConversationId'), param('TurnId')],
       get: op({
         operationId: 'getTurn',
         summary: 'Read a queued turn',
         description:
-          'The status of a turn queued by `Prefer: respond-async` or by a webhook delivery: `queued`, `running`, ' +
+          'The status of a turn queued by `POST /conversations/{id}/turns` (or `Prefer: respond-async`) or by a ' +
+          'webhook delivery: `queued`, `running`, ' +
           '`completed` (with the members a synchronous turn answers) or `failed` (with its `problem`). Only the ' +
           'caller who queued it finds it; anyone else gets 404. The integration of `/webhooks/messages` reads its ' +
           'turns by signing `GET {path}` (in place of a body) with WEBHOOK_SECRET in the Standard Webhooks headers.',
@@ -644,7 +760,16 @@ function paths(options: OpenApiOptions): JsonObject {
         responses: {
           '200': {
             description: 'The OpenAPI 3.1 document, with the limits this app enforces.',
-            content: jsonContent({ type: 'object' }),
+            content: jsonContent({
+              type: 'object',
+              properties: {
+                openapi: { type: 'string', pattern: '^3\\.1\\.\\d+$' },
+                info: { type: 'object' },
+                paths: { type: 'object' },
+                components: { type: 'object' },
+              },
+              required: ['openapi', 'info', 'paths'],
+            }),
           },
         },
         problems: [],
@@ -777,19 +902,6 @@ function parameters(): JsonObject {
       description: 'The `turnId` a 202 answer returned.',
       schema: { type: 'string', pattern: '^turn_[A-Za-z0-9_-]{22,43}$' },
     },
-    Prefer: header(
-      'Prefer',
-      '`respond-async` queues the turn and answers 202 at once (RFC 7240); other preferences are ignored.',
-      { type: 'string' },
-      false,
-    ),
-    Stream: {
-      name: 'stream',
-      in: 'query',
-      required: false,
-      description: '`true` (or `1`) streams the reply as server-sent events, like `Accept: text/event-stream`.',
-      schema: { type: 'string', enum: ['true', '1', 'false', '0'] },
-    },
     WebhookId: header('webhook-id', 'The message id; the same on every redelivery.', { type: 'string' }),
     WebhookTimestamp: header('webhook-timestamp', 'Unix seconds when the message was signed.', {
       type: 'string',
@@ -816,7 +928,7 @@ function parameters(): JsonObject {
   };
 }
 
-function headers(): JsonObject {
+function headers(authMode: OpenApiOptions['authMode']): JsonObject {
   return {
     Location: { description: 'The path of the new conversation.', required: true, schema: { type: 'string' } },
     TurnLocation: {
@@ -824,19 +936,20 @@ function headers(): JsonObject {
       required: true,
       schema: { type: 'string' },
     },
-    'Preference-Applied': {
-      description: '`respond-async`: the turn was queued as asked.',
-      schema: { type: 'string', const: 'respond-async' },
-    },
     'Idempotent-Replayed': {
       description: '`true` when the reply was stored by an earlier request with the same Idempotency-Key.',
       schema: { type: 'string', const: 'true' },
     },
     'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'string', pattern: '^\\d+$' } },
-    'WWW-Authenticate': {
-      description: 'The Bearer challenge, with the error when a token was refused.',
-      schema: { type: 'string' },
-    },
+    // Only a mode that checks a caller's token answers 401 with a challenge (and asks for the bearer scheme).
+    ...(authMode === 'none'
+      ? {}
+      : {
+          'WWW-Authenticate': {
+            description: 'The Bearer challenge, with the error when a token was refused.',
+            schema: { type: 'string' },
+          },
+        }),
   };
 }
 
@@ -851,6 +964,13 @@ function callbackEvents(): JsonObject {
         '`webhook-timestamp` and `webhook-signature` (Standard Webhooks, WEBHOOK_CALLBACK_SECRET). Any answer but ' +
         '2xx is retried with backoff (WEBHOOK_CALLBACK_ATTEMPTS, WEBHOOK_CALLBACK_BACKOFF_SECONDS).',
       tags: ['webhooks'],
+      // Signed, not authenticated by a scheme: the receiver checks webhook-signature with WEBHOOK_CALLBACK_SECRET.
+      security: [],
+      parameters: [
+        { $ref: '#/components/parameters/WebhookId' },
+        { $ref: '#/components/parameters/WebhookTimestamp' },
+        { $ref: '#/components/parameters/WebhookSignature' },
+      ],
       requestBody: {
         required: true,
         content: jsonContent({
@@ -882,7 +1002,7 @@ function callbackEvents(): JsonObject {
   };
 }
 
-function securitySchemes(): JsonObject {
+function securitySchemes(authMode: OpenApiOptions['authMode']): JsonObject {
   return {
     functionKey: {
       type: 'apiKey',
@@ -896,14 +1016,18 @@ function securitySchemes(): JsonObject {
       name: 'x-functions-key',
       description: 'An Azure Functions function key, as a header.',
     },
-    bearer: {
-      type: 'http',
-      scheme: 'bearer',
-      bearerFormat: 'JWT',
-      description:
-        'AUTH_MODE=jwt: a token from the configured issuer (AUTH_ISSUER, AUTH_AUDIENCE). AUTH_MODE=easyauth: a ' +
-        'token App Service Authentication accepts.',
-    },
+    ...(authMode === 'none'
+      ? {}
+      : {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description:
+              'AUTH_MODE=jwt: a token from the configured issuer (AUTH_ISSUER, AUTH_AUDIENCE). AUTH_MODE=easyauth: ' +
+              'a token App Service Authentication accepts.',
+          },
+        }),
   };
 }
 
@@ -940,8 +1064,8 @@ export function buildOpenApiDocument(options: OpenApiOptions = defaultOpenApiOpt
     components: {
       schemas: { ...requestSchemas(options.limits), ...responseSchemas() },
       parameters: parameters(),
-      headers: headers(),
-      securitySchemes: securitySchemes(),
+      headers: headers(options.authMode),
+      securitySchemes: securitySchemes(options.authMode),
     },
   };
 }

@@ -106,7 +106,7 @@ describe('happy paths conform', () => {
     assert.equal(health.status, 200);
   });
 
-  it('create, list, send (JSON, replayed, streamed), read and delete', async () => {
+  it('create, list, send (JSON, replayed, streamed on its route and as before), read and delete', async () => {
     const id = await newConversation();
     const listed = await conforming('GET', '/conversations', '/conversations?limit=5');
     assert.equal(listed.status, 200);
@@ -128,22 +128,28 @@ describe('happy paths conform', () => {
     assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
     assert.deepEqual(replayed.body, sent.body);
 
-    const streamed = await conforming('POST', '/conversations/{id}/messages', sendPath, {
+    const streamed = await conforming('POST', '/conversations/{id}/messages/stream', `${sendPath}/stream`, {
       body: JSON.stringify({ content: 'And when?', name: 'ada' }),
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      headers: { 'content-type': 'application/json' },
     });
     assert.equal(streamed.status, 200);
     const events = parseServerSentEvents(streamed.text).map((event) => event.event);
     assert.equal(events[0], 'turn.started');
     assert.equal(events.at(-1), 'turn.completed');
     assert.ok(events.includes('message.delta'));
+    // Clients from before the stream route ask the send route for the same stream.
+    const asBefore = await conforming('POST', '/conversations/{id}/messages/stream', sendPath, {
+      body: JSON.stringify({ content: 'And why?' }),
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+    });
+    assert.equal(parseServerSentEvents(asBefore.text).at(-1)?.event, 'turn.completed');
 
     const read = await conforming('GET', '/conversations/{id}', `/conversations/${id}?limit=3`);
     assert.equal(read.status, 200);
     assert.equal(read.body.messages.length, 3);
     assert.equal(typeof read.body.nextCursor, 'string');
     const rest = await conforming('GET', '/conversations/{id}', `/conversations/${id}?cursor=${read.body.nextCursor}`);
-    assert.equal(rest.body.messages.length, 1);
+    assert.equal(rest.body.messages.length, 3);
 
     const deleted = await conforming('DELETE', '/conversations/{id}', `/conversations/${id}`);
     assert.equal(deleted.status, 204);
@@ -299,15 +305,21 @@ describe('problems conform', () => {
     }
   });
 
+  it('404 not_found when a turn is queued on an app without a queue connection', async () => {
+    const answer = await conforming('POST', '/conversations/{id}/turns', `/conversations/${id}/turns`, {
+      ...json({ content: 'Later, please.' }),
+    });
+    assert.equal(answer.body.code, 'not_found');
+    assert.match(answer.body.detail, /no queue connection/);
+  });
+
   it('a stream that breaks off ends with a documented turn.failed event', async () => {
     app.model.enqueueFault({ kind: 'stream_error_after', deltas: 1 });
     const answer = await conforming(
       'POST',
-      '/conversations/{id}/messages',
-      `/conversations/${id}/messages?stream=true`,
-      {
-        ...json({ content: 'Tell me a long story.' }),
-      },
+      '/conversations/{id}/messages/stream',
+      `/conversations/${id}/messages/stream`,
+      json({ content: 'Tell me a long story.' }),
     );
     const last = parseServerSentEvents(answer.text).at(-1);
     assert.equal(last?.event, 'turn.failed');

@@ -76,16 +76,23 @@ describe('Prefer: respond-async', () => {
     assert.equal(other.body.code, 'not_found');
   });
 
-  it('answers the same turn for a retried request with the same Idempotency-Key, and runs it once', async () => {
+  it('answers the same turn for a retried request with the same Idempotency-Key, on either route, and runs it once', async () => {
     const created = await call('POST', `${app.api}/conversations`, {}, as('ann'));
     const id = created.body.id as string;
     const calls = app.model.callCount;
     const headers = { ...as('ann'), prefer: 'respond-async', 'idempotency-key': `key-${id}` };
     const first = await call('POST', `${app.api}/conversations/${id}/messages`, { content: 'Once only' }, headers);
     const second = await call('POST', `${app.api}/conversations/${id}/messages`, { content: 'Once only' }, headers);
+    // POST /conversations/{id}/turns queues the same way, without a Prefer header: a retry there finds the turn too.
+    const { prefer: _prefer, ...withoutPrefer } = headers;
+    const third = await call('POST', `${app.api}/conversations/${id}/turns`, { content: 'Once only' }, withoutPrefer);
     assert.equal(first.status, 202, first.text);
     assert.equal(second.status, 202, second.text);
+    assert.equal(third.status, 202, third.text);
+    assert.equal(third.headers.get('preference-applied'), null);
     assert.equal(second.body.turnId, first.body.turnId);
+    assert.equal(third.body.turnId, first.body.turnId);
+    assert.equal(third.headers.get('location'), first.headers.get('location'));
     const statusUrl = `${app.api.replace(/\/api$/, '')}${first.headers.get('location')}`;
     await waitForStatus(statusUrl, as('ann'), ['completed']);
     const messages = await call('GET', `${app.api}/conversations/${id}`, undefined, as('ann'));
@@ -123,5 +130,12 @@ describe('Prefer: respond-async', () => {
       { ...as('bob'), prefer: 'respond-async' },
     );
     assert.equal(posted.status, 404, posted.text);
+    const queued = await call(
+      'POST',
+      `${app.api}/conversations/${created.body.id}/turns`,
+      { content: 'Not mine' },
+      as('bob'),
+    );
+    assert.equal(queued.status, 404, queued.text);
   });
 });
