@@ -1,7 +1,8 @@
 /** Request bodies, as zod schemas built from the configured limits. Unknown fields are refused. */
-import Ajv2020 from 'ajv/dist/2020';
 import { z } from 'zod';
 import { isStorableText, STORABLE_TEXT_RULE } from '../core/text';
+import { clientToolProblem } from './clientToolSchema';
+import { MAX_JSON_DEPTH, nestsDeeperThan, unstorableStringAt } from './jsonValues';
 
 export interface BodyLimits {
   maxMessageChars: number;
@@ -64,44 +65,44 @@ export const storableString = (field: string) =>
 /** OpenAI accepts at most 128 tools per request; server and client tools share that. */
 export const MAX_CLIENT_TOOLS = 64;
 export const MAX_CONVERSATION_TOOLS = 64;
-/** A client tool's definition as JSON: it is stored in the conversation header and sent on every turn. */
-export const MAX_CLIENT_TOOL_JSON_CHARS = 16_000;
+export { MAX_CLIENT_TOOL_JSON_CHARS } from './clientToolSchema';
 export const MAX_TOOL_RESULTS = 128;
 const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
-
-// Checks a client tool's parameters against the JSON Schema 2020-12 meta-schema, and that it compiles.
-const jsonSchemaChecker = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
-
-/** Why `schema` is not a usable parameters schema, or undefined when it is. */
-export function jsonSchemaProblem(schema: Record<string, unknown>): string | undefined {
-  if (schema['type'] !== 'object') return 'parameters must be a JSON Schema with "type": "object"';
-  if (!jsonSchemaChecker.validateSchema(schema)) {
-    return `parameters is not a valid JSON Schema: ${jsonSchemaChecker.errorsText(jsonSchemaChecker.errors)}`;
-  }
-  try {
-    jsonSchemaChecker.compile(schema);
-  } catch (error) {
-    return `parameters is not a usable JSON Schema: ${error instanceof Error ? error.message : String(error)}`;
-  }
-  return undefined;
-}
 
 const clientToolSchema = z
   .strictObject({
     name: z.string({ message: 'name must be a string' }).regex(TOOL_NAME, 'name is 1 to 64 letters, digits, _ or -'),
-    description: z.string({ message: 'description must be a string' }).min(1).max(1024),
+    description: storableString('description').min(1).max(1024),
     parameters: z.record(z.string(), z.unknown(), { message: 'parameters must be a JSON Schema object' }),
   })
   .superRefine((tool, ctx) => {
-    const problem = jsonSchemaProblem(tool.parameters);
-    if (problem) ctx.addIssue({ code: 'custom', path: ['parameters'], message: problem });
-    if (JSON.stringify(tool).length > MAX_CLIENT_TOOL_JSON_CHARS) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `a tool definition is at most ${MAX_CLIENT_TOOL_JSON_CHARS} characters`,
-      });
-    }
+    const problem = clientToolProblem(tool);
+    if (problem) ctx.addIssue({ code: 'custom', path: problem.path, message: problem.message });
   });
+
+/**
+ * A client tool's output: a string is sent as is, any other JSON as its JSON text. Its strings (and keys) must be
+ * storable like every other client text, and it nests at most MAX_JSON_DEPTH levels (deeper JSON would not survive
+ * JSON.stringify).
+ */
+function toolOutput(maxChars: number) {
+  return z
+    .unknown()
+    .transform((value, ctx) => {
+      const fail = (message: string) => {
+        ctx.addIssue({ code: 'custom', message });
+        return z.NEVER;
+      };
+      if (value === undefined) return fail('output is required');
+      if (typeof value === 'string') return isStorableText(value) ? value : fail(`output ${STORABLE_TEXT_RULE}`);
+      if (nestsDeeperThan(value, MAX_JSON_DEPTH))
+        return fail(`output is nested more than ${MAX_JSON_DEPTH} levels deep`);
+      const unstorable = unstorableStringAt(value);
+      if (unstorable !== undefined) return fail(`output strings ${STORABLE_TEXT_RULE} (at ${unstorable})`);
+      return JSON.stringify(value);
+    })
+    .pipe(z.string().max(maxChars, `output is longer than ${maxChars} characters`));
+}
 
 export function createConversationSchema(limits: BodyLimits) {
   return z.strictObject({
@@ -146,17 +147,12 @@ export function createConversationSchema(limits: BodyLimits) {
 
 export function toolResultsSchema(limits: BodyLimits) {
   return z.strictObject({
-    turnId: z.string().min(1).max(128).optional(),
+    turnId: storableString('turnId').min(1).max(128).optional(),
     results: z
       .array(
         z.strictObject({
-          toolCallId: z.string({ message: 'toolCallId must be a string' }).min(1).max(256),
-          // Any JSON: a string is sent as is, anything else as its JSON text.
-          output: z
-            .unknown()
-            .refine((value) => value !== undefined, 'output is required')
-            .transform((value) => (typeof value === 'string' ? value : JSON.stringify(value)))
-            .pipe(z.string().max(limits.maxMessageChars, `output is longer than ${limits.maxMessageChars} characters`)),
+          toolCallId: storableString('toolCallId').min(1).max(256),
+          output: toolOutput(limits.maxMessageChars),
         }),
         { message: 'results must be an array' },
       )
