@@ -78,7 +78,11 @@ export interface ConversationWithMessages extends ConversationView {
   nextCursor?: string;
 }
 
-/** System message + examples as JSON, in UTF-16 units: 2 bytes each keeps the header entity under 1 MiB. */
+/**
+ * System message, examples and client tools together as JSON, in UTF-16 units: all three live in the conversation's
+ * header entity, which Table Storage counts at 2 bytes a unit and caps at 1 MiB; this leaves room for the title,
+ * metadata, tool names and summary beside them.
+ */
 export const MAX_PROLOGUE_JSON_CHARS = 450_000;
 
 export class Conversations {
@@ -91,11 +95,19 @@ export class Conversations {
       { role: 'system', content: input.system ?? settings.defaultSystemMessage },
       ...(input.examples ?? []),
     ];
-    // The prologue is stored in the conversation's header entity (1 MiB, counted as UTF-16): refuse what cannot fit.
-    if (JSON.stringify(prologueMessages).length > MAX_PROLOGUE_JSON_CHARS) {
+    // The prologue and client tools are stored in the conversation's header entity: refuse what cannot fit.
+    const clientTools = input.clientTools ?? [];
+    const headerChars = JSON.stringify(prologueMessages).length + JSON.stringify(clientTools).length;
+    if (headerChars > MAX_PROLOGUE_JSON_CHARS) {
       throw new InvalidRequestError(
-        `The system message and examples together are too large to store (over ${MAX_PROLOGUE_JSON_CHARS} characters as JSON). Shorten them.`,
-        [{ field: 'examples', message: 'system message and examples too large together' }],
+        clientTools.length > 0
+          ? `The system message, examples and client tools together are too large to store (${headerChars} characters as JSON, over ${MAX_PROLOGUE_JSON_CHARS}). Shorten them or declare fewer tools.`
+          : `The system message and examples together are too large to store (over ${MAX_PROLOGUE_JSON_CHARS} characters as JSON). Shorten them.`,
+        [
+          clientTools.length > 0
+            ? { field: 'clientTools', message: 'system message, examples and client tools too large together' }
+            : { field: 'examples', message: 'system message and examples too large together' },
+        ],
       );
     }
     this.checkTools(input);

@@ -59,6 +59,29 @@ describe('Conversations', () => {
     );
   });
 
+  it('refuses client tools that would not fit the header beside the system message and examples, before storing', async () => {
+    const { deps, store } = fakeDependencies({ settings: { tokenLimit: 10_000_000 } });
+    // 34 tools of about 15,800 characters each pass the per-tool bound but make a 1 MB header.
+    const clientTools = Array.from({ length: 34 }, (_, index) => ({
+      name: `tool_${index}`,
+      description: 'A tool.',
+      parameters: { type: 'object', description: 'x'.repeat(15_700) },
+    }));
+    const conversations = new Conversations(deps);
+    const before = (await store.list(alice, { limit: 100 })).items.length;
+    await assert.rejects(conversations.create(alice, { clientTools }), (error: unknown) => {
+      assert.ok(error instanceof InvalidRequestError);
+      assert.deepEqual(error.extensions['errors'], [
+        { field: 'clientTools', message: 'system message, examples and client tools too large together' },
+      ]);
+      assert.match(error.detail, /over 450000/);
+      return true;
+    });
+    assert.equal((await store.list(alice, { limit: 100 })).items.length, before, 'nothing was stored');
+    // The same tools fit when there are fewer of them.
+    await conversations.create(alice, { clientTools: clientTools.slice(0, 28) });
+  });
+
   it('pages messages with an opaque cursor and refuses a forged one', async () => {
     const { deps } = fakeDependencies();
     const conversations = new Conversations(deps);
