@@ -5,6 +5,7 @@
  * saying what was wrong (the core's loop turns InvalidToolArgumentsError into one).
  */
 import { z } from 'zod';
+import { toStorableText } from '../core/text';
 import { InvalidToolArgumentsError, type ServerTool, type ToolContext } from '../core/tools';
 
 /** The model's tool names: letters, digits, _ and -, at most 64 (OpenAI's rule). */
@@ -15,7 +16,11 @@ export interface ToolSpec<Parameters extends z.ZodObject> {
   description: string;
   /** An object schema; `.describe()` its fields: the descriptions are what the model reads. */
   parameters: Parameters;
-  /** Gets validated arguments, the caller, and a signal aborted at the tool's timeout: pass it to every I/O. */
+  /**
+   * Gets validated arguments, the caller, and a signal aborted at the tool's timeout: pass it to every I/O. A string
+   * it returns has unpaired surrogates and NUL replaced by U+FFFD (storage refuses them); any other value is sent as
+   * JSON, whose text never holds them.
+   */
   handler(args: z.output<Parameters>, context: ToolContext): Promise<unknown>;
 }
 
@@ -32,7 +37,8 @@ export function defineTool<Parameters extends z.ZodObject>(spec: ToolSpec<Parame
     async invoke(args: unknown, context: ToolContext): Promise<unknown> {
       const parsed = spec.parameters.safeParse(args);
       if (!parsed.success) throw new InvalidToolArgumentsError(z.prettifyError(parsed.error));
-      return spec.handler(parsed.data, context);
+      const output = await spec.handler(parsed.data, context);
+      return typeof output === 'string' ? toStorableText(output) : output;
     },
   };
 }
