@@ -7,9 +7,12 @@
 import { z } from 'zod';
 import type { Config } from '../config';
 import { SETTINGS } from '../config';
+import { MAX_PROLOGUE_JSON_CHARS } from '../core/conversations';
 import { PROBLEM_CODES } from '../core/errors';
+import { MAX_JSON_DEPTH } from '../http/jsonValues';
 import {
   createConversationSchema,
+  MAX_CLIENT_TOOL_JSON_CHARS,
   MAX_METADATA_ENTRIES,
   MAX_METADATA_KEY_CHARS,
   MAX_METADATA_VALUE_CHARS,
@@ -200,8 +203,11 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
   });
   annotate(create, ['clientTools'], {
     description:
-      'Tools your app runs: `parameters` must be a JSON Schema (2020-12) with `"type": "object"`. A call to one ' +
-      'pauses the turn with `requires_action` until you post the results to /conversations/{id}/tool-results.',
+      'Tools your app runs: `parameters` must be a JSON Schema (2020-12) with `"type": "object"` (`$schema` left ' +
+      `out or the 2020-12 one; \`$ref\`s only inside the schema; nested at most ${MAX_JSON_DEPTH} levels); each tool ` +
+      `at most ${MAX_CLIENT_TOOL_JSON_CHARS} characters as JSON, and all of them with the system message and ` +
+      `examples at most ${MAX_PROLOGUE_JSON_CHARS}. A call to one pauses the turn with \`requires_action\` until you ` +
+      'post the results to /conversations/{id}/tool-results.',
   });
   annotate(components.ToolResultsRequest!, ['turnId'], {
     description: 'The paused turn’s id; when given, a stale one is refused (no_pending_turn).',
@@ -209,7 +215,8 @@ function requestSchemas(limits: OpenApiOptions['limits']): Record<string, JsonOb
   annotate(components.ToolResultsRequest!, ['results'], {
     description:
       'One result per awaited call. `output` is any JSON: a string is sent to the model as is, anything else as ' +
-      `its JSON text, bounded like server tool output; at most ${limits.maxMessageChars} characters.`,
+      `its JSON text, bounded like server tool output; at most ${limits.maxMessageChars} characters, nested at most ` +
+      `${MAX_JSON_DEPTH} levels, and its strings valid Unicode without NUL.`,
   });
 
   const send = components.SendMessageRequest!;

@@ -111,6 +111,24 @@ describe('text that storage would refuse', () => {
     assertInvalid(await call('POST', `${app.api}/conversations/${id}/messages`, { content: 'hi\u0000' }), 'content');
     assertInvalid(await webhook({ threadId: 'nul-thread', content: 'a\u0000b' }), 'content');
     assertInvalid(await webhook({ threadId: 'nul-thread', content: 'ab', user: 'x\udc00' }), 'user');
+    const pick = { name: 'pick', description: 'Pick.', parameters: { type: 'object' } };
+    const tools = (tool: Record<string, unknown>) => ({ clientTools: [{ ...pick, ...tool }] });
+    assertInvalid(
+      await call('POST', `${app.api}/conversations`, tools({ description: 'P\ud800' })),
+      'clientTools/0/description',
+    );
+    assertInvalid(
+      await call('POST', `${app.api}/conversations`, tools({ parameters: { type: 'object', title: 'a\u0000' } })),
+      'clientTools/0/parameters/title',
+    );
+    const results = `${app.api}/conversations/${id}/tool-results`;
+    for (const output of ['x\ud800', 'a\u0000', { a: ['\udfff'] }, { 'k\u0000': 1 }]) {
+      assertInvalid(await call('POST', results, { results: [{ toolCallId: 'call_1', output }] }), 'results/0/output');
+    }
+    assertInvalid(
+      await call('POST', results, { results: [{ toolCallId: 'c\ud800', output: 'x' }] }),
+      'results/0/toolCallId',
+    );
     const read = await call('GET', `${app.api}/conversations/${id}`);
     assert.equal(read.body.messageCount, 0, 'nothing was stored');
   });

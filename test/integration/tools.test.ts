@@ -456,3 +456,73 @@ describe('client tools', () => {
     assert.equal((await send(id, 'plain')).status, 200);
   });
 });
+
+describe('client tool input that used to answer 500', () => {
+  const pickSlot = {
+    name: 'pick_slot',
+    description: 'Ask the user to pick a delivery slot.',
+    parameters: { type: 'object', properties: { day: { type: 'string' } } },
+  };
+  const withParameters = (parameters: unknown) => ({ clientTools: [{ ...pickSlot, parameters }] });
+
+  it('refuses another $schema, deep nesting and oversized tools with 400s naming the field; an $id works every time', async () => {
+    for (const $schema of ['http://json-schema.org/draft-07/schema#', 7]) {
+      const refused = await call('POST', `${app.api}/conversations`, withParameters({ type: 'object', $schema }));
+      assert.equal(refused.status, 400, refused.text);
+      assert.equal(refused.body.errors[0].field, 'clientTools/0/parameters/$schema');
+    }
+    // ~800 nested {"items": ...}: 8 KB that overflowed the stack of the schema check.
+    const deep = `{"clientTools":[{"name":"pick","description":"Pick.","parameters":{"type":"object","items":${'{"items":'.repeat(800)}{}${'}'.repeat(800)}}}]}`;
+    const nested = await call('POST', `${app.api}/conversations`, deep);
+    assert.equal(nested.status, 400, nested.text);
+    assert.equal(nested.body.errors[0].field, 'clientTools/0/parameters');
+
+    const withId = withParameters({ type: 'object', $id: 'https://x.example/a' });
+    for (let i = 0; i < 2; i++) assert.equal((await call('POST', `${app.api}/conversations`, withId)).status, 201);
+
+    // 34 tools of ~15,800 characters each pass the per-tool bound; together they would not fit the header entity.
+    const tool = (index: number, chars: number) => ({
+      name: `tool_${index}`,
+      description: 'A tool.',
+      parameters: { type: 'object', description: 'x'.repeat(chars) },
+    });
+    const tooMany = await call('POST', `${app.api}/conversations`, {
+      clientTools: Array.from({ length: 34 }, (_, index) => tool(index, 15_700)),
+    });
+    assert.equal(tooMany.status, 400, tooMany.text.slice(0, 300));
+    assert.equal(tooMany.body.code, 'invalid_request');
+    assert.equal(tooMany.body.errors[0].field, 'clientTools');
+    // The most the bound lets through is stored, beside the largest metadata (control characters escaped 6-fold).
+    const most = Array.from({ length: 28 }, (_, index) => tool(index, 15_900));
+    assert.ok(JSON.stringify(most[0]).length <= 16_000);
+    const metadata = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`key_${i}`, '\u0001'.repeat(512)]));
+    const stored = await call('POST', `${app.api}/conversations`, {
+      clientTools: most,
+      metadata,
+      title: 't'.repeat(200),
+    });
+    assert.equal(stored.status, 201, stored.text.slice(0, 300));
+    const read = await call('GET', `${app.api}/conversations/${stored.body.id}`);
+    assert.deepEqual(read.body.clientTools, most);
+  });
+
+  it('refuses a tool output storage would refuse before the model is called, and takes a good one after', async () => {
+    const id = await conversation({ clientTools: [pickSlot] });
+    const paused = await send(id, 'CLIENT book a slot');
+    assert.equal(paused.body.status, 'requires_action', paused.text);
+    const calls = app.model.callCount;
+    for (const output of ['Friday \ud800', 'a\u0000b', { slot: 'Friday\u0000' }]) {
+      const refused = await call('POST', `${app.api}/conversations/${id}/tool-results`, {
+        results: [{ toolCallId: 'call_slot', output }],
+      });
+      assert.equal(refused.status, 400, refused.text);
+      assert.equal(refused.body.errors[0].field, 'results/0/output');
+    }
+    assert.equal(app.model.callCount, calls, 'the model was not called');
+    const done = await call('POST', `${app.api}/conversations/${id}/tool-results`, {
+      results: [{ toolCallId: 'call_slot', output: 'Friday 10:00' }],
+    });
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.body.status, 'completed');
+  });
+});
