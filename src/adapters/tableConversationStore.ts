@@ -3,6 +3,12 @@
  * partition per conversation (header, messages, idempotency records; keys in ./tableKeys.ts) and one index
  * partition per caller for listing. A turn is one entity-group transaction guarded by the header's ETag, so it is
  * stored whole or not at all, and a concurrent turn loses with ConcurrencyConflict.
+ *
+ * The list is most recently active first: each conversation has an activity entry in the index partition keyed by
+ * its header's `updatedAt`. A transaction holds one partition, so the entry cannot move in the turn's own
+ * transaction: it moves right after, in one transaction of the index partition (new entry, old entry deleted,
+ * pointer updated), conditional on the pointer (see moveActivity). A list that meets an entry behind its header
+ * moves it too.
  */
 import {
   RestError,
@@ -53,6 +59,10 @@ import { partName, readLongText, splitText, writeLongText } from './splitText';
 import { HistoryCache } from './historyCache';
 import { createTableClient } from './tableClient';
 import {
+  ACTIVITY_INDEXED_ROW,
+  ACTIVITY_ROWS_END,
+  ACTIVITY_ROWS_START,
+  activityRow,
   callerIndexPartition,
   callerIndexRow,
   conversationPartition,
@@ -110,6 +120,10 @@ const DELETE_ATTEMPTS = 5;
 const IDEMPOTENCY_ATTEMPTS = 3;
 /** How many times a change of the caller's conversation count starts over after another change won the race. */
 const COUNT_ATTEMPTS = 12;
+/** How many times an activity entry's move starts over after another move (of the same conversation) won. */
+const ACTIVITY_ATTEMPTS = 8;
+/** Callers whose index entries all have activity entries, remembered per process (bounded: forgotten when full). */
+const MAX_INDEXED_CALLERS_KEPT = 10_000;
 
 export interface CreateOptions {
   /** Refuse the create (429 conversation_limit_reached) when the caller already has this many. */
@@ -188,15 +202,18 @@ export class TableConversationStore implements ConversationStore {
         version = requireEtag(existing.etag);
       }
 
+      const activity = activityRow(conversation.createdAt, conversation.id);
       const index: Entity = {
         partitionKey: callerIndexPartition(owner),
         rowKey: callerIndexRow(conversation.createdAt, conversation.id),
         id: conversation.id,
         createdAt: conversation.createdAt,
+        activity,
       };
       if (conversation.title !== null) writeLongText(index, 'title', conversation.title);
+      const entry = activityEntry(index, activity, conversation.createdAt);
       try {
-        await this.addIndexEntry(owner, index, maxConversations);
+        await this.addIndexEntry(owner, [index, entry], maxConversations);
       } catch (error) {
         // Refused (or unreachable) after the header was written: take it back, so nothing half-made remains.
         await this.deleteTolerant({ partitionKey, rowKey: HEADER_ROW }).catch(() => {});
@@ -338,7 +355,8 @@ export class TableConversationStore implements ConversationStore {
   list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
     return this.guard(async () => {
       const partitionKey = callerIndexPartition(owner);
-      let filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+      await this.indexActivity(owner);
+      let filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${ACTIVITY_ROWS_START} and RowKey lt ${ACTIVITY_ROWS_END}`;
       const secret = await this.cursorSecret();
       if (options.cursor !== undefined) {
         const after = decodeListCursor(options.cursor, secret, partitionKey);
@@ -358,22 +376,25 @@ export class TableConversationStore implements ConversationStore {
         ),
       );
       const items: ConversationSummary[] = [];
-      const orphans: StoredEntity[] = [];
+      const repairs: Promise<void>[] = [];
       page.forEach((entry, position) => {
         const header = headers[position];
+        const id = stringProperty(entry, 'id');
+        const createdAt = stringProperty(entry, 'createdAt');
         if (!header) {
-          orphans.push(entry);
+          // What an interrupted delete leaves (create writes the header first): the index entries alone.
+          repairs.push(
+            this.removeIndexEntry(owner, callerIndexRow(createdAt, id)).then(() => this.deleteTolerant(entry)),
+          );
           return;
         }
-        items.push({
-          id: stringProperty(entry, 'id'),
-          title: readLongText(entry, 'title') ?? null,
-          createdAt: stringProperty(entry, 'createdAt'),
-          updatedAt: stringProperty(header, 'updatedAt'),
-        });
+        const updatedAt = stringProperty(header, 'updatedAt');
+        items.push({ id, title: readLongText(entry, 'title') ?? null, createdAt, updatedAt });
+        // Behind its header: the move after a turn did not happen (the instance stopped, storage failed). This page
+        // keeps the order it was read in; the next list has it in place.
+        if (entry.rowKey !== activityRow(updatedAt, id)) repairs.push(this.moveActivity(owner, id, createdAt));
       });
-      // An index entry without its header is what an interrupted delete leaves (create writes the header first).
-      await Promise.all(orphans.map((orphan) => this.removeIndexEntry(owner, orphan.rowKey ?? '')));
+      await Promise.all(repairs);
       const last = page.at(-1);
       return entries.length > options.limit && last?.rowKey
         ? { items, nextCursor: encodeListCursor(last.rowKey, secret, partitionKey) }
@@ -488,6 +509,7 @@ export class TableConversationStore implements ConversationStore {
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
+      await this.afterActivity(owner, commit.conversationId);
     });
   }
 
@@ -540,6 +562,7 @@ export class TableConversationStore implements ConversationStore {
           throw await this.whyRefused(partitionKey, pause.idempotency);
         }
       }
+      await this.afterActivity(owner, pause.conversationId);
     });
   }
 
@@ -703,18 +726,23 @@ export class TableConversationStore implements ConversationStore {
   }
 
   /**
-   * Adds the caller's index entry and raises their count in ONE transaction, conditional on the count read: two
-   * creates that read the same count cannot both commit, so the cap holds exactly however many run at once.
+   * Adds the caller's index entry and its activity entry and raises their count in ONE transaction, conditional on the
+   * count read: two creates that read the same count cannot both commit, so the cap holds exactly however many run
+   * at once.
    */
-  private async addIndexEntry(owner: Caller, index: Entity, maxConversations: number | undefined): Promise<void> {
-    if (!isCounted(owner)) return this.createTolerant(index);
+  private async addIndexEntry(owner: Caller, entries: Entity[], maxConversations: number | undefined): Promise<void> {
+    const [index] = entries;
+    if (!index) return;
+    const creates = entries.map((entity): TransactionAction => ['create', entity]);
     for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
-      const current = await this.readCount(owner);
-      if (maxConversations !== undefined && current.count >= maxConversations) {
+      const current = isCounted(owner) ? await this.readCount(owner) : undefined;
+      if (current && maxConversations !== undefined && current.count >= maxConversations) {
         throw conversationLimitReached(current.count);
       }
       try {
-        await this.table.submitTransaction([['create', index], this.countAction(owner, current, current.count + 1)]);
+        await this.table.submitTransaction(
+          current ? [...creates, this.countAction(owner, current, current.count + 1)] : creates,
+        );
         return;
       } catch (error) {
         if (!hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
@@ -726,26 +754,130 @@ export class TableConversationStore implements ConversationStore {
     throw new ConversationBusyError('Too many conversations were being created at once. Try again.');
   }
 
-  /** Removes an index entry and lowers the count in one transaction; an entry already gone was counted down then. */
+  /**
+   * Removes an index entry with the activity entry it names and lowers the count, in one transaction; an entry
+   * already gone was counted down then. A move of the activity entry meanwhile deletes the entry named here, so this
+   * transaction fails (404) and starts over; a move after it finds no index entry and stops (a move that read the
+   * header before a delete removed it can still leave an activity entry without a header: the list removes those).
+   */
   private async removeIndexEntry(owner: Caller, rowKey: string): Promise<void> {
     if (!rowKey) return;
     const partitionKey = callerIndexPartition(owner);
-    if (!isCounted(owner)) return this.deleteTolerant({ partitionKey, rowKey });
+    let checkActivity = false;
     for (let attempt = 1; attempt <= COUNT_ATTEMPTS; attempt++) {
-      const current = await this.readCount(owner);
+      const index = await this.readEntity(partitionKey, rowKey, ['RowKey', 'activity']);
+      if (!index) return;
+      let activity = nonEmptyString(index['activity']);
+      // After a 404: an activity entry named but missing must not block the removal forever.
+      if (activity && checkActivity && !(await this.readEntity(partitionKey, activity, ['RowKey']))) {
+        activity = undefined;
+      }
+      const actions: TransactionAction[] = [['delete', { partitionKey, rowKey }]];
+      if (activity) actions.push(['delete', { partitionKey, rowKey: activity }]);
+      if (isCounted(owner)) {
+        const current = await this.readCount(owner);
+        actions.push(this.countAction(owner, current, Math.max(0, current.count - 1)));
+      }
       try {
-        await this.table.submitTransaction([
-          ['delete', { partitionKey, rowKey }],
-          this.countAction(owner, current, Math.max(0, current.count - 1)),
-        ]);
+        await this.table.submitTransaction(actions);
         return;
       } catch (error) {
         if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
-        if (!(await this.readEntity(partitionKey, rowKey, ['RowKey']))) return;
+        checkActivity = hasStatus(error, 404);
         await sleep(Math.random() * 20 * 2 ** attempt);
       }
     }
     throw new ConversationBusyError('The conversation list kept changing while it was being updated. Try again.');
+  }
+
+  /**
+   * After a turn stored (or paused) a conversation: its activity entry follows. The turn is stored either way, so
+   * storage failing here fails nothing; a list that meets the entry behind moves it.
+   */
+  private async afterActivity(owner: Caller, conversationId: string): Promise<void> {
+    try {
+      await this.moveActivity(owner, conversationId);
+    } catch (error) {
+      if (!isUnavailable(error)) throw error;
+    }
+  }
+
+  /**
+   * Moves the conversation's activity entry to its header's `updatedAt`: the new entry, the old one deleted and the
+   * pointer to it (the index entry's `activity`) in one transaction of the index partition, conditional on the
+   * pointer as read. The pointer is read before the header: a turn stored after the header was read moves the entry
+   * after this read of the pointer, so this transaction fails (412) instead of moving the entry back; the next
+   * attempt reads the newer header. So however moves interleave, the entry ends at the header's last `updatedAt`.
+   */
+  private async moveActivity(owner: Caller, conversationId: string, knownCreatedAt?: string): Promise<void> {
+    const conversationKey = conversationPartition(owner, conversationId);
+    const partitionKey = callerIndexPartition(owner);
+    let createdAt = knownCreatedAt;
+    if (createdAt === undefined) {
+      const header = await this.readEntity(conversationKey, HEADER_ROW, ['createdAt']);
+      if (!header) return;
+      createdAt = stringProperty(header, 'createdAt');
+    }
+    for (let attempt = 1; attempt <= ACTIVITY_ATTEMPTS; attempt++) {
+      const index = await this.readEntity(partitionKey, callerIndexRow(createdAt, conversationId));
+      if (!index?.rowKey) return; // being deleted
+      const header = await this.readEntity(conversationKey, HEADER_ROW, ['updatedAt']);
+      if (!header) return;
+      const updatedAt = stringProperty(header, 'updatedAt');
+      const target = activityRow(updatedAt, conversationId);
+      const current = nonEmptyString(index['activity']);
+      if (current === target) return;
+      const actions: TransactionAction[] = [['create', activityEntry(index, target, updatedAt)]];
+      if (current) actions.push(['delete', { partitionKey, rowKey: current }]);
+      actions.push([
+        'update',
+        { partitionKey, rowKey: index.rowKey, activity: target },
+        'Merge',
+        { etag: requireEtag(index.etag) },
+      ]);
+      try {
+        await this.table.submitTransaction(actions);
+        return;
+      } catch (error) {
+        // 412: another move won; 409: its entry is there already; 404: the old entry went with a removal.
+        if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        await sleep(Math.random() * 10 * 2 ** attempt);
+      }
+    }
+    // Other moves keep winning: each of them ends at a header at least as new as the one this one read.
+  }
+
+  private indexedCallers = new Set<string>();
+
+  /**
+   * Gives every index entry of the caller an activity entry, once: conversations created before activity entries
+   * existed have none. Marked done in the partition (ACTIVITY_INDEXED_ROW) and remembered by this process. Creates
+   * and moves running meanwhile write their own entries, and a move is conditional on the pointer, so two instances
+   * doing this at once do it once.
+   */
+  private async indexActivity(owner: Caller): Promise<void> {
+    const partitionKey = callerIndexPartition(owner);
+    if (this.indexedCallers.has(partitionKey)) return;
+    if (!(await this.readEntity(partitionKey, ACTIVITY_INDEXED_ROW, ['RowKey']))) {
+      const filter = odata`PartitionKey eq ${partitionKey} and RowKey lt ${INDEX_ROWS_END}`;
+      const entries: StoredEntity[] = [];
+      for await (const entity of this.table.listEntities<Properties>({
+        queryOptions: { filter, select: ['RowKey', 'id', 'createdAt', 'activity'] },
+      })) {
+        if (!nonEmptyString(entity['activity'])) entries.push(entity);
+      }
+      for (const entry of entries) {
+        const id = stringProperty(entry, 'id');
+        if (await this.readEntity(conversationPartition(owner, id), HEADER_ROW, ['RowKey'])) {
+          await this.moveActivity(owner, id, stringProperty(entry, 'createdAt'));
+        } else {
+          await this.removeIndexEntry(owner, entry.rowKey ?? '');
+        }
+      }
+      await this.createTolerant({ partitionKey, rowKey: ACTIVITY_INDEXED_ROW, at: new Date().toISOString() });
+    }
+    if (this.indexedCallers.size >= MAX_INDEXED_CALLERS_KEPT) this.indexedCallers.clear();
+    this.indexedCallers.add(partitionKey);
   }
 
   private cursorSecretRead?: Promise<Buffer>;
@@ -1027,6 +1159,24 @@ function requireEtag(etag: string | undefined): string {
  * Integrations (webhook principals) open a conversation per thread of theirs and are never capped: their creates
  * skip the count, so a burst of new threads does not queue on one row.
  */
+/** The activity entry of an index entry: what the list shows, kept beside the order it is listed in. */
+function activityEntry(index: Properties, rowKey: string, activeAt: string): Entity {
+  const entry: Entity = {
+    partitionKey: String(index['partitionKey']),
+    rowKey,
+    id: index['id'],
+    createdAt: index['createdAt'],
+    activeAt,
+  };
+  const title = readLongText(index, 'title');
+  if (title !== undefined) writeLongText(entry, 'title', title);
+  return entry;
+}
+
+function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
 function isCounted(owner: Caller): boolean {
   return owner.kind !== 'integration';
 }

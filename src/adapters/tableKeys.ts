@@ -7,8 +7,11 @@
  *   c|<ck>|<id>   m0000000001.01  the rest of a message too long for one entity (sorts before m0000000002)
  *   c|<ck>|<id>   i<sha256>     idempotency record of one Idempotency-Key
  *   c|<ck>|<id>   p             the turn paused for client-tool results, while the header's pendingId names it
- *   u|<ck>        <inverted createdAt 13 digits>|<id>   per-caller index, newest first
+ *   u|<ck>        <inverted createdAt 13 digits>|<id>   per-caller index entry, one per conversation; its
+ *                                                       `activity` names the conversation's activity entry
+ *   u|<ck>        a<inverted updatedAt 13 digits>|<id>  activity entry: the list, most recently active first
  *   u|<ck>        count                                 how many index entries the partition holds
+ *   u|<ck>        indexed                               every index entry has its activity entry (see list)
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Caller } from '../core/ports';
@@ -94,17 +97,32 @@ export function idempotencyRow(key: string): string {
   return IDEMPOTENCY_ROW_PREFIX + sha256Hex(key);
 }
 
-/** Index RowKey: inverted creation time, so the partition's natural RowKey order is newest first. */
-export function callerIndexRow(createdAt: string, conversationId: string): string {
-  const ms = Date.parse(createdAt);
-  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS)
-    throw new RangeError(`createdAt ${createdAt} is not a usable time.`);
-  return String(MAX_TIME_MS - ms).padStart(INVERTED_TIME_DIGITS, '0') + '|' + conversationId;
+/** A time as 13 digits that sort the other way: later times first. */
+function invertedTime(time: string, name: string): string {
+  const ms = Date.parse(time);
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) throw new RangeError(`${name} ${time} is not a usable time.`);
+  return String(MAX_TIME_MS - ms).padStart(INVERTED_TIME_DIGITS, '0');
 }
 
-const INDEX_ROW_PATTERN = /^\d{13}\|.+$/s;
+/** Index RowKey: inverted creation time and the id. Fixed for the conversation's life: it is found by it. */
+export function callerIndexRow(createdAt: string, conversationId: string): string {
+  return `${invertedTime(createdAt, 'createdAt')}|${conversationId}`;
+}
+
 /** The first RowKey after every index entry (':' follows '9'): index ranges are `[..., :)`; the counter is past it. */
 export const INDEX_ROWS_END = ':';
+
+/** Activity RowKey: `a`, the inverted time of the last activity and the id, so RowKey order is most recent first. */
+export function activityRow(activeAt: string, conversationId: string): string {
+  return `${ACTIVITY_ROWS_START}${invertedTime(activeAt, 'updatedAt')}|${conversationId}`;
+}
+
+const ACTIVITY_ROW_PATTERN = /^a\d{13}\|.+$/s;
+/** Activity entries are the range `[a, a:)`. */
+export const ACTIVITY_ROWS_START = 'a';
+export const ACTIVITY_ROWS_END = 'a:';
+/** Written once every index entry of the caller has its activity entry (entries from before they existed). */
+export const ACTIVITY_INDEXED_ROW = 'indexed';
 /** The caller's conversation count, kept in the index partition so it changes in one transaction with an entry. */
 export const CONVERSATION_COUNT_ROW = 'count';
 
@@ -114,7 +132,7 @@ export const CURSOR_KEY_ROW = 'cursor';
 const CURSOR_MAC_CHARS = 22; // 132 bits of HMAC-SHA256
 
 /**
- * The list cursor: the last index RowKey returned (base64url) and an HMAC of it with the caller's index partition,
+ * The list cursor: the last activity RowKey returned (base64url) and an HMAC of it with the caller's index partition,
  * keyed by a secret kept in storage. A cursor the API never issued (made up, edited, or another caller's) fails the
  * check and is refused, as the API documents.
  */
@@ -130,7 +148,7 @@ export function decodeListCursor(cursor: string, secret: Buffer, partition: stri
   const expected = Buffer.from(cursorMac(secret, partition, rowKey));
   const given = Buffer.from(match[2]);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-  return INDEX_ROW_PATTERN.test(rowKey) && isValidKeyValue(rowKey) ? rowKey : undefined;
+  return ACTIVITY_ROW_PATTERN.test(rowKey) && isValidKeyValue(rowKey) ? rowKey : undefined;
 }
 
 function cursorMac(secret: Buffer, partition: string, rowKey: string): string {

@@ -565,7 +565,10 @@ function paths(options: OpenApiOptions): JsonObject {
       get: op({
         operationId: 'listConversations',
         summary: "List the caller's conversations",
-        description: 'Newest first, a page at a time: pass `nextCursor` back as `cursor` for the next page.',
+        description:
+          'Most recently active first (`updatedAt`: the last turn, else the creation), a page at a time: pass ' +
+          '`nextCursor` back as `cursor` for the next page. A conversation that becomes active during a walk moves ' +
+          'above the cursor: the walk misses it (a new list has it first) and never shows one twice.',
         tags: ['conversations'],
         access: 'caller',
         parameters: [limit(CONVERSATION_PAGE), param('Cursor')],

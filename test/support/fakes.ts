@@ -121,7 +121,8 @@ export class MemoryStore implements ConversationStore {
     const mine = [...this.conversations.values()]
       .filter((entry) => entry.owner === `${owner.kind}:${owner.id}`)
       .map((entry) => entry.conversation)
-      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+      // Most recently active first, as the table store lists them.
+      .sort((a, b) => b.updatedAt.localeCompare(a.updatedAt) || a.id.localeCompare(b.id));
     const start = options.cursor ? Number(options.cursor) : 0;
     const items = mine
       .slice(start, start + options.limit)

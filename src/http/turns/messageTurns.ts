@@ -4,40 +4,32 @@
  * .../tool-results/stream read the same results.
  */
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+import type { z } from 'zod';
 import type { AppServices } from '../../composition';
 import { ClientToolsNotAllowedError, NotFoundError } from '../../core/errors';
 import type { ToolResultsInput, TurnInput } from '../../core/turn';
 import { parseConversationId, parseIdempotencyKey, readJson } from '../request';
 import { acceptedTurn, newTurnId, turnIdFor } from './queuedTurns';
 
-/** The caller, the conversation, the Idempotency-Key and the body `{ content, name? }`. */
-export async function readMessageTurn(request: HttpRequest, services: AppServices): Promise<TurnInput> {
+/** What every turn request starts with: the caller, the conversation, the Idempotency-Key and the body. */
+async function readTurnRequest<S extends z.ZodType>(request: HttpRequest, services: AppServices, schema: S) {
   const caller = await services.callers.resolve(request);
   const conversationId = parseConversationId(request.params.id);
   const idempotencyKey = parseIdempotencyKey(request);
-  const body = await readJson(request, services.schemas.sendMessage, services.config.limits.bodyBytes);
-  return {
-    caller,
-    conversationId,
-    content: body.content,
-    ...(body.name ? { name: body.name } : {}),
-    ...(idempotencyKey ? { idempotencyKey } : {}),
-  };
+  const body = await readJson(request, schema, services.config.limits.bodyBytes);
+  return { body, caller, conversationId, ...(idempotencyKey ? { idempotencyKey } : {}) };
 }
 
-/** The caller, the conversation, the Idempotency-Key and the body `{ turnId?, results }`. */
+/** A message turn: the body `{ content, name? }`. */
+export async function readMessageTurn(request: HttpRequest, services: AppServices): Promise<TurnInput> {
+  const { body, ...turn } = await readTurnRequest(request, services, services.schemas.sendMessage);
+  return { ...turn, content: body.content, ...(body.name ? { name: body.name } : {}) };
+}
+
+/** Client-tool results: the body `{ turnId?, results }`. */
 export async function readToolResults(request: HttpRequest, services: AppServices): Promise<ToolResultsInput> {
-  const caller = await services.callers.resolve(request);
-  const conversationId = parseConversationId(request.params.id);
-  const idempotencyKey = parseIdempotencyKey(request);
-  const body = await readJson(request, services.schemas.toolResults, services.config.limits.bodyBytes);
-  return {
-    caller,
-    conversationId,
-    results: body.results,
-    ...(body.turnId ? { turnId: body.turnId } : {}),
-    ...(idempotencyKey ? { idempotencyKey } : {}),
-  };
+  const { body, ...turn } = await readTurnRequest(request, services, services.schemas.toolResults);
+  return { ...turn, results: body.results, ...(body.turnId ? { turnId: body.turnId } : {}) };
 }
 
 export const NO_QUEUE = 'This app runs no queued turns (no queue connection is configured).';

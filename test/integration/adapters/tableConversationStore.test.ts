@@ -9,7 +9,12 @@ import {
 } from '../../../src/adapters/tableConversationStore';
 import { entitySizeBytes, MAX_ENTITY_BYTES } from '../../../src/adapters/entitySize';
 import { HistoryCache } from '../../../src/adapters/historyCache';
-import { callerIndexPartition, conversationPartition } from '../../../src/adapters/tableKeys';
+import {
+  activityRow,
+  callerIndexPartition,
+  callerIndexRow,
+  conversationPartition,
+} from '../../../src/adapters/tableKeys';
 import { InvalidRequestError, StorageUnavailableError } from '../../../src/core/errors';
 import {
   ClaimLost,
@@ -238,8 +243,111 @@ describe('list', () => {
 
     const page = await store.list(owner, { limit: 10 });
     assert.deepEqual(page.items, [{ id: kept.id, title: kept.title, createdAt: kept.createdAt, updatedAt }]);
-    assert.deepEqual((await rowsOf(callerIndexPartition(owner))).length, 2, 'one index entry and the count');
+    assert.deepEqual(await rowsOf(callerIndexPartition(owner)), [
+      callerIndexRow(kept.createdAt, kept.id),
+      activityRow(updatedAt, kept.id),
+      'count',
+      'indexed',
+    ]);
     assert.equal(await store.countConversations(owner, 10), 1);
+  });
+
+  test('a turn moves its conversation to the top: one activity entry, at the header updatedAt', async () => {
+    const owner: Caller = { id: 'active', kind: 'user' };
+    const first = await store.create(owner, newConversation());
+    const second = await store.create(owner, newConversation());
+    const updatedAt = nextTime();
+    await store.commitTurn(owner, {
+      conversationId: first.id,
+      expectedVersion: first.version,
+      messages: [message(1), message(2)],
+      updatedAt,
+    });
+    const listed = await store.list(owner, { limit: 10 });
+    assert.deepEqual(
+      listed.items.map((item) => [item.id, item.updatedAt]),
+      [
+        [first.id, updatedAt],
+        [second.id, second.createdAt],
+      ],
+    );
+    const rows = await rowsOf(callerIndexPartition(owner));
+    assert.deepEqual(
+      rows.filter((row) => row.startsWith('a')),
+      [activityRow(updatedAt, first.id), activityRow(second.createdAt, second.id)],
+      'the old entry of the first went in the same transaction',
+    );
+  });
+
+  test('a move that read an older header cannot move the entry back past a newer turn', async () => {
+    const owner: Caller = { id: 'race', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const first = nextTime();
+    const second = nextTime();
+    // The slow instance stores turn 1, then, while its move of the activity entry is between its first reads and its
+    // last, the fast one stores turn 2 and moves the entry. Whichever it read first, pointer or header, the slow
+    // move must not end with the entry at turn 1.
+    let readsAfterCommit = -1;
+    const slow = storeWith({});
+    const client = (slow as unknown as { table: TableClient }).table;
+    const getEntity = client.getEntity.bind(client);
+    client.getEntity = (async (...args: Parameters<TableClient['getEntity']>) => {
+      if (readsAfterCommit >= 0 && ++readsAfterCommit === 3) {
+        const current = await store.get(owner, created.id);
+        await store.commitTurn(owner, {
+          conversationId: created.id,
+          expectedVersion: current!.version,
+          messages: [message(3), message(4)],
+          updatedAt: second,
+        });
+      }
+      return getEntity(...args);
+    }) as TableClient['getEntity'];
+    const submit = client.submitTransaction.bind(client);
+    client.submitTransaction = async (actions) => {
+      const result = await submit(actions);
+      if (readsAfterCommit < 0 && actions[0]?.[1].partitionKey?.startsWith('c|')) readsAfterCommit = 0;
+      return result;
+    };
+    await slow.commitTurn(owner, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      messages: [message(1), message(2)],
+      updatedAt: first,
+    });
+    assert.ok(readsAfterCommit >= 3, 'the fast turn ran in the middle of the slow move');
+    const rows = await rowsOf(callerIndexPartition(owner));
+    assert.deepEqual(
+      rows.filter((row) => row.startsWith('a')),
+      [activityRow(second, created.id)],
+    );
+  });
+
+  test('storage failing after a turn leaves the turn stored; the list puts the conversation back in place', async () => {
+    const owner: Caller = { id: 'flaky', kind: 'user' };
+    const older = await store.create(owner, newConversation());
+    await store.create(owner, newConversation());
+    const failing = storeWith({
+      submitTransaction: async (actions) => {
+        if (actions[0]?.[1].partitionKey?.startsWith('u|')) {
+          throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+        }
+        return raw.submitTransaction(actions);
+      },
+    });
+    const updatedAt = nextTime();
+    await failing.commitTurn(owner, {
+      conversationId: older.id,
+      expectedVersion: older.version,
+      messages: [message(1), message(2)],
+      updatedAt,
+    });
+    assert.equal((await store.get(owner, older.id))?.messageCount, 2, 'the turn is stored');
+    // Read in the order stored (the move did not happen), with the header's time; moved while listing.
+    const stale = await store.list(owner, { limit: 10 });
+    assert.deepEqual(stale.items.at(-1), { id: older.id, title: older.title, createdAt: older.createdAt, updatedAt });
+    const repaired = await store.list(owner, { limit: 10 });
+    assert.equal(repaired.items[0]?.id, older.id);
   });
 
   test('a cursor the store did not issue is a client error', async () => {

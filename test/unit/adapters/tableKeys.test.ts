@@ -2,11 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   callerIndexPartition,
+  ACTIVITY_INDEXED_ROW,
+  ACTIVITY_ROWS_END,
+  ACTIVITY_ROWS_START,
+  activityRow,
   callerIndexRow,
   callerKey,
   conversationPartition,
   decodeListCursor,
   encodeListCursor,
+  INDEX_ROWS_END,
   idempotencyRow,
   isValidKeyValue,
   messageIdForSeq,
@@ -53,6 +58,19 @@ describe('tableKeys', () => {
     assert.throws(() => callerIndexRow('not a date', 'x'), RangeError);
   });
 
+  test('activity rows sort most recent first, between the index entries and the count', () => {
+    const earlier = activityRow('2025-01-01T00:00:00.000Z', 'x');
+    const later = activityRow('2025-01-01T00:00:00.001Z', 'x');
+    assert.ok(later < earlier);
+    assert.equal(earlier, `a${String(9_999_999_999_999 - Date.parse('2025-01-01T00:00:00.000Z')).padStart(13, '0')}|x`);
+    for (const row of [later, earlier, activityRow('1970-01-01T00:00:00.000Z', 'z')]) {
+      assert.ok(row >= ACTIVITY_ROWS_START && row < ACTIVITY_ROWS_END, row);
+      assert.ok(row > callerIndexRow('1970-01-01T00:00:00.000Z', 'z') && row > INDEX_ROWS_END, row);
+    }
+    assert.ok(ACTIVITY_ROWS_END < 'count' && ACTIVITY_ROWS_END < ACTIVITY_INDEXED_ROW);
+    assert.throws(() => activityRow('yesterday', 'x'), RangeError);
+  });
+
   test('forbidden key characters and over-long values are rejected', () => {
     assert.equal(isValidKeyValue('conv_abc-123'), true);
     for (const bad of [
@@ -74,14 +92,17 @@ describe('tableKeys', () => {
 
   test('list cursors round-trip for their caller; made-up, edited and foreign ones are refused', () => {
     const secret = Buffer.alloc(32, 7);
-    const rowKey = callerIndexRow('2026-01-01T00:00:00.000Z', 'abc');
+    const rowKey = activityRow('2026-01-01T00:00:00.000Z', 'abc');
     const cursor = encodeListCursor(rowKey, secret, 'u|alice');
     assert.equal(decodeListCursor(cursor, secret, 'u|alice'), rowKey);
     assert.equal(decodeListCursor(cursor, secret, 'u|bob'), undefined, "another caller's cursor");
     assert.equal(decodeListCursor(cursor, Buffer.alloc(32, 8), 'u|alice'), undefined, 'signed with another key');
     // A well-formed RowKey the API never returned, with or without a made-up signature.
-    const forged = Buffer.from('0000000000001|abc').toString('base64url');
+    const forged = Buffer.from('a0000000000001|abc').toString('base64url');
     assert.equal(decodeListCursor(forged, secret, 'u|alice'), undefined);
+    // A signed index RowKey (the cursors of the list by creation time) is not a position in the activity list.
+    const byCreation = callerIndexRow('2026-01-01T00:00:00.000Z', 'abc');
+    assert.equal(decodeListCursor(encodeListCursor(byCreation, secret, 'u|alice'), secret, 'u|alice'), undefined);
     assert.equal(decodeListCursor(`${forged}.${cursor.split('.')[1]}`, secret, 'u|alice'), undefined);
     assert.equal(decodeListCursor('garbage!', secret, 'u|alice'), undefined);
   });
