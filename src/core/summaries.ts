@@ -9,10 +9,11 @@
  * next turn that finds dropped messages not covered tries again.
  */
 import {
-  NO_USAGE,
-  type ChatModel,
   type ChatMessage,
+  type Completion,
+  type CompletionRequest,
   type HistorySummary,
+  NO_USAGE,
   type StoredMessage,
   type Tokenizer,
   type Usage,
@@ -70,7 +71,8 @@ export interface SummaryOutcome {
  * a very long conversation cannot send them all). Throws when the model fails or answers nothing usable.
  */
 export async function writeSummary(input: {
-  model: ChatModel;
+  /** Sends the request (the turn meters it against the quota and fails it over); `promptTokens` is its count. */
+  complete: (request: CompletionRequest, promptTokens: number) => Promise<Completion>;
   tokenizer: Tokenizer;
   settings: SummarySettings;
   /** The context window: the summary request must fit it like any other. */
@@ -81,9 +83,8 @@ export async function writeSummary(input: {
   dropped: StoredMessage[];
   throughSeq: number;
   now: Date;
-  signal?: AbortSignal;
 }): Promise<SummaryOutcome> {
-  const { model, tokenizer, settings } = input;
+  const { tokenizer, settings } = input;
   const system: ChatMessage = { role: 'system', content: INSTRUCTIONS };
   const current = input.previous ? input.previous.content : '(none yet)';
   const fixed =
@@ -103,13 +104,10 @@ export async function writeSummary(input: {
     role: 'user',
     content: `Current summary:\n${current}\n\nNew messages:\n${lines.join('\n\n')}`,
   };
-  const completion = await model.complete(
-    {
-      messages: [system, user],
-      maxResponseTokens: settings.maxTokens,
-      cacheKey: `${input.conversationId}/summary`,
-    },
-    input.signal,
+  const promptTokens = countPromptTokens([system, user], tokenizer);
+  const completion = await input.complete(
+    { messages: [system, user], maxResponseTokens: settings.maxTokens, cacheKey: `${input.conversationId}/summary` },
+    promptTokens,
   );
   const content = completion.content.trim();
   if (content === '' || completion.finishReason === 'content_filter') {
@@ -126,7 +124,6 @@ export async function writeSummary(input: {
     createdAt: input.now.toISOString(),
   };
   // No usage reported: counted here (the prompt by the guide's formula, the reply tokenized), never free.
-  const promptTokens = countPromptTokens([system, user], tokenizer);
   const completionTokens = tokenizer.countTokens(completion.content);
   const usage = completion.usage ?? {
     ...NO_USAGE,

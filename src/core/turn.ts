@@ -561,7 +561,7 @@ export class TurnRunner {
     if (!settings.summary.enabled || droppedThrough <= covered) return;
     try {
       state.newSummary = await writeSummary({
-        model: this.deps.model,
+        complete: (request, promptTokens) => this.summaryCall(state, request, promptTokens),
         tokenizer,
         settings: settings.summary,
         tokenLimit: settings.tokenLimit,
@@ -578,10 +578,30 @@ export class TurnRunner {
       );
       return;
     }
-    await this.deps.limiter
-      .record(state.caller, state.newSummary.usage.totalTokens, clock.now())
-      .catch((error: unknown) => this.deps.log.warn(`Could not record summary token usage: ${String(error)}`));
     state.summary = state.newSummary.summary;
+  }
+
+  /**
+   * The summary's model call, held against the caller's daily quota like the turn's own calls (its worst case reserved
+   * first, settled with what it spent), with failover and its own `chat {model}` span. A quota that cannot hold it
+   * refuses it, and the turn goes on without the new summary.
+   */
+  private async summaryCall(state: TurnState, request: CompletionRequest, promptTokens: number): Promise<Completion> {
+    const { limiter, clock, settings, log } = this.deps;
+    const reservation = await limiter.admit(state.caller, clock.now(), {
+      reserveTokens: promptTokens + settings.summary.maxTokens,
+      countRequest: false,
+    });
+    let spent = 0;
+    try {
+      const { value, deployment } = await this.models.complete(state.conversation.id, () => request);
+      spent = value.usage?.totalTokens ?? promptTokens + deployment.tokenizer.countTokens(value.content);
+      return value;
+    } finally {
+      await limiter
+        .settle(state.caller, reservation, spent, clock.now())
+        .catch((error: unknown) => log.warn(`Could not settle summary token usage: ${String(error)}`));
+    }
   }
 
   /** Usage summed over the turn's calls; the estimate and the service's count logged side by side. */

@@ -2,6 +2,8 @@
  * In-memory fakes of the core's ports for fast unit tests: a store with real ETag semantics, a scripted model
  * and a deterministic tokenizer that counts its encode calls.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Attributes, SpanHandle, Telemetry } from '../../src/core/telemetry';
 import {
   ClaimLost,
   ConcurrencyConflict,
@@ -326,6 +328,28 @@ export function fakeDependencies(
     settings: { ...TEST_SETTINGS, ...overrides.settings },
     log: overrides.log ?? { info: () => {}, warn: () => {}, error: () => {} },
     ...(overrides.serverTools ? { serverTools: overrides.serverTools } : {}),
+    ...(overrides.telemetry ? { telemetry: overrides.telemetry } : {}),
   };
   return { deps, store, model, tokenizer };
+}
+
+/** Telemetry that keeps each span's name, parent and attributes (spans nest through async calls, as OpenTelemetry's do). */
+export class RecordingTelemetry implements Telemetry {
+  readonly captureContent = false;
+  readonly spans: { name: string; parent: string | undefined; attributes: Attributes; failed: boolean }[] = [];
+  private readonly active = new AsyncLocalStorage<string>();
+
+  startSpan(name: string, options?: { attributes?: Attributes }): SpanHandle {
+    const span = { name, parent: this.active.getStore(), attributes: { ...options?.attributes }, failed: false };
+    this.spans.push(span);
+    return {
+      setAttributes: (attributes) => void Object.assign(span.attributes, attributes),
+      fail: () => void (span.failed = true),
+      run: (fn) => this.active.run(name, fn),
+      end: () => {},
+    };
+  }
+
+  recordTokenUsage(): void {}
+  recordOperationDuration(): void {}
 }

@@ -15,7 +15,14 @@ import { ModelDeployments, type ModelDeployment } from '../../../src/core/failov
 import { unlimited, type Caller, type CompletionRequest, type StoredMessage } from '../../../src/core/ports';
 import { countPromptTokens } from '../../../src/core/tokens/countTokens';
 import { TurnRunner, hashTurnRequest, messageId } from '../../../src/core/turn';
-import { fakeDependencies, ScriptedModel, TEST_SETTINGS, WordTokenizer, type MemoryStore } from '../../support/fakes';
+import {
+  fakeDependencies,
+  RecordingTelemetry,
+  ScriptedModel,
+  TEST_SETTINGS,
+  WordTokenizer,
+  type MemoryStore,
+} from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
 const bob: Caller = { id: 'bob', kind: 'user' };
@@ -407,11 +414,18 @@ describe('summaries of dropped turns', () => {
     summary: { enabled: true, maxTokens: 10 },
   };
 
-  async function run(turnCount: number, model: SummarisingModel, recorded: number[] = []) {
+  async function run(turnCount: number, model: SummarisingModel, settled: number[] = [], reserved: number[] = []) {
     const fakes = await setup({
       model,
       settings,
-      limiter: { ...unlimited, record: async (_caller, tokens) => void recorded.push(tokens) },
+      limiter: {
+        ...unlimited,
+        admit: async (caller, now, options) => {
+          if (options?.reserveTokens !== undefined) reserved.push(options.reserveTokens);
+          return unlimited.admit(caller, now, options);
+        },
+        settle: async (_caller, _reservation, spent) => void settled.push(spent),
+      },
     });
     const results = [];
     for (let index = 1; index <= turnCount; index++) {
@@ -422,10 +436,11 @@ describe('summaries of dropped turns', () => {
     return { ...fakes, results };
   }
 
-  it('are made once per trim, pinned after the prologue, counted, and charged to the caller', async () => {
+  it('are made once per trim, pinned after the prologue, counted, reserved and charged to the caller', async () => {
     const model = new SummarisingModel();
-    const recorded: number[] = [];
-    const { conversations, conversationId, results, tokenizer } = await run(30, model, recorded);
+    const settled: number[] = [];
+    const reserved: number[] = [];
+    const { conversations, conversationId, results, tokenizer } = await run(30, model, settled, reserved);
     const chats = model.requests.filter((request) => !request.cacheKey?.endsWith('/summary'));
     const summaryCalls = model.requests.filter((request) => request.cacheKey?.endsWith('/summary'));
     const trims = results.filter(
@@ -451,7 +466,25 @@ describe('summaries of dropped turns', () => {
     assert.equal(view.summary?.content, `summary ${summaryCalls.length}`);
     assert.equal(view.summary?.firstMessageId, messageId(1));
     assert.equal(view.summary?.lastMessageId, messageId(2 * results.at(-1)!.context.droppedTurns));
-    assert.equal(recorded.filter((tokens) => tokens === 52).length, summaryCalls.length, 'summary tokens are charged');
+    assert.equal(settled.filter((tokens) => tokens === 52).length, summaryCalls.length, 'summary tokens are charged');
+    // Held against the quota before the call: the summary request's prompt plus its reply reserve.
+    for (const request of summaryCalls) {
+      assert.ok(reserved.includes(countPromptTokens(request.messages, tokenizer) + settings.summary.maxTokens));
+    }
+  });
+
+  it('the summary call is a chat span of the turn, like the turn’s own model calls', async () => {
+    const model = new SummarisingModel();
+    const telemetry = new RecordingTelemetry();
+    const fakes = await setup({ model, settings, telemetry });
+    for (let index = 1; index <= 14; index++) {
+      await fakes.turns.send({ caller: alice, conversationId: fakes.conversationId, content: `question ${index}` });
+    }
+    const summaryCalls = model.requests.filter((request) => request.cacheKey?.endsWith('/summary')).length;
+    assert.ok(summaryCalls >= 1, 'a summary was written');
+    const chatSpans = telemetry.spans.filter((span) => span.name.startsWith('chat ') && span.parent === 'chat.turn');
+    assert.equal(chatSpans.length, model.requests.length, 'one chat span per model call, summaries included');
+    assert.equal(chatSpans.filter((span) => span.attributes['gen_ai.request.max_tokens'] === 10).length, summaryCalls);
   });
 
   it('a caller the limiter refuses costs no summary call', async () => {
