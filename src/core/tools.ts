@@ -8,6 +8,7 @@
 import type { Caller, ChatMessage, ToolCall, ToolDefinition, Tokenizer } from './ports';
 import { countMessageTokens } from './tokens/countTokens';
 import { countToolDefinitionTokens } from './tokens/countTools';
+import { noTelemetry, type Telemetry } from './telemetry';
 
 export interface ToolContext {
   /** Who the turn runs for: a handler may scope what it reads to them. */
@@ -116,14 +117,39 @@ export interface ToolCallReport {
 export async function runServerCalls(
   calls: readonly ToolCall[],
   tools: ToolSet,
-  context: { caller: Caller; signal?: AbortSignal; settings: ToolSettings; tokenizer: Tokenizer },
+  context: {
+    caller: Caller;
+    signal?: AbortSignal;
+    settings: ToolSettings;
+    tokenizer: Tokenizer;
+    telemetry?: Telemetry;
+  },
   onResult?: (report: ToolCallReport) => void,
 ): Promise<CountedToolMessage[]> {
+  const telemetry = context.telemetry ?? noTelemetry;
   const reports = await Promise.all(
     calls.map(async (call) => {
-      const report = await runOne(call, tools, context);
-      onResult?.(report);
-      return report;
+      const known = tools.server.has(call.name);
+      // The GenAI conventions' execute_tool span; a name the model made up stays out of the span name.
+      const span = telemetry.startSpan(known ? `execute_tool ${call.name}` : 'execute_tool', {
+        attributes: {
+          'gen_ai.operation.name': 'execute_tool',
+          'gen_ai.tool.type': 'function',
+          'gen_ai.tool.call.id': call.id,
+          ...(known ? { 'gen_ai.tool.name': call.name } : {}),
+        },
+      });
+      try {
+        const report = await span.run(() => runOne(call, tools, context));
+        if (report.error) span.setAttributes({ 'error.type': report.error });
+        onResult?.(report);
+        return report;
+      } catch (error) {
+        span.fail(error);
+        throw error;
+      } finally {
+        span.end();
+      }
     }),
   );
   context.signal?.throwIfAborted();

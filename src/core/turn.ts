@@ -423,7 +423,7 @@ export class TurnRunner {
       const results = await runServerCalls(
         calls.filter((toolCall) => !clientCalls.includes(toolCall)),
         state.tools,
-        { caller: state.caller, ...(signal ? { signal } : {}), settings, tokenizer },
+        { caller: state.caller, ...(signal ? { signal } : {}), settings, tokenizer, telemetry: this.telemetry },
         handlers.onToolResult,
       );
       state.messages.push(...results);

@@ -14,7 +14,7 @@ import {
 import type { Caller, ChatMessage, StoredMessage, ToolCall } from '../../../src/core/ports';
 import { InvalidToolArgumentsError, MAX_TURN_MESSAGES, type ServerTool } from '../../../src/core/tools';
 import { TurnRunner } from '../../../src/core/turn';
-import { fakeDependencies, type MemoryStore } from '../../support/fakes';
+import { fakeDependencies, RecordingTelemetry, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
 
@@ -39,10 +39,12 @@ async function setup(
     settings?: Overrides['settings'];
     clock?: Overrides['clock'];
     create?: Parameters<Conversations['create']>[1];
+    telemetry?: Overrides['telemetry'];
   } = {},
 ) {
   const fakes = fakeDependencies({
     serverTools: new Map(tools.map((entry) => [entry.name, entry])),
+    ...(options.telemetry ? { telemetry: options.telemetry } : {}),
     ...(options.settings ? { settings: options.settings } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
   });
@@ -82,6 +84,44 @@ function assertNoOrphans(messages: ChatMessage[]): void {
 }
 
 describe('tool turns', () => {
+  it('runs each call in an execute_tool span of the turn; a name the model made up stays out of span names', async () => {
+    const telemetry = new RecordingTelemetry();
+    const lookup = tool('lookup', async () => {
+      throw new Error('backend down');
+    });
+    const { turns, model, conversationId } = await setup([lookup], { telemetry });
+    model.answers.push({ toolCalls: [call('c1', 'lookup', { id: 'a' }), call('c2', 'drop_tables', {})] });
+    model.answers.push({ content: 'Done.' });
+    await turns.send({ caller: alice, conversationId, content: 'look it up' });
+    const tools = telemetry.spans.filter((span) => span.name.startsWith('execute_tool'));
+    assert.deepEqual(
+      tools.map((span) => [span.name, span.parent, span.attributes]),
+      [
+        [
+          'execute_tool lookup',
+          'chat.turn',
+          {
+            'gen_ai.operation.name': 'execute_tool',
+            'gen_ai.tool.type': 'function',
+            'gen_ai.tool.call.id': 'c1',
+            'gen_ai.tool.name': 'lookup',
+            'error.type': 'failed',
+          },
+        ],
+        [
+          'execute_tool',
+          'chat.turn',
+          {
+            'gen_ai.operation.name': 'execute_tool',
+            'gen_ai.tool.type': 'function',
+            'gen_ai.tool.call.id': 'c2',
+            'error.type': 'unknown_tool',
+          },
+        ],
+      ],
+    );
+  });
+
   it('runs the calls of one response in parallel and sends every result back, then stores the whole turn', async () => {
     let running = 0;
     let overlap = 0;
