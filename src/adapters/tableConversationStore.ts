@@ -532,7 +532,9 @@ export class TableConversationStore implements ConversationStore {
     return this.guard(async () => {
       if (!isValidKeyValue(pause.conversationId)) throw new ConcurrencyConflict('The conversation does not exist.');
       const partitionKey = conversationPartition(owner, pause.conversationId);
-      const row: Entity = { partitionKey, rowKey: PENDING_ROW, turnId: pause.pending.id };
+      // A turn that pauses again keeps its id: this write's own id tells a retried batch that committed from a rival.
+      const commitId = randomUUID();
+      const row: Entity = { partitionKey, rowKey: PENDING_ROW, turnId: pause.pending.id, commitId };
       writeLongText(row, 'turn', JSON.stringify(pause.pending));
       assertEntityFits(row, 'The paused turn');
       const header: Entity = {
@@ -557,8 +559,8 @@ export class TableConversationStore implements ConversationStore {
         if (!hasStatus(error, 412) && !hasStatus(error, 409) && !hasStatus(error, 404)) throw error;
         // As in commitTurn: a retried batch whose first attempt committed finds its own turn id there.
         const stored = await this.readEntity(partitionKey, HEADER_ROW, ['pendingId']);
-        const current = await this.readEntity(partitionKey, PENDING_ROW, ['turnId']);
-        if (stored?.['pendingId'] !== pause.pending.id || current?.['turnId'] !== pause.pending.id) {
+        const current = await this.readEntity(partitionKey, PENDING_ROW, ['commitId']);
+        if (stored?.['pendingId'] !== pause.pending.id || current?.['commitId'] !== commitId) {
           throw await this.whyRefused(partitionKey, pause.idempotency);
         }
       }

@@ -752,6 +752,46 @@ describe('idempotency', () => {
     assert.equal(await store.getPendingTurn(alice, created.id), undefined);
   });
 
+  test('a turn that pauses again keeps its id, yet a rival pause of the same version is a conflict', async () => {
+    const created = await store.create(alice, newConversation());
+    const pending = (awaiting: string) => ({
+      id: 'turn-2',
+      createdAt: now.toISOString(),
+      expiresAt: new Date(now.getTime() + 60_000).toISOString(),
+      user: { role: 'user' as const, content: 'book it', tokens: 5 },
+      messages: [],
+      awaiting: [{ id: awaiting, name: 'pick_slot', arguments: '{}' }],
+      rounds: 1,
+      usage: { promptTokens: 10, completionTokens: 5, totalTokens: 15, cachedPromptTokens: 0 },
+      calls: [{ estimated: 10, reported: 10 }],
+    });
+    await store.pauseTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: created.version,
+      pending: pending('call_1'),
+      updatedAt: nextTime(),
+    });
+    const paused = await store.get(alice, created.id);
+    assert.ok(paused);
+    // Two continuations of the paused turn (two result posts) both pause it again from the same version.
+    await store.pauseTurn(alice, {
+      conversationId: created.id,
+      expectedVersion: paused.version,
+      pending: pending('call_2'),
+      updatedAt: nextTime(),
+    });
+    await assert.rejects(
+      store.pauseTurn(alice, {
+        conversationId: created.id,
+        expectedVersion: paused.version,
+        pending: pending('call_3'),
+        updatedAt: nextTime(),
+      }),
+      ConcurrencyConflict,
+    );
+    assert.deepEqual((await store.getPendingTurn(alice, created.id))?.awaiting, pending('call_2').awaiting);
+  });
+
   test('creates retried after committing (a lost response) still claim, and still create', async () => {
     const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
       allowInsecureConnection: true,
