@@ -51,10 +51,58 @@ export interface ToolSettings {
  */
 export const MAX_TURN_MESSAGES = 96;
 /**
- * Characters (UTF-16) of all of a turn's texts together, so a paused turn fits one 1 MiB entity and the committed
- * turn the 4 MiB batch: a round that could pass it is not run.
+ * A paused turn is kept as JSON in one entity (1 MiB, strings stored as UTF-16): its messages' JSON may take this
+ * many UTF-16 units, which leaves room for the row's other properties. Measured as stored: escapes included.
  */
-export const MAX_TURN_CHARS = 450_000;
+export const MAX_TURN_JSON_UNITS = 450_000;
+/** The committed turn's transaction: 4 MiB of JSON (UTF-8), less room for the header, idempotency record, overhead. */
+const TURN_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024;
+/** The most JSON bytes a reply token can take (see MAX_JSON_BYTES_PER_TOKEN in src/adapters/entitySize.ts). */
+const REPLY_JSON_BYTES_PER_TOKEN = 128;
+/** One message row holds this much of a reply; a longer reply takes continuation rows (more operations). */
+const ROW_BYTES = 900 * 1024;
+
+/** What a turn's messages take as stored JSON: UTF-16 units (the paused-turn row) and UTF-8 bytes (the batch). */
+export function turnJsonSize(messages: readonly ChatMessage[]): { units: number; bytes: number } {
+  const json = JSON.stringify(
+    messages.map(({ role, content, name, toolCallId, toolCalls }) => ({ role, content, name, toolCallId, toolCalls })),
+  );
+  return { units: json.length, bytes: utf8Length(json) };
+}
+
+/**
+ * Whether a turn of these messages (the user's first) and a final reply of up to `replyTokens` is sure to be stored:
+ * the paused turn in its row, the committed turn in one transaction (operations and bytes).
+ */
+export function turnStorageFits(
+  size: { units: number; bytes: number; messages: number },
+  replyTokens: number,
+): boolean {
+  const replyBytes = replyTokens * REPLY_JSON_BYTES_PER_TOKEN;
+  const replyRows = Math.max(1, Math.ceil(replyBytes / ROW_BYTES));
+  return (
+    size.messages + replyRows <= MAX_TURN_MESSAGES &&
+    size.units <= MAX_TURN_JSON_UNITS &&
+    size.bytes + replyBytes <= TURN_BATCH_BYTES
+  );
+}
+
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && index + 1 < text.length) {
+      const next = text.charCodeAt(index + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        index++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
 
 /** The tools one conversation offers the model, and their prompt cost. */
 export class ToolSet {
@@ -112,7 +160,10 @@ export interface ToolCallReport {
 
 /**
  * Runs the server-side calls of one model response in parallel, each bounded by `timeoutMs`, and answers in call
- * order. Never throws for a tool's sake: an aborted turn (`signal`) is the only way out with an error.
+ * order. Every output is bounded to `maxOutputChars`; when `fits` says the round's results would not fit (the turn's
+ * storage, the next call's window), the longest are cut further, each keeping its beginning and the truncation note.
+ * Results are reported once final, so what a stream shows is what is stored. Never throws for a tool's sake: an
+ * aborted turn (`signal`) is the only way out with an error.
  */
 export async function runServerCalls(
   calls: readonly ToolCall[],
@@ -125,9 +176,11 @@ export async function runServerCalls(
     telemetry?: Telemetry;
   },
   onResult?: (report: ToolCallReport) => void,
+  fits?: (results: readonly CountedToolMessage[]) => boolean,
 ): Promise<CountedToolMessage[]> {
   const telemetry = context.telemetry ?? noTelemetry;
-  const reports = await Promise.all(
+  const { settings, tokenizer } = context;
+  const raw = await Promise.all(
     calls.map(async (call) => {
       const known = tools.server.has(call.name);
       // The GenAI conventions' execute_tool span; a name the model made up stays out of the span name.
@@ -142,7 +195,6 @@ export async function runServerCalls(
       try {
         const report = await span.run(() => runOne(call, tools, context));
         if (report.error) span.setAttributes({ 'error.type': report.error });
-        onResult?.(report);
         return report;
       } catch (error) {
         span.fail(error);
@@ -153,9 +205,42 @@ export async function runServerCalls(
     }),
   );
   context.signal?.throwIfAborted();
-  return reports.map((report) => toolMessage(report.toolCallId, report.output, context.tokenizer));
+  const results = toolResults(raw, settings.maxOutputChars, tokenizer, fits);
+  for (const [index, report] of raw.entries()) onResult?.({ ...report, output: results[index]!.content });
+  return results;
 }
 
+/**
+ * The tool messages answering `outputs`, each bounded to `maxChars`; while `fits` says they do not fit, the longest
+ * is halved (from its whole output, so its note says how much of it was kept), down to the note alone.
+ */
+export function toolResults(
+  outputs: readonly { toolCallId: string; output: string }[],
+  maxChars: number,
+  tokenizer: Tokenizer,
+  fits?: (results: readonly CountedToolMessage[]) => boolean,
+): CountedToolMessage[] {
+  const results = outputs.map(({ toolCallId, output }) =>
+    toolMessage(toolCallId, boundToolOutput(output, maxChars), tokenizer),
+  );
+  while (fits && !fits(results)) {
+    let longest = -1;
+    let shorter = '';
+    for (const [index, result] of results.entries()) {
+      if (longest >= 0 && result.content.length <= results[longest]!.content.length) continue;
+      const cut = boundToolOutput(outputs[index]!.output, Math.floor(result.content.length / 2));
+      if (cut.length < result.content.length) {
+        longest = index;
+        shorter = cut;
+      }
+    }
+    if (longest < 0) break;
+    results[longest] = toolMessage(results[longest]!.toolCallId, shorter, tokenizer);
+  }
+  return results;
+}
+
+/** One call, its output unbounded (the caller bounds it). */
 async function runOne(
   call: ToolCall,
   tools: ToolSet,
@@ -165,7 +250,7 @@ async function runOne(
   const fail = (error: NonNullable<ToolCallReport['error']>, message: string): ToolCallReport => ({
     toolCallId: call.id,
     name: call.name,
-    output: boundToolOutput(JSON.stringify({ error, message }), settings.maxOutputChars),
+    output: JSON.stringify({ error, message }),
     error,
   });
   const tool = tools.server.get(call.name);
@@ -194,10 +279,7 @@ async function runOne(
     return {
       toolCallId: call.id,
       name: call.name,
-      output: boundToolOutput(
-        typeof output === 'string' ? output : (JSON.stringify(output) ?? 'null'),
-        settings.maxOutputChars,
-      ),
+      output: typeof output === 'string' ? output : (JSON.stringify(output) ?? 'null'),
     };
   } catch (error) {
     if (error instanceof InvalidToolArgumentsError) return fail('invalid_arguments', error.message);
@@ -244,28 +326,22 @@ export function boundToolOutput(output: string, maxChars: number): string {
   return `${output.slice(0, kept)}${note(kept)}`;
 }
 
-/** Characters a turn's messages hold (content, arguments, ids): what MAX_TURN_CHARS bounds. */
-export function turnChars(messages: readonly ChatMessage[]): number {
-  let chars = 0;
-  for (const message of messages) {
-    chars += message.content.length + (message.name?.length ?? 0) + (message.toolCallId?.length ?? 0);
-    for (const call of message.toolCalls ?? []) chars += call.id.length + call.name.length + call.arguments.length;
-  }
-  return chars;
-}
-
 /**
- * Whether a round of `calls` may run: after it the turn must still fit one transaction with room for its final
- * reply (one more message of up to `replyChars`), counting every call's output at the bound.
+ * Whether a round of `assistant`'s calls may run: after it the turn must still be sure to be stored with its final
+ * reply, counting every call's output at the bound (the outputs are cut further if their escapes need it).
  */
 export function roundFits(
   turn: readonly ChatMessage[],
   assistant: ChatMessage,
   settings: ToolSettings,
-  replyChars: number,
+  replyTokens: number,
 ): boolean {
   const calls = assistant.toolCalls?.length ?? 0;
-  const messages = turn.length + 1 + calls + 1;
-  const chars = turnChars(turn) + turnChars([assistant]) + calls * settings.maxOutputChars + replyChars;
-  return messages <= MAX_TURN_MESSAGES && chars <= MAX_TURN_CHARS;
+  const size = turnJsonSize([...turn, assistant]);
+  // Each result: its output and about 60 units of JSON around it ({"role":"tool","content":"","toolCallId":"…"}).
+  const results = calls * (settings.maxOutputChars + 100);
+  return turnStorageFits(
+    { units: size.units + results, bytes: size.bytes + results, messages: turn.length + 1 + calls },
+    replyTokens,
+  );
 }

@@ -14,6 +14,7 @@ import { ClaimReleases } from './claimReleases';
 import { DEFAULT_TOOL_SETTINGS } from './dependencies';
 import {
   ClientToolsNotAllowedError,
+  ContextLengthExceededError,
   ConversationBusyError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
@@ -52,11 +53,12 @@ import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import { summaryMessage, summaryReserveTokens, writeSummary } from './summaries';
 import {
-  boundToolOutput,
   conversationToolSet,
   roundFits,
   runServerCalls,
-  toolMessage,
+  toolResults,
+  turnJsonSize,
+  turnStorageFits,
   type ToolCallReport,
   type ToolSet,
   type ToolSettings,
@@ -158,9 +160,6 @@ type ModelCall = (
   conversationId: string,
   request: (deployment: ModelDeployment) => CompletionRequest,
 ) => Promise<{ value: Completion; deployment: ModelDeployment }>;
-
-/** Characters kept free in a turn for its final reply when deciding whether a tool round may run. */
-const REPLY_CHARS_PER_TOKEN = 4;
 
 export class TurnRunner {
   /** The deployments a model call may go to, with failover (one, built from `model`, unless configured). */
@@ -406,10 +405,12 @@ export class TurnRunner {
         toolCalls: calls,
         tokens: countMessageTokens({ role: 'assistant', content: completion.content, toolCalls: calls }, tokenizer),
       };
-      const replyChars = this.deps.settings.maxResponseTokens * REPLY_CHARS_PER_TOKEN;
-      if (!roundFits([state.user, ...state.messages], assistant, settings, replyChars)) {
+      if (
+        !roundFits([state.user, ...state.messages], assistant, settings, this.deps.settings.maxResponseTokens) ||
+        !this.windowHolds(state, [...state.messages, assistant])
+      ) {
         log.warn(
-          `Conversation ${state.conversation.id}: ${calls.length} more tool calls would not fit one stored turn; asking for a final answer without tools.`,
+          `Conversation ${state.conversation.id}: ${calls.length} more tool calls would not fit one stored turn or the model's window; asking for a final answer without tools.`,
         );
         state.toolsExhausted = true;
         continue;
@@ -425,6 +426,7 @@ export class TurnRunner {
         state.tools,
         { caller: state.caller, ...(signal ? { signal } : {}), settings, tokenizer, telemetry: this.telemetry },
         handlers.onToolResult,
+        (results) => this.resultsFit(state, results),
       );
       state.messages.push(...results);
       if (clientCalls.length > 0) return { kind: 'paused', awaiting: clientCalls };
@@ -459,6 +461,30 @@ export class TurnRunner {
     } catch (error) {
       if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
       if (error instanceof ConcurrencyConflict) throw new ConversationBusyError();
+      throw error;
+    }
+  }
+
+  /** Whether tool results, after the turn's messages so far, leave the turn storable and within every window. */
+  private resultsFit(state: TurnState, results: readonly CountedTurnMessage[]): boolean {
+    const messages = [...state.messages, ...results];
+    const size = turnJsonSize([state.user, ...messages]);
+    return (
+      turnStorageFits({ ...size, messages: 1 + messages.length }, this.deps.settings.maxResponseTokens) &&
+      this.windowHolds(state, messages)
+    );
+  }
+
+  /**
+   * Whether the turn with these messages still leaves room, in every deployment's window, for the call that asks for
+   * the final answer (without tools): tool output must never push the user's own message out of reach.
+   */
+  private windowHolds(state: TurnState, messages: CountedTurnMessage[]): boolean {
+    try {
+      for (const deployment of this.models.all) this.plan({ ...state, messages }, false, deployment);
+      return true;
+    } catch (error) {
+      if (error instanceof ContextLengthExceededError) return false;
       throw error;
     }
   }
@@ -729,12 +755,15 @@ export class TurnRunner {
     const { maxOutputChars } = this.toolSettings;
     // In the order the model called them, whatever order they were posted in.
     const outputs = new Map(input.results.map((result) => [result.toolCallId, result.output]));
-    state.messages = [
-      ...pending.messages,
-      ...pending.awaiting.map((call) =>
-        toolMessage(call.id, boundToolOutput(outputs.get(call.id) ?? '', maxOutputChars), tokenizer),
+    state.messages = [...pending.messages];
+    state.messages.push(
+      ...toolResults(
+        pending.awaiting.map((call) => ({ toolCallId: call.id, output: outputs.get(call.id) ?? '' })),
+        maxOutputChars,
+        tokenizer,
+        (results) => this.resultsFit(state, results),
       ),
-    ];
+    );
     state.rounds = pending.rounds;
     state.usage = { ...NO_USAGE, ...pending.usage };
     state.calls = [...pending.calls];

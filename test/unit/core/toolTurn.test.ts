@@ -12,7 +12,13 @@ import {
   ToolResultsPendingError,
 } from '../../../src/core/errors';
 import type { Caller, ChatMessage, StoredMessage, ToolCall } from '../../../src/core/ports';
-import { InvalidToolArgumentsError, MAX_TURN_MESSAGES, type ServerTool } from '../../../src/core/tools';
+import {
+  InvalidToolArgumentsError,
+  MAX_TURN_JSON_UNITS,
+  MAX_TURN_MESSAGES,
+  turnJsonSize,
+  type ServerTool,
+} from '../../../src/core/tools';
 import { TurnRunner } from '../../../src/core/turn';
 import { fakeDependencies, RecordingTelemetry, type MemoryStore } from '../../support/fakes';
 
@@ -263,6 +269,48 @@ describe('tool turns', () => {
     assert.equal(sent.content.length, 5_000);
     assert.match(sent.content, /\[tool output truncated: first \d+ of 200000 characters\]$/);
     assert.equal(stored(store, conversationId)[2]?.content, sent.content);
+  });
+
+  it('cuts tool output that would push the turn past the window: the user’s message is never refused for it', async () => {
+    // Word tokenizer: 1,000 tokens of output against a 400-token window.
+    const wordy = tool('wordy', async () => 'word '.repeat(1_000));
+    const { turns, model, store, conversationId } = await setup([wordy], {
+      settings: { tokenLimit: 400, maxResponseTokens: 50 },
+    });
+    model.answers.push({ toolCalls: [call('c1', 'wordy')] }, { content: 'Read it.' });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'read it' });
+
+    assert.equal(result.message.content, 'Read it.');
+    const sent = model.requests[1]!.messages.at(-1)!;
+    assert.match(sent.content, /\[tool output truncated: first \d+ of 5000 characters\]$/);
+    assert.ok(result.context.promptTokens <= 400 - 50, `${result.context.promptTokens} tokens sent`);
+    assert.equal(stored(store, conversationId)[2]?.content, sent.content);
+  });
+
+  it('cuts outputs whose JSON escapes would not fit the paused turn’s row, and still pauses', async () => {
+    const controls = tool('controls', async () => '\u0001'.repeat(60_000));
+    const { turns, model, store, conversationId } = await setup([controls], {
+      settings: { tools: { maxRounds: 5, timeoutMs: 1_000, maxOutputChars: 60_000, pendingTurnMs: 60_000 } },
+      create: { clientTools: [{ name: 'ask', description: 'Ask the user.', parameters: { type: 'object' } }] },
+    });
+    model.answers.push({
+      toolCalls: [...Array.from({ length: 5 }, (_, index) => call(`c${index}`, 'controls')), call('c5', 'ask')],
+    });
+
+    const outcome = await turns.converse({ caller: alice, conversationId, content: 'go' });
+
+    assert.equal(outcome.status, 'requires_action');
+    const pending = [...store.conversations.values()].find(
+      (entry) => entry.conversation.id === conversationId,
+    )?.pending;
+    assert.ok(pending);
+    const size = turnJsonSize([pending.user, ...pending.messages]);
+    assert.ok(size.units <= MAX_TURN_JSON_UNITS, `${size.units} UTF-16 units of JSON`);
+    assert.ok(size.units > MAX_TURN_JSON_UNITS / 2, 'cut no more than needed');
+    for (const message of pending.messages.filter((entry) => entry.role === 'tool')) {
+      assert.match(message.content, /\[tool output truncated: first \d+ of 60000 characters\]$/);
+    }
   });
 
   it('offers only the tools the conversation chose', async () => {
