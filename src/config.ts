@@ -198,7 +198,7 @@ export const SETTINGS: readonly SettingInfo[] = [
   {
     name: 'IDEMPOTENCY_LEASE_SECONDS',
     description:
-      'How long a running request holds its Idempotency-Key before a retry may take it over; at least CHAT_TURN_ATTEMPTS x AZURE_OPENAI_TIMEOUT_MS + 60 s, the longest a turn can run.',
+      'How long a running request holds its Idempotency-Key before a retry may take it over (renewed before a model call once a third has passed); at least 1.5 x (AZURE_OPENAI_TIMEOUT_MS + CHAT_TOOL_TIMEOUT_MS) + 60 s.',
     default: '420',
     example: '600',
   },
@@ -632,15 +632,18 @@ const schema = z
           'must always fit the one storage transaction (4 MiB) that stores it beside the user message, or a paid reply would be lost',
       });
     }
-    const longestTurnMs = env.CHAT_TURN_ATTEMPTS * env.AZURE_OPENAI_TIMEOUT_MS + LEASE_MARGIN_MS;
-    if (env.IDEMPOTENCY_LEASE_SECONDS * 1000 < longestTurnMs) {
+    // A turn renews its lease before a model call once a third of it has passed: the lease must outlast that third
+    // plus the longest stretch without such a check, one model call and one round of tools.
+    const leaseNeededMs = Math.ceil(1.5 * (env.AZURE_OPENAI_TIMEOUT_MS + env.CHAT_TOOL_TIMEOUT_MS)) + LEASE_MARGIN_MS;
+    if (env.IDEMPOTENCY_LEASE_SECONDS * 1000 < leaseNeededMs) {
       ctx.addIssue({
         code: 'custom',
         path: ['IDEMPOTENCY_LEASE_SECONDS'],
         message:
-          `must be at least ${Math.ceil(longestTurnMs / 1000)} (CHAT_TURN_ATTEMPTS ${env.CHAT_TURN_ATTEMPTS} x AZURE_OPENAI_TIMEOUT_MS ` +
-          `${env.AZURE_OPENAI_TIMEOUT_MS} + ${LEASE_MARGIN_MS / 1000} s), the longest a turn can run: a shorter lease lets a retry ` +
-          'take over a key whose first request is still calling the model',
+          `must be at least ${Math.ceil(leaseNeededMs / 1000)} (1.5 x (AZURE_OPENAI_TIMEOUT_MS ${env.AZURE_OPENAI_TIMEOUT_MS} + ` +
+          `CHAT_TOOL_TIMEOUT_MS ${env.CHAT_TOOL_TIMEOUT_MS}) + ${LEASE_MARGIN_MS / 1000} s): a turn renews its lease before a model ` +
+          'call once a third of it has passed, and a shorter lease could run out between two renewals, letting a retry take ' +
+          'over a key whose first request is still calling the model',
       });
     }
     if (env.CHAT_TOOLS.includes('http_lookup')) {

@@ -679,6 +679,37 @@ export class TableConversationStore implements ConversationStore {
     });
   }
 
+  renewIdempotent(
+    owner: Caller,
+    conversationId: string,
+    key: string,
+    claim: IdempotencyClaim,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyClaim> {
+    return this.guard(async () => {
+      const partitionKey = conversationPartition(owner, conversationId);
+      const rowKey = idempotencyRow(key);
+      const leaseUntil = options.now.getTime() + options.leaseMs;
+      const renewId = randomUUID();
+      try {
+        const renewed = await this.table.updateEntity(
+          { partitionKey, rowKey, renewId, leaseUntil: { type: 'Double', value: leaseUntil } },
+          'Merge',
+          { etag: claim.token },
+        );
+        return { token: requireEtag(renewed.etag) };
+      } catch (error) {
+        if (!hasStatus(error, 412) && !hasStatus(error, 404)) throw error;
+        // An SDK retry of an update that did commit meets its own lease: still ours.
+        const current = await this.readEntity(partitionKey, rowKey, ['state', 'renewId']);
+        if (current?.['state'] === 'pending' && current['renewId'] === renewId) {
+          return { token: requireEtag(current.etag) };
+        }
+        throw new ClaimLost();
+      }
+    });
+  }
+
   releaseIdempotent(owner: Caller, conversationId: string, key: string, claim: IdempotencyClaim): Promise<void> {
     return this.guard(async () => {
       if (!isValidKeyValue(conversationId)) return;

@@ -307,6 +307,17 @@ export interface ConversationStore {
     requestHash: string,
     options: { now: Date; leaseMs: number; takeOver?: boolean },
   ): Promise<IdempotencyBegin>;
+  /**
+   * Extends a held claim's lease to `now + leaseMs` (a long turn keeps its key), answering the claim to hold from now
+   * on. Throws ClaimLost when the claim was taken over: the turn must stop, a retry owns the key.
+   */
+  renewIdempotent(
+    owner: Caller,
+    conversationId: string,
+    key: string,
+    claim: IdempotencyClaim,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyClaim>;
   /** Releases a claim after a failed turn, so the client may retry with the same key. */
   releaseIdempotent(owner: Caller, conversationId: string, key: string, claim: IdempotencyClaim): Promise<void>;
   /** Throws when storage does not answer. */

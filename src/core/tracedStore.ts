@@ -36,6 +36,7 @@ const STORE_METHODS = {
   getPendingTurn: true,
   cancelPendingTurn: true,
   beginIdempotent: true,
+  renewIdempotent: true,
   releaseIdempotent: true,
   ping: true,
 } as const satisfies Record<keyof ConversationStore, true>;

@@ -144,6 +144,8 @@ interface TurnState {
   settlements: Promise<void>[];
   calls: PromptCount[];
   plan?: ContextPlan;
+  /** Renews the turn's idempotency lease when due (before each model call); absent without an Idempotency-Key. */
+  keepLease?: () => Promise<void>;
   /** The deployment that answered the last model call: its encoding counts what is stored. */
   deployment?: ModelDeployment;
   /** Where the first call's window started (stable-prefix trimming): every later call of the turn keeps it. */
@@ -239,11 +241,12 @@ export class TurnRunner {
 
   private async run(input: TurnInput, interactive: boolean, signal?: AbortSignal): Promise<TurnOutcome> {
     this.rejectSpecialTokens(input);
-    return this.withIdempotency(input, hashTurnRequest(input), async (claim) => {
+    return this.withIdempotency(input, hashTurnRequest(input), async (claim, keepLease) => {
       const user = this.userMessage(input);
       const call = this.completeCall(signal);
       for (let attempt = 1; ; attempt++) {
         const state = await this.begin(input, user, attempt === 1, interactive);
+        state.keepLease = keepLease;
         const outcome = await this.runLoop(state, call, {}, signal);
         try {
           return await this.finish(state, outcome, { input, claim });
@@ -272,8 +275,9 @@ export class TurnRunner {
     return this.withIdempotency(
       input,
       hashTurnRequest(input),
-      async (claim) => {
+      async (claim, keepLease) => {
         const state = await this.begin(input, this.userMessage(input), true, true);
+        state.keepLease = keepLease;
         return this.streamed(state, handlers, signal, (outcome) => this.finish(state, outcome, { input, claim }));
       },
       handlers.onReplay,
@@ -304,10 +308,11 @@ export class TurnRunner {
     return this.withIdempotency(
       input,
       hashToolResults(input),
-      async (claim) => {
+      async (claim, keepLease) => {
         const call = this.completeCall(signal);
         for (let attempt = 1; ; attempt++) {
           const state = await this.resume(input, attempt === 1);
+          state.keepLease = keepLease;
           const finish = (outcome: LoopOutcome) => this.finish(state, outcome, { input, claim, resumed: true });
           // Streamed deltas cannot be taken back: a lost race ends in conversation_busy, as for stream().
           if (handlers) return this.streamed(state, handlers, signal, finish);
@@ -542,6 +547,7 @@ export class TurnRunner {
     call: () => Promise<{ value: Completion; deployment: ModelDeployment }>,
   ): Promise<{ completion: CountedCompletion; deployment: ModelDeployment }> {
     const { limiter, clock, settings, log } = this.deps;
+    await state.keepLease?.();
     const reservation = await limiter.admit(state.caller, clock.now(), {
       reserveTokens: planned.promptTokens + settings.maxResponseTokens,
       countRequest: false,
@@ -614,6 +620,7 @@ export class TurnRunner {
    */
   private async summaryCall(state: TurnState, request: CompletionRequest, promptTokens: number): Promise<Completion> {
     const { limiter, clock, settings, log } = this.deps;
+    await state.keepLease?.();
     const reservation = await limiter.admit(state.caller, clock.now(), {
       reserveTokens: promptTokens + settings.summary.maxTokens,
       countRequest: false,
@@ -876,7 +883,7 @@ export class TurnRunner {
   private async withIdempotency(
     input: { caller: Caller; conversationId: string; idempotencyKey?: string; reclaimAbandoned?: boolean },
     requestHash: string,
-    run: (claim: IdempotencyClaim | undefined) => Promise<TurnOutcome>,
+    run: (claim: IdempotencyClaim | undefined, keepLease?: () => Promise<void>) => Promise<TurnOutcome>,
     onReplay?: (result: TurnOutcome) => void,
   ): Promise<TurnOutcome> {
     const key = input.idempotencyKey;
@@ -900,12 +907,28 @@ export class TurnRunner {
       onReplay?.(replay);
       return replay;
     }
+    // A long turn (tool rounds, slow calls) renews its lease before a model call once a third of it has passed, so a
+    // retry cannot take the key over while the turn still runs; a claim lost anyway stops the turn (ClaimLost).
+    const claim = begun.claim;
+    let renewedAt = claimedAt;
+    const keepLease = async () => {
+      const now = clock.now();
+      if (now.getTime() - renewedAt < settings.idempotencyLeaseMs / 3) return;
+      const renewed = await store.renewIdempotent(input.caller, input.conversationId, key, claim, {
+        now,
+        leaseMs: settings.idempotencyLeaseMs,
+      });
+      claim.token = renewed.token;
+      renewedAt = now.getTime();
+    };
     try {
-      return await run(begun.claim);
+      return await run(claim, keepLease);
     } catch (error) {
       // Nothing was stored: free the key so the client's retry runs the turn again. When storage does not answer,
       // keep trying in the background: the client was told to retry shortly, and nothing runs under this claim.
-      const release = () => store.releaseIdempotent(input.caller, input.conversationId, key, begun.claim);
+      const release = () => store.releaseIdempotent(input.caller, input.conversationId, key, claim);
+      // A claim taken over is not ours to release: the request that holds it now answers the client.
+      if (error instanceof ClaimLost) throw new IdempotencyInProgressError(CLAIM_LOST);
       await release().catch((releaseError: unknown) => {
         this.deps.log.warn(`Could not release an idempotency key after a failed turn: ${String(releaseError)}`);
         this.releases.add(releaseId, release, claimedAt + settings.idempotencyLeaseMs);

@@ -249,6 +249,23 @@ export class MemoryStore implements ConversationStore {
     return entry;
   }
 
+  renewals = 0;
+
+  async renewIdempotent(
+    owner: Caller,
+    id: string,
+    key: string,
+    claim: IdempotencyClaim,
+    options: { now: Date; leaseMs: number },
+  ): Promise<IdempotencyClaim> {
+    const record = this.find(owner, id)?.idempotency.get(key);
+    if (!record || record.state !== 'pending' || record.token !== claim.token) throw new ClaimLost();
+    this.renewals++;
+    record.token = this.nextVersion();
+    record.leaseUntil = options.now.getTime() + options.leaseMs;
+    return { token: record.token };
+  }
+
   async releaseIdempotent(owner: Caller, id: string, key: string, claim: IdempotencyClaim): Promise<void> {
     const found = this.find(owner, id) ?? this.orphans.get(this.key(owner, id));
     if (found?.idempotency.get(key)?.token === claim.token) found.idempotency.delete(key);

@@ -92,27 +92,28 @@ describe('loadConfig', () => {
     }
   });
 
-  it('refuses an idempotency lease shorter than the longest turn, and its defaults pass', () => {
+  it('refuses an idempotency lease that could run out between two renewals, and its defaults pass', () => {
     const found = problems({
       ...minimal,
       IDEMPOTENCY_LEASE_SECONDS: '10',
       AZURE_OPENAI_TIMEOUT_MS: '15000',
-      CHAT_TURN_ATTEMPTS: '3',
+      CHAT_TOOL_TIMEOUT_MS: '5000',
     }).join('\n');
     assert.match(
       found,
-      /^IDEMPOTENCY_LEASE_SECONDS: must be at least 105 \(CHAT_TURN_ATTEMPTS 3 x AZURE_OPENAI_TIMEOUT_MS 15000/m,
+      /^IDEMPOTENCY_LEASE_SECONDS: must be at least 90 \(1\.5 x \(AZURE_OPENAI_TIMEOUT_MS 15000 \+ CHAT_TOOL_TIMEOUT_MS 5000\)/m,
     );
     const defaults = loadConfig(minimal);
     assert.ok(
-      defaults.chat.idempotencyLeaseMs >= defaults.chat.turnAttempts * defaults.model.timeoutMs + 60_000,
-      `lease ${defaults.chat.idempotencyLeaseMs} ms vs ${defaults.chat.turnAttempts} x ${defaults.model.timeoutMs} ms`,
+      (defaults.chat.idempotencyLeaseMs * 2) / 3 >= defaults.model.timeoutMs + defaults.tools.timeoutMs,
+      `lease ${defaults.chat.idempotencyLeaseMs} ms vs ${defaults.model.timeoutMs} ms`,
     );
     assert.equal(
-      problems({ ...minimal, IDEMPOTENCY_LEASE_SECONDS: '419' }).length,
+      problems({ ...minimal, IDEMPOTENCY_LEASE_SECONDS: '254' }).length,
       1,
-      'the default timeout needs 420 s',
+      'the default timeouts need 255 s',
     );
+    assert.doesNotThrow(() => loadConfig({ ...minimal, IDEMPOTENCY_LEASE_SECONDS: '255' }));
   });
 
   it('requires storage, and the jwt settings in jwt mode', () => {

@@ -792,6 +792,29 @@ describe('idempotency', () => {
     assert.deepEqual((await store.getPendingTurn(alice, created.id))?.awaiting, pending('call_2').awaiting);
   });
 
+  test('a renewed lease keeps the key from a retry; a claim taken over cannot renew', async () => {
+    const created = await store.create(alice, newConversation());
+    const first = await store.beginIdempotent(alice, created.id, 'key-4', 'hash-a', { now, leaseMs: 10_000 });
+    assert.ok(first.state === 'claimed');
+    const renewed = await store.renewIdempotent(alice, created.id, 'key-4', first.claim, {
+      now: new Date(now.getTime() + 8_000),
+      leaseMs: 10_000,
+    });
+    assert.notEqual(renewed.token, first.claim.token);
+    // Past the first lease, inside the renewed one: still held.
+    const during = { now: new Date(now.getTime() + 15_000), leaseMs: 10_000 };
+    assert.equal((await store.beginIdempotent(alice, created.id, 'key-4', 'hash-a', during)).state, 'in_progress');
+    await assert.rejects(
+      store.renewIdempotent(alice, created.id, 'key-4', first.claim, during),
+      ClaimLost,
+      'the old token no longer holds it',
+    );
+    // Past the renewed lease a retry takes it over, and the renewed claim is lost.
+    const after = { now: new Date(now.getTime() + 30_000), leaseMs: 10_000 };
+    assert.equal((await store.beginIdempotent(alice, created.id, 'key-4', 'hash-a', after)).state, 'claimed');
+    await assert.rejects(store.renewIdempotent(alice, created.id, 'key-4', renewed, after), ClaimLost);
+  });
+
   test('creates retried after committing (a lost response) still claim, and still create', async () => {
     const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
       allowInsecureConnection: true,

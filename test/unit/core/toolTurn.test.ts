@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { Conversations } from '../../../src/core/conversations';
 import {
   ClientToolsNotAllowedError,
+  IdempotencyInProgressError,
   InvalidToolResultsError,
   NoPendingTurnError,
   ToolResultsPendingError,
@@ -311,6 +312,44 @@ describe('tool turns', () => {
     for (const message of pending.messages.filter((entry) => entry.role === 'tool')) {
       assert.match(message.content, /\[tool output truncated: first \d+ of 60000 characters\]$/);
     }
+  });
+
+  it('renews the Idempotency-Key lease of a turn whose tool rounds outlast a third of it', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    // Each tool call takes 25 s of the 60 s lease.
+    const slow = tool('slow', async () => {
+      now += 25_000;
+      return 'ok';
+    });
+    const { turns, model, store, conversationId } = await setup([slow], { clock: { now: () => new Date(now) } });
+    model.answers.push({ toolCalls: [call('c1', 'slow')] }, { toolCalls: [call('c2', 'slow')] }, { content: 'Done.' });
+
+    const result = await turns.send({ caller: alice, conversationId, content: 'slowly', idempotencyKey: 'k1' });
+
+    assert.equal(result.message.content, 'Done.');
+    assert.equal(store.renewals, 2, 'renewed before the second and the third model call');
+  });
+
+  it('stops a turn whose key was taken over between two rounds: the model is not called again', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    let store: MemoryStore | undefined;
+    const stolen = tool('stolen', async () => {
+      now += 30_000;
+      // A retry took the key over meanwhile (the claim's token is no longer ours).
+      const entry = [...store!.conversations.values()].find((candidate) => candidate.idempotency.has('k2'));
+      entry!.idempotency.get('k2')!.token = 'the-retry';
+      return 'ok';
+    });
+    const fakes = await setup([stolen], { clock: { now: () => new Date(now) } });
+    store = fakes.store;
+    fakes.model.answers.push({ toolCalls: [call('c1', 'stolen')] }, { content: 'Never asked.' });
+
+    await assert.rejects(
+      fakes.turns.send({ caller: alice, conversationId: fakes.conversationId, content: 'go', idempotencyKey: 'k2' }),
+      IdempotencyInProgressError,
+    );
+    assert.equal(fakes.model.requests.length, 1, 'no model call after the claim was lost');
+    assert.deepEqual(stored(fakes.store, fakes.conversationId), []);
   });
 
   it('offers only the tools the conversation chose', async () => {
