@@ -332,16 +332,16 @@ describe('tool turns', () => {
 
   it('stops a turn whose key was taken over between two rounds: the model is not called again', async () => {
     let now = Date.parse('2026-01-01T00:00:00Z');
-    let store: MemoryStore | undefined;
+    const held: { store?: MemoryStore } = {};
     const stolen = tool('stolen', async () => {
       now += 30_000;
       // A retry took the key over meanwhile (the claim's token is no longer ours).
-      const entry = [...store!.conversations.values()].find((candidate) => candidate.idempotency.has('k2'));
+      const entry = [...held.store!.conversations.values()].find((candidate) => candidate.idempotency.has('k2'));
       entry!.idempotency.get('k2')!.token = 'the-retry';
       return 'ok';
     });
     const fakes = await setup([stolen], { clock: { now: () => new Date(now) } });
-    store = fakes.store;
+    held.store = fakes.store;
     fakes.model.answers.push({ toolCalls: [call('c1', 'stolen')] }, { content: 'Never asked.' });
 
     await assert.rejects(
