@@ -451,7 +451,8 @@ export class TurnRunner {
         started = true;
         handlers.onStart({
           conversationId: state.conversation.id,
-          messageId: messageId(state.conversation.messageCount + 2),
+          // The model's first message of this call (a resumed turn already holds its earlier messages and results).
+          messageId: messageId(state.conversation.messageCount + 2 + state.messages.length),
           promptTokens: state.plan?.promptTokens ?? 0,
           droppedTurns: state.plan?.droppedTurns ?? 0,
         });
@@ -940,6 +941,21 @@ export class TurnRunner {
   private async replay(input: { caller: Caller; conversationId: string }, record: TurnRecord): Promise<TurnOutcome> {
     if (record.requiresAction) {
       const { turnId, toolCalls, expiresAt } = record.requiresAction;
+      // Only while that turn still waits: a paused turn answered, cancelled or expired is not offered again.
+      const conversation = await this.deps.store.get(input.caller, input.conversationId);
+      if (!conversation) throw conversationNotFound();
+      const waiting =
+        conversation.pending?.id === turnId && !this.expired(conversation.pending.expiresAt)
+          ? await this.deps.store.getPendingTurn(input.caller, input.conversationId)
+          : undefined;
+      // A turn that paused again under the same id awaits other calls now: this answer is stale as well.
+      const same = waiting?.awaiting.map((call) => call.id).join() === toolCalls.map((call) => call.id).join();
+      if (!same) {
+        throw new NoPendingTurnError(
+          `The turn this Idempotency-Key started (${turnId}) is no longer waiting for tool results: it was answered, ` +
+            'cancelled or it expired. GET the conversation for its outcome, or send the message again with a new key.',
+        );
+      }
       return {
         status: 'requires_action',
         conversationId: record.conversationId,

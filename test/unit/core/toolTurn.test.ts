@@ -435,6 +435,51 @@ describe('client tools', () => {
     );
   });
 
+  it('a streamed continuation names, in turn.started, the id its reply is stored under', async () => {
+    const { turns, model, conversationId } = await setup([], { create: { clientTools } });
+    model.answers.push({ toolCalls: [call('p1', 'pick_date')] });
+    assert.equal(
+      (await turns.converse({ caller: alice, conversationId, content: 'book it' })).status,
+      'requires_action',
+    );
+    model.answers.push({ content: 'Booked.' });
+    const started: string[] = [];
+    const done = await turns.submitToolResults(
+      { caller: alice, conversationId, results: [{ toolCallId: 'p1', output: 'Friday' }] },
+      undefined,
+      { onStart: (info) => started.push(info.messageId), onDelta: () => {}, onReplay: () => {} },
+    );
+    assert.equal(done.status, 'completed');
+    if (done.status !== 'completed') return;
+    assert.deepEqual(started, [done.message.id]);
+  });
+
+  it('replays a paused answer to a retry only while that turn still waits for those calls', async () => {
+    const { turns, model, conversationId } = await setup([], { create: { clientTools } });
+    model.answers.push({ toolCalls: [call('p1', 'pick_date')] });
+    const send = () => turns.converse({ caller: alice, conversationId, content: 'book it', idempotencyKey: 'k-orig' });
+    const paused = await send();
+    assert.equal(paused.status, 'requires_action');
+    const again = await send();
+    assert.equal(again.replayed, true);
+    assert.equal(again.status, 'requires_action');
+
+    // Continued, and paused again under the same turn id for another call: the first answer is stale.
+    model.answers.push({ toolCalls: [call('p2', 'pick_date')] });
+    const repaused = await turns.submitToolResults({
+      caller: alice,
+      conversationId,
+      results: [{ toolCallId: 'p1', output: 'Friday' }],
+    });
+    assert.equal(repaused.status, 'requires_action');
+    await assert.rejects(send(), NoPendingTurnError);
+
+    model.answers.push({ content: 'Booked.' });
+    await turns.submitToolResults({ caller: alice, conversationId, results: [{ toolCallId: 'p2', output: '10:00' }] });
+    await assert.rejects(send(), NoPendingTurnError);
+    assert.equal(model.requests.length, 3, 'no retry called the model');
+  });
+
   it('expires: after CHAT_PENDING_TURN_SECONDS a new message is taken and the paused turn is gone', async () => {
     let now = Date.parse('2026-01-01T00:00:00Z');
     const { turns, model, store, conversationId } = await setup([], {
