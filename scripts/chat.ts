@@ -6,9 +6,11 @@
  *   npm run chat -- [--url http://localhost:7071/api] [--conversation <id>] [--key <function key>] [--token <jwt>]
  *
  * Commands: /new (a new conversation), /history (the stored messages), /tools (the conversation's tools and any turn
- * waiting for client-tool results), /help, /exit. Everything here except `main`
+ * waiting for client-tool results), /result <toolCallId> <output> and /cancel (answer or cancel that turn), /help,
+ * /exit. Everything here except `main`
  * is a pure helper or takes its I/O as a parameter, so the unit tests drive it with fakes.
  */
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -247,6 +249,16 @@ export interface ChatBackend {
   ): Promise<ReplySummary>;
   /** The conversation's tools and its pending turn (/tools). */
   tools?(id: string): Promise<ToolsInfo>;
+  /** Posts client-tool results for the waiting turn (/result) and streams the continued turn like `send`. */
+  submitToolResults?(
+    id: string,
+    results: { toolCallId: string; output: unknown }[],
+    onDelta: (text: string) => void,
+    signal?: AbortSignal,
+    onTool?: (line: string) => void,
+  ): Promise<ReplySummary>;
+  /** Cancels the waiting turn (/cancel). */
+  cancelPendingTurn?(id: string): Promise<void>;
 }
 
 type TurnResultBody =
@@ -321,9 +333,40 @@ export class ChatApi implements ChatBackend {
     signal?: AbortSignal,
     onTool?: (line: string) => void,
   ): Promise<ReplySummary> {
-    const response = await this.request('POST', `/conversations/${encodeURIComponent(id)}/messages`, {
-      body: { content },
+    return this.turn(`/conversations/${encodeURIComponent(id)}/messages`, { content }, onDelta, signal, onTool);
+  }
+
+  async submitToolResults(
+    id: string,
+    results: { toolCallId: string; output: unknown }[],
+    onDelta: (text: string) => void,
+    signal?: AbortSignal,
+    onTool?: (line: string) => void,
+  ): Promise<ReplySummary> {
+    const path = `/conversations/${encodeURIComponent(id)}/tool-results`;
+    // A key of its own, as the API asks: a repeated post would continue the turn once.
+    return this.turn(path, { results }, onDelta, signal, onTool, { 'idempotency-key': randomUUID() });
+  }
+
+  async cancelPendingTurn(id: string): Promise<void> {
+    const response = await this.request('DELETE', `/conversations/${encodeURIComponent(id)}/pending-turn`, {});
+    if (!response.ok) await this.parse(response);
+    else await response.body?.cancel();
+  }
+
+  /** One turn request, streamed when the server streams; what the turn answered, printed as it arrives. */
+  private async turn(
+    path: string,
+    body: unknown,
+    onDelta: (text: string) => void,
+    signal: AbortSignal | undefined,
+    onTool: ((line: string) => void) | undefined,
+    headers: Record<string, string> = {},
+  ): Promise<ReplySummary> {
+    const response = await this.request('POST', path, {
+      body,
       accept: 'text/event-stream, application/json;q=0.9',
+      headers,
       ...(signal ? { signal } : {}),
     });
     const contentType = response.headers.get('content-type') ?? '';
@@ -358,9 +401,9 @@ export class ChatApi implements ChatBackend {
   private async request(
     method: string,
     path: string,
-    options: { body?: unknown; accept?: string; signal?: AbortSignal },
+    options: { body?: unknown; accept?: string; signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Response> {
-    const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
+    const headers: Record<string, string> = { accept: options.accept ?? 'application/json', ...options.headers };
     if (options.body !== undefined) headers['content-type'] = 'application/json';
     if (this.options.key) headers['x-functions-key'] = this.options.key;
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
@@ -494,6 +537,9 @@ export type Command =
   | { kind: 'new' }
   | { kind: 'history' }
   | { kind: 'tools' }
+  | { kind: 'result'; toolCallId: string; output: unknown }
+  | { kind: 'cancel' }
+  | { kind: 'usage'; help: string }
   | { kind: 'help' }
   | { kind: 'exit' }
   | { kind: 'empty' }
@@ -511,6 +557,14 @@ export function parseCommand(line: string): Command {
       return { kind: 'history' };
     case '/tools':
       return { kind: 'tools' };
+    case '/cancel':
+      return { kind: 'cancel' };
+    case '/result': {
+      // `/result <toolCallId> <output>`: the output as JSON when it is JSON, else as the text typed.
+      const match = /^\/result\s+(\S+)\s+([\s\S]+)$/i.exec(trimmed);
+      if (!match) return { kind: 'usage', help: 'Usage: /result <toolCallId> <output> (JSON or text).' };
+      return { kind: 'result', toolCallId: match[1]!, output: parseOutput(match[2]!.trim()) };
+    }
     case '/help':
       return { kind: 'help' };
     case '/exit':
@@ -523,6 +577,14 @@ export function parseCommand(line: string): Command {
 
 export const COMMANDS_HELP =
   '/new starts a new conversation, /history prints its messages, /tools lists its tools, /exit quits.';
+
+function parseOutput(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
 
 export function formatTools(info: ToolsInfo): string {
   const lines = [
@@ -537,7 +599,8 @@ export function formatPending(pending: NonNullable<ToolsInfo['pending']>): strin
   const calls = pending.toolCalls.map((call) => `${call.name}(${call.arguments}) [${call.id}]`);
   return (
     `turn ${pending.turnId} waits for client-tool results until ${pending.expiresAt}: ${calls.join(', ')}. ` +
-    'Your app posts them to /conversations/{id}/tool-results, or DELETE /conversations/{id}/pending-turn cancels it.'
+    'Your app posts them to /conversations/{id}/tool-results (here: /result <toolCallId> <output>), or DELETE ' +
+    '/conversations/{id}/pending-turn cancels it (here: /cancel).'
   );
 }
 
@@ -633,6 +696,21 @@ export class ChatSession {
         case 'message':
           await this.send(command.content, signal);
           break;
+        case 'usage':
+          this.out.error(command.help);
+          break;
+        case 'result':
+          if (this.conversationId) await this.submitResult(command.toolCallId, command.output, signal);
+          break;
+        case 'cancel':
+          if (this.conversationId) {
+            if (!this.backend.cancelPendingTurn) this.out.error('This backend cannot cancel a waiting turn.');
+            else {
+              await this.backend.cancelPendingTurn(this.conversationId);
+              this.out.write('The waiting turn was cancelled; nothing of it was stored.\n');
+            }
+          }
+          break;
       }
     } catch (error) {
       this.report(error);
@@ -648,17 +726,34 @@ export class ChatSession {
 
   private async send(content: string, signal?: AbortSignal): Promise<void> {
     if (!this.conversationId) await this.startNew();
+    await this.printTurn((onDelta, onTool) =>
+      this.backend.send(this.conversationId!, content, onDelta, signal, onTool),
+    );
+  }
+
+  /** Answers one call of the waiting turn; the continued turn prints like a reply. */
+  private async submitResult(toolCallId: string, output: unknown, signal?: AbortSignal): Promise<void> {
+    const submit = this.backend.submitToolResults?.bind(this.backend);
+    if (!submit) {
+      this.out.error('This backend cannot post tool results.');
+      return;
+    }
+    const id = this.conversationId!;
+    await this.printTurn((onDelta, onTool) => submit(id, [{ toolCallId, output }], onDelta, signal, onTool));
+  }
+
+  /** Prints a turn as it arrives: deltas after `assistant> `, tool lines on their own, then usage or the wait. */
+  private async printTurn(
+    run: (onDelta: (text: string) => void, onTool: (line: string) => void) => Promise<ReplySummary>,
+  ): Promise<void> {
     let printed = false;
     try {
-      const reply = await this.backend.send(
-        this.conversationId!,
-        content,
+      const reply = await run(
         (text) => {
           if (!printed) this.out.write('assistant> ');
           printed = true;
           this.out.write(text);
         },
-        signal,
         (line) => {
           if (printed) this.out.write('\n');
           printed = false;

@@ -464,6 +464,79 @@ describe('tools in the console', () => {
     assert.deepEqual(reply.requiresAction?.toolCalls, paused.toolCalls);
   });
 
+  it('/result answers a waiting call (JSON or text) and prints the continued turn; /cancel cancels it', async () => {
+    assert.deepEqual(parseCommand('/result call_2 {"slot": "Friday"}'), {
+      kind: 'result',
+      toolCallId: 'call_2',
+      output: { slot: 'Friday' },
+    });
+    assert.deepEqual(parseCommand('/result call_2 Friday at ten'), {
+      kind: 'result',
+      toolCallId: 'call_2',
+      output: 'Friday at ten',
+    });
+    assert.equal(parseCommand('/result').kind, 'usage');
+    assert.deepEqual(parseCommand('/cancel'), { kind: 'cancel' });
+
+    const posted: unknown[] = [];
+    let cancelled = 0;
+    const { backend } = fakeBackend({
+      async submitToolResults(id, results, onDelta) {
+        posted.push({ id, results });
+        onDelta('Booked.');
+        return {
+          content: 'Booked.',
+          finishReason: 'stop',
+          usage: { promptTokens: 30, completionTokens: 2, totalTokens: 32 },
+          droppedTurns: 0,
+        };
+      },
+      async cancelPendingTurn() {
+        cancelled += 1;
+      },
+    });
+    const io = capture();
+    const session = new ChatSession(backend, io.out);
+    await session.start();
+    await session.handle('/result call_2 {"slot":"Friday"}');
+    assert.deepEqual(posted, [{ id: 'conv1', results: [{ toolCallId: 'call_2', output: { slot: 'Friday' } }] }]);
+    assert.match(io.text(), /assistant> Booked\.\n\(tokens: 30 prompt \+ 2 completion = 32; turns dropped: 0\)\n$/);
+    await session.handle('/cancel');
+    assert.equal(cancelled, 1);
+    assert.match(io.text(), /The waiting turn was cancelled; nothing of it was stored\.\n$/);
+    await session.handle('/result');
+    assert.deepEqual(io.errors, ['Usage: /result <toolCallId> <output> (JSON or text).']);
+  });
+
+  it('ChatApi posts tool results with an Idempotency-Key to the stream route, and cancels with DELETE', async () => {
+    const { fetch, requests } = cannedFetch([
+      () =>
+        eventStream([
+          'event: turn.started\ndata: {}\n\n',
+          'event: message.delta\ndata: {"content":"Booked."}\n\n',
+          `event: turn.completed\ndata: ${JSON.stringify({ ...turnResult, status: 'completed' })}\n\n`,
+        ]),
+      () => new Response(null, { status: 204 }),
+    ]);
+    const api = new ChatApi({ url: 'http://api.test/api', fetch });
+    const deltas: string[] = [];
+    const reply = await api.submitToolResults('c1', [{ toolCallId: 'call_2', output: 'Friday' }], (text) =>
+      deltas.push(text),
+    );
+    assert.deepEqual(deltas, ['Booked.']);
+    assert.equal(reply.finishReason, 'stop');
+    assert.equal(requests[0]!.url, 'http://api.test/api/conversations/c1/tool-results');
+    const headers = requests[0]!.init.headers as Record<string, string>;
+    assert.match(headers['idempotency-key'] ?? '', /^[0-9a-f-]{36}$/);
+    assert.match(headers.accept ?? '', /^text\/event-stream/);
+    assert.deepEqual(JSON.parse(String(requests[0]!.init.body)), {
+      results: [{ toolCallId: 'call_2', output: 'Friday' }],
+    });
+    await api.cancelPendingTurn('c1');
+    assert.equal(requests[1]!.url, 'http://api.test/api/conversations/c1/pending-turn');
+    assert.equal(requests[1]!.init.method, 'DELETE');
+  });
+
   it('/tools lists the server and client tools and a waiting turn', async () => {
     assert.deepEqual(parseCommand('/tools'), { kind: 'tools' });
     const text = formatTools({
