@@ -41,8 +41,8 @@ export interface BytePairEncoder {
 }
 
 export interface BytePairStats {
-  /** Pieces merged with the heap (pieces longer than SCAN_MAX_BYTES that are not a token themselves). */
-  heapPieces: number;
+  /** Pieces merged with the bucket queue (pieces longer than SCAN_MAX_BYTES that are not a token themselves). */
+  queuePieces: number;
   /** Pieces merged by scanning (short pieces that are not a token themselves). */
   scanPieces: number;
 }
@@ -52,6 +52,9 @@ export const SCAN_MAX_BYTES = 16;
 
 /** Bytes of piece whose working arrays are kept between calls (a few hundred KB). */
 const KEPT_SCRATCH_BYTES = 8192;
+
+/** Positions of one rank filtered (and so loaded) at a time before they are merged. */
+const FILTER_CHUNK = 256;
 
 /** Pieces this short are looked up whole without first asking how long the longest token is. */
 const SURELY_TOKEN_BYTES = 64;
@@ -81,17 +84,20 @@ export function createBytePairEncoder(
   }
   // textMap is keyed by rank: as many entries as rankMap means no rank is shared by two byte strings.
   if (tables.rankMap.size !== tables.textMap.size) return undefined;
+  let rankCount = 0;
   for (const rank of tables.textMap.keys()) {
     if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) return undefined;
+    if (rank >= rankCount) rankCount = rank + 1;
   }
-  return new HeapBytePairEncoder(tables, byteRanks, pattern, specialTokens);
+  return new QueueBytePairEncoder(tables, byteRanks, rankCount, pattern, specialTokens);
 }
 
-class HeapBytePairEncoder implements BytePairEncoder {
-  readonly stats: BytePairStats = { heapPieces: 0, scanPieces: 0 };
+class QueueBytePairEncoder implements BytePairEncoder {
+  readonly stats: BytePairStats = { queuePieces: 0, scanPieces: 0 };
   private readonly pieces: RegExp;
   private readonly specialPattern: RegExp | undefined;
   private readonly pairs: PairRanks;
+  private readonly queue: RankBuckets;
   private maxTokenBytes = -1;
   /** Kept between pieces up to this size; a longer piece gets arrays of its own, freed after it (~40 bytes a byte). */
   private readonly scratch = new Scratch(KEPT_SCRATCH_BYTES);
@@ -99,6 +105,7 @@ class HeapBytePairEncoder implements BytePairEncoder {
   constructor(
     private readonly tables: RankTables,
     private readonly byteRanks: Int32Array,
+    rankCount: number,
     pattern: string,
     private readonly specialTokens: Readonly<Record<string, number>>,
   ) {
@@ -106,6 +113,7 @@ class HeapBytePairEncoder implements BytePairEncoder {
     const specials = Object.keys(specialTokens);
     this.specialPattern = specials.length > 0 ? new RegExp(specials.map(escapeRegex).join('|'), 'g') : undefined;
     this.pairs = new PairRanks(tables);
+    this.queue = new RankBuckets(rankCount);
   }
 
   encode(text: string, allowedSpecial?: ReadonlySet<string>): number[] {
@@ -172,8 +180,8 @@ class HeapBytePairEncoder implements BytePairEncoder {
       this.stats.scanPieces++;
       this.scanMerge(length, scratch, ids);
     } else {
-      this.stats.heapPieces++;
-      this.heapMerge(length, scratch, ids);
+      this.stats.queuePieces++;
+      this.queueMerge(length, scratch, ids);
     }
   }
 
@@ -219,103 +227,278 @@ class HeapBytePairEncoder implements BytePairEncoder {
     for (let index = 0; index < parts; index++) ids.push(tokens[index]!);
   }
 
-  /** The same rule in O(n log n): a linked list of parts and a heap of pair ranks, stale entries skipped. */
-  private heapMerge(length: number, scratch: Scratch, ids: number[]): void {
-    const { bytes, tokens, pairRanks, next, prev } = scratch;
-    const heap = scratch.heap;
+  /**
+   * The same rule in O(n log n), pair ranks in a bucket queue: a linked list of parts, and for every rank the
+   * positions of the pairs that had it when they were formed. Ranks are taken lowest first; a rank's positions are
+   * sorted and merged left to right. A merge makes two new pairs: one of a higher rank goes to its bucket; one of a
+   * rank not above the current (rare, but tables allow it) goes to a small heap of `rank * 2^32 + position` keys
+   * that is always emptied before the next position of the current rank. Entries of pairs that have since changed
+   * are skipped when they surface (lazy invalidation, as in the library's terms: a pair is current when the rank
+   * recorded for its position is still its rank; the bytes a position pairs only ever grow, and ranks are distinct
+   * per byte string, so a rank never comes back to a position).
+   */
+  private queueMerge(length: number, scratch: Scratch, ids: number[]): void {
+    const { bytes, parts, order } = scratch;
+    const queue = this.queue;
+    const low = scratch.low;
     const byteRanks = this.byteRanks;
     const pairs = this.pairs;
+    // parts[4i]: token of the part starting at byte i, [4i+1]: next part, [4i+2]: previous part, [4i+3]: the rank
+    // of the pair this part starts (NO_RANK if none, or if the part was absorbed).
     for (let index = 0; index < length; index++) {
-      tokens[index] = byteRanks[bytes[index]!]!;
-      next[index] = index + 1;
-      prev[index] = index - 1;
+      const at = index << 2;
+      parts[at] = byteRanks[bytes[index]!]!;
+      parts[at + 1] = index + 1;
+      parts[at + 2] = index - 1;
     }
-    heap.clear();
+    queue.reset(scratch);
+    low.clear();
     for (let index = 0; index < length - 1; index++) {
-      const rank = pairs.rank(tokens[index]!, tokens[index + 1]!);
-      pairRanks[index] = rank;
-      if (rank !== NO_RANK) heap.append(rank * POSITION_FACTOR + index);
+      const rank = pairs.rank(parts[index << 2]!, parts[(index + 1) << 2]!);
+      parts[(index << 2) + 3] = rank;
+      if (rank !== NO_RANK) queue.push(rank, index);
     }
-    pairRanks[length - 1] = NO_RANK;
-    heap.heapify();
+    parts[((length - 1) << 2) + 3] = NO_RANK;
 
-    while (heap.size > 0) {
-      const key = heap.pop();
-      const rank = Math.floor(key / POSITION_FACTOR);
-      const start = key - rank * POSITION_FACTOR;
-      if (pairRanks[start] !== rank) continue; // this pair was changed by an earlier merge
-      // Merge the part at `start` with the next one; the merged part is the token `rank`.
-      const absorbed = next[start]!;
-      const after = next[absorbed]!;
-      tokens[start] = rank;
-      pairRanks[absorbed] = NO_RANK;
-      next[start] = after;
-      if (after < length) {
-        prev[after] = start;
-        const right = pairs.rank(rank, tokens[after]!);
-        pairRanks[start] = right;
-        if (right !== NO_RANK) heap.push(right * POSITION_FACTOR + start);
-      } else {
-        pairRanks[start] = NO_RANK;
-      }
-      const before = prev[start]!;
-      if (before >= 0) {
-        const left = pairs.rank(tokens[before]!, rank);
-        pairRanks[before] = left;
-        if (left !== NO_RANK) heap.push(left * POSITION_FACTOR + before);
+    for (let current = queue.nextRank(); current !== NO_RANK; current = queue.nextRank()) {
+      const count = queue.take(current, order);
+      const currentKey = current * POSITION_FACTOR;
+      // order[taken, ready): positions still to merge that were current when filtered; order[scanned, count): not yet
+      // filtered. Filtering a chunk ahead loads its parts in one independent sweep (the loads overlap), so the merges
+      // that follow find them in cache; dropping stale entries there is safe because a rank never comes back.
+      let taken = 0;
+      let ready = 0;
+      let scanned = 0;
+      for (;;) {
+        while (taken === ready && scanned < count) {
+          taken = ready = 0;
+          const end = Math.min(count, scanned + FILTER_CHUNK);
+          for (; scanned < end; scanned++) {
+            const position = order[scanned]!;
+            if (parts[(position << 2) + 3] === current) order[ready++] = position;
+          }
+        }
+        let rank: number;
+        let start: number;
+        if (low.size > 0 && (taken === ready || low.peek() < currentKey + order[taken]!)) {
+          const key = low.pop();
+          rank = Math.floor(key / POSITION_FACTOR);
+          start = key - rank * POSITION_FACTOR;
+        } else if (taken < ready) {
+          rank = current;
+          start = order[taken++]!;
+        } else {
+          break;
+        }
+        const at = start << 2;
+        if (parts[at + 3] !== rank) continue; // this pair was changed by an earlier merge
+        // Merge the part at `start` with the next one; the merged part is the token `rank`.
+        const absorbed = parts[at + 1]!;
+        const after = parts[(absorbed << 2) + 1]!;
+        parts[at] = rank;
+        parts[(absorbed << 2) + 3] = NO_RANK;
+        parts[at + 1] = after;
+        const before = parts[at + 2]!;
+        if (before >= 0) {
+          const left = pairs.rank(parts[before << 2]!, rank);
+          parts[(before << 2) + 3] = left;
+          if (left > current) queue.push(left, before);
+          else if (left !== NO_RANK) low.push(left * POSITION_FACTOR + before);
+        }
+        if (after < length) {
+          parts[(after << 2) + 2] = start;
+          const right = pairs.rank(rank, parts[after << 2]!);
+          parts[at + 3] = right;
+          if (right > current) queue.push(right, start);
+          else if (right !== NO_RANK) low.push(right * POSITION_FACTOR + start);
+        } else {
+          parts[at + 3] = NO_RANK;
+        }
       }
     }
-    for (let index = 0; index < length; index = next[index]!) ids.push(tokens[index]!);
+    for (let index = 0; index < length; index = parts[(index << 2) + 1]!) ids.push(parts[index << 2]!);
   }
 }
 
 /** Working arrays for one piece, reused across pieces and calls (encoding is synchronous). */
 class Scratch {
   readonly bytes: Uint8Array;
+  /** The scan's tokens and pair ranks. */
   readonly tokens: Int32Array;
   readonly pairRanks: Int32Array;
-  readonly next: Int32Array;
-  readonly prev: Int32Array;
-  readonly heap: KeyHeap;
+  /** The queue merge's parts, four numbers each (see queueMerge). */
+  readonly parts: Int32Array;
+  /** Bucket entries: [position, next entry] pairs; n - 1 to start with, at most two per merge, n - 1 merges. */
+  readonly entries: Int32Array;
+  /** One rank's positions, in order. */
+  readonly order: Int32Array;
+  /** Pairs of a rank not above the one being merged (rare). */
+  readonly low = new KeyHeap(64);
 
   constructor(readonly capacity: number) {
     this.bytes = new Uint8Array(capacity);
-    this.tokens = new Int32Array(capacity);
-    this.pairRanks = new Int32Array(capacity);
-    this.next = new Int32Array(capacity);
-    this.prev = new Int32Array(capacity);
-    // n - 1 pairs to start with, at most two pushes per merge and n - 1 merges.
-    this.heap = new KeyHeap(capacity * 3);
+    this.tokens = new Int32Array(Math.min(capacity, SCAN_MAX_BYTES));
+    this.pairRanks = new Int32Array(Math.min(capacity, SCAN_MAX_BYTES));
+    this.parts = new Int32Array(capacity * 4);
+    this.entries = new Int32Array(capacity * 6);
+    this.order = new Int32Array(capacity);
   }
 }
 
-/** A 4-ary min-heap of doubles in a Float64Array (half the levels of a binary heap: fewer cache misses). */
-class KeyHeap {
-  private readonly keys: Float64Array;
+/**
+ * Buckets of positions by rank, and a heap of the ranks whose bucket is not empty. The buckets' heads and sizes are
+ * indexed by rank (one pair of numbers per token of the encoding) and are empty again after every merge; the
+ * entries live in the piece's scratch.
+ */
+class RankBuckets {
+  /** [2r]: first entry of rank r's bucket (-1: none), [2r+1]: how many entries. */
+  private readonly heads: Int32Array;
+  private readonly ranks = new IntHeap(1024);
+  private entries: Int32Array = new Int32Array(0);
+  private used = 0;
+
+  constructor(rankCount: number) {
+    this.heads = new Int32Array(rankCount * 2);
+    for (let rank = 0; rank < rankCount; rank++) this.heads[rank * 2] = -1;
+  }
+
+  reset(scratch: Scratch): void {
+    this.entries = scratch.entries;
+    this.used = 0;
+    this.ranks.clear();
+  }
+
+  push(rank: number, position: number): void {
+    const heads = this.heads;
+    const entry = this.used++;
+    this.entries[entry * 2] = position;
+    this.entries[entry * 2 + 1] = heads[rank * 2]!;
+    heads[rank * 2] = entry;
+    const size = heads[rank * 2 + 1]!;
+    if (size === 0) this.ranks.push(rank);
+    heads[rank * 2 + 1] = size + 1;
+  }
+
+  /** The lowest rank with entries, or NO_RANK. */
+  nextRank(): number {
+    return this.ranks.size > 0 ? this.ranks.pop() : NO_RANK;
+  }
+
+  /** Empties rank's bucket into `order`, positions ascending; returns how many. */
+  take(rank: number, order: Int32Array): number {
+    const heads = this.heads;
+    const entries = this.entries;
+    const count = heads[rank * 2 + 1]!;
+    // Entries were prepended: walking the list gives them last pushed first.
+    let index = count;
+    for (let entry = heads[rank * 2]!; entry !== -1; entry = entries[entry * 2 + 1]!) order[--index] = entries[entry * 2]!;
+    heads[rank * 2] = -1;
+    heads[rank * 2 + 1] = 0;
+    // Pushed mostly in order (runs of ascending positions): check, and sort only if needed.
+    let sorted = true;
+    for (let at = 1; at < count; at++) {
+      if (order[at - 1]! > order[at]!) {
+        sorted = false;
+        break;
+      }
+    }
+    if (!sorted) {
+      if (count <= 16) insertionSort(order, count);
+      else order.subarray(0, count).sort();
+    }
+    return count;
+  }
+}
+
+function insertionSort(values: Int32Array, count: number): void {
+  for (let at = 1; at < count; at++) {
+    const value = values[at]!;
+    let to = at;
+    while (to > 0 && values[to - 1]! > value) {
+      values[to] = values[to - 1]!;
+      to--;
+    }
+    values[to] = value;
+  }
+}
+
+/** A binary min-heap of small integers (ranks) in a growable Int32Array. */
+class IntHeap {
+  private values: Int32Array;
   size = 0;
 
   constructor(capacity: number) {
-    this.keys = new Float64Array(Math.max(capacity, 1));
+    this.values = new Int32Array(capacity);
   }
 
   clear(): void {
     this.size = 0;
   }
 
-  /** Adds without ordering: call heapify before popping. */
-  append(key: number): void {
-    this.keys[this.size++] = key;
+  push(value: number): void {
+    if (this.size === this.values.length) {
+      const grown = new Int32Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
+    }
+    const values = this.values;
+    let index = this.size++;
+    while (index > 0) {
+      const parent = (index - 1) >> 1;
+      const parentValue = values[parent]!;
+      if (parentValue <= value) break;
+      values[index] = parentValue;
+      index = parent;
+    }
+    values[index] = value;
   }
 
-  heapify(): void {
-    for (let index = (this.size - 2) >> 2; index >= 0; index--) this.siftDown(index, this.keys[index]!);
+  pop(): number {
+    const values = this.values;
+    const top = values[0]!;
+    const last = values[--this.size]!;
+    const size = this.size;
+    let index = 0;
+    for (;;) {
+      let child = 2 * index + 1;
+      if (child >= size) break;
+      if (child + 1 < size && values[child + 1]! < values[child]!) child++;
+      if (values[child]! >= last) break;
+      values[index] = values[child]!;
+      index = child;
+    }
+    if (size > 0) values[index] = last;
+    return top;
+  }
+}
+
+/** A binary min-heap of doubles in a growable Float64Array. */
+class KeyHeap {
+  private keys: Float64Array;
+  size = 0;
+
+  constructor(capacity: number) {
+    this.keys = new Float64Array(capacity);
+  }
+
+  clear(): void {
+    this.size = 0;
+  }
+
+  peek(): number {
+    return this.keys[0]!;
   }
 
   push(key: number): void {
+    if (this.size === this.keys.length) {
+      const grown = new Float64Array(this.keys.length * 2);
+      grown.set(this.keys);
+      this.keys = grown;
+    }
     const keys = this.keys;
     let index = this.size++;
     while (index > 0) {
-      const parent = (index - 1) >> 2;
+      const parent = (index - 1) >> 1;
       const parentKey = keys[parent]!;
       if (parentKey <= key) break;
       keys[index] = parentKey;
@@ -328,65 +511,57 @@ class KeyHeap {
     const keys = this.keys;
     const top = keys[0]!;
     const last = keys[--this.size]!;
-    if (this.size > 0) this.siftDown(0, last);
-    return top;
-  }
-
-  private siftDown(from: number, key: number): void {
-    const keys = this.keys;
     const size = this.size;
-    let index = from;
+    let index = 0;
     for (;;) {
-      const first = 4 * index + 1;
-      if (first >= size) break;
-      let child = first;
-      let childKey = keys[first]!;
-      const end = first + 4 < size ? first + 4 : size;
-      for (let other = first + 1; other < end; other++) {
-        const otherKey = keys[other]!;
-        if (otherKey < childKey) {
-          child = other;
-          childKey = otherKey;
-        }
-      }
-      if (childKey >= key) break;
-      keys[index] = childKey;
+      let child = 2 * index + 1;
+      if (child >= size) break;
+      if (child + 1 < size && keys[child + 1]! < keys[child]!) child++;
+      if (keys[child]! >= last) break;
+      keys[index] = keys[child]!;
       index = child;
     }
-    keys[index] = key;
+    if (size > 0) keys[index] = last;
+    return top;
   }
 }
 
 /**
- * The rank of the token two adjacent tokens make, by their ids: an open-addressing table over typed arrays, filled
- * on demand from the library's string-keyed map (misses are remembered too). Bounded: emptied when full.
+ * The rank of the token two adjacent tokens make, by their ids: an open-addressing table in one Int32Array (left,
+ * right, rank per slot: one cache line per lookup), filled on demand from the library's string-keyed map (misses are
+ * remembered too). Starts small, so the pairs of ordinary text stay in cache; bounded: emptied when full.
  */
 class PairRanks {
-  private static readonly INITIAL_SLOTS = 1 << 16;
-  private static readonly MAX_SLOTS = 1 << 19; // 6 MB
-  private lefts: Int32Array;
-  private rights: Int32Array;
-  private values: Int32Array;
+  private static readonly INITIAL_SLOTS = 1 << 12;
+  private static readonly MAX_SLOTS = 1 << 20; // 16 MB
+  /** [4s]: left token (-1: empty slot), [4s+1]: right token, [4s+2]: rank or NO_RANK. */
+  private slots: Int32Array;
   private mask: number;
   private used = 0;
   private readonly tokenKeys: (string | undefined)[] = [];
 
   constructor(private readonly tables: RankTables) {
-    this.lefts = new Int32Array(PairRanks.INITIAL_SLOTS).fill(-1);
-    this.rights = new Int32Array(PairRanks.INITIAL_SLOTS);
-    this.values = new Int32Array(PairRanks.INITIAL_SLOTS);
+    this.slots = PairRanks.emptySlots(PairRanks.INITIAL_SLOTS);
     this.mask = PairRanks.INITIAL_SLOTS - 1;
+  }
+
+  private static emptySlots(count: number): Int32Array {
+    const slots = new Int32Array(count * 4);
+    for (let slot = 0; slot < count; slot++) slots[slot * 4] = -1;
+    return slots;
   }
 
   /** The rank of token `left`'s bytes followed by token `right`'s, or NO_RANK if that is not a token. */
   rank(left: number, right: number): number {
-    const lefts = this.lefts;
-    let slot = pairHash(left, right) & this.mask;
+    const slots = this.slots;
+    const mask = this.mask;
+    let slot = pairHash(left, right) & mask;
     for (;;) {
-      const stored = lefts[slot]!;
-      if (stored === left && this.rights[slot] === right) return this.values[slot]!;
+      const at = slot << 2;
+      const stored = slots[at]!;
+      if (stored === left && slots[at + 1] === right) return slots[at + 2]!;
       if (stored === -1) break;
-      slot = (slot + 1) & this.mask;
+      slot = (slot + 1) & mask;
     }
     const rank = this.tables.rankMap.get(`${this.keyOf(left)},${this.keyOf(right)}`) ?? NO_RANK;
     this.insert(slot, left, right, rank);
@@ -394,40 +569,40 @@ class PairRanks {
   }
 
   private insert(slot: number, left: number, right: number, rank: number): void {
-    if ((this.used + 1) * 2 > this.lefts.length) {
+    if ((this.used + 1) * 2 > this.mask + 1) {
       this.grow();
       slot = this.freeSlot(left, right);
     }
-    this.lefts[slot] = left;
-    this.rights[slot] = right;
-    this.values[slot] = rank;
+    const at = slot << 2;
+    this.slots[at] = left;
+    this.slots[at + 1] = right;
+    this.slots[at + 2] = rank;
     this.used++;
   }
 
   /** Doubles the table, or empties it at its largest size (an adversary cannot make it grow without bound). */
   private grow(): void {
-    const { lefts, rights, values } = this;
-    const slots = lefts.length >= PairRanks.MAX_SLOTS ? lefts.length : lefts.length * 2;
-    this.lefts = new Int32Array(slots).fill(-1);
-    this.rights = new Int32Array(slots);
-    this.values = new Int32Array(slots);
-    this.mask = slots - 1;
+    const old = this.slots;
+    const oldCount = this.mask + 1;
+    const count = oldCount >= PairRanks.MAX_SLOTS ? oldCount : oldCount * 2;
+    this.slots = PairRanks.emptySlots(count);
+    this.mask = count - 1;
     this.used = 0;
-    if (slots === lefts.length) return;
-    for (let slot = 0; slot < lefts.length; slot++) {
-      const left = lefts[slot]!;
+    if (count === oldCount) return;
+    for (let at = 0; at < old.length; at += 4) {
+      const left = old[at]!;
       if (left === -1) continue;
-      const free = this.freeSlot(left, rights[slot]!);
-      this.lefts[free] = left;
-      this.rights[free] = rights[slot]!;
-      this.values[free] = values[slot]!;
+      const free = this.freeSlot(left, old[at + 1]!) << 2;
+      this.slots[free] = left;
+      this.slots[free + 1] = old[at + 1]!;
+      this.slots[free + 2] = old[at + 2]!;
       this.used++;
     }
   }
 
   private freeSlot(left: number, right: number): number {
     let slot = pairHash(left, right) & this.mask;
-    while (this.lefts[slot] !== -1) slot = (slot + 1) & this.mask;
+    while (this.slots[slot << 2] !== -1) slot = (slot + 1) & this.mask;
     return slot;
   }
 

@@ -205,7 +205,7 @@ test('encodeChatML: the ChatML delimiters are special ids, every other special t
 
 // ---- Which merge runs ----------------------------------------------------------------------------------------
 
-test('a long piece is merged by the heap, not by the library', () => {
+test('a long piece is merged by the bucket queue, not by the library', () => {
   const tokenizer = getTokenizer('o200k_base');
   const stats = tokenizer.mergeStats;
   assert.ok(stats, 'the O(n log n) merge is in use for o200k_base');
@@ -213,17 +213,17 @@ test('a long piece is merged by the heap, not by the library', () => {
   const text = 'x'.repeat(800);
   // A quadratic merge of 800 bytes is still quick; the point is which one ran, and that it agrees.
   assert.deepEqual(tokenizer.encode(text), reference('o200k_base').encode(text, [], []));
-  assert.equal(stats.heapPieces - before.heapPieces, 1, 'one piece, merged by the heap');
+  assert.equal(stats.queuePieces - before.queuePieces, 1, 'one piece, merged by the bucket queue');
 
   const short = { ...stats };
   tokenizer.encode('qzxqzxq'); // one piece of 7 bytes that is not a token
   assert.equal(stats.scanPieces - short.scanPieces, 1);
-  assert.equal(stats.heapPieces, short.heapPieces);
+  assert.equal(stats.queuePieces, short.queuePieces);
   assert.ok(SCAN_MAX_BYTES < 800);
 
   // Far beyond where the library would take hours: the count comes back (no timing asserted).
   assert.ok(tokenizer.countTokens('x'.repeat(100_000)) > 0);
-  assert.equal(stats.heapPieces - short.heapPieces, 1);
+  assert.equal(stats.queuePieces - short.queuePieces, 1);
 });
 
 // ---- Small random vocabularies ---------------------------------------------------------------------------------
