@@ -50,8 +50,8 @@ export interface BytePairStats {
 /** Pieces up to this many bytes are merged by scanning their pairs, longer ones with the heap (measured faster). */
 export const SCAN_MAX_BYTES = 16;
 
-/** Bytes of piece whose working arrays are kept between calls (a few hundred KB). */
-const KEPT_SCRATCH_BYTES = 8192;
+/** Bytes of piece whose working arrays are kept between calls (see Scratch). */
+const KEPT_SCRATCH_BYTES = 320 * 1024;
 
 /** Positions of one rank filtered (and so loaded) at a time before they are merged. */
 const FILTER_CHUNK = 256;
@@ -61,8 +61,14 @@ const SURELY_TOKEN_BYTES = 64;
 
 /** Positions take the low 32 bits of a heap key, ranks the bits above: 21 of them keep the key an exact double. */
 const POSITION_FACTOR = 2 ** 32;
-const MAX_RANK = 2 ** 21;
+const MAX_RANK = 2 ** 21 - 1;
+/** A part packs a token (or a pair rank + 1, below MAX_RANK + 1 = 2^21) and a byte length (below 2^10) in 31 bits. */
+const PART_BITS = 21;
+const PART_MASK = 2 ** PART_BITS - 1;
+/** Longest token the packing allows (the encodings' longest is 128 bytes). */
+const MAX_TOKEN_BYTES = 2 ** (31 - PART_BITS) - 1;
 const NO_RANK = -1;
+const UNKNOWN_RANK = -2;
 
 const DECIMALS: readonly string[] = Array.from({ length: 256 }, (_, byte) => String(byte));
 
@@ -85,11 +91,14 @@ export function createBytePairEncoder(
   // textMap is keyed by rank: as many entries as rankMap means no rank is shared by two byte strings.
   if (tables.rankMap.size !== tables.textMap.size) return undefined;
   let rankCount = 0;
-  for (const rank of tables.textMap.keys()) {
+  let longestToken = 0;
+  for (const [rank, bytes] of tables.textMap) {
     if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) return undefined;
     if (rank >= rankCount) rankCount = rank + 1;
+    if (bytes.length > longestToken) longestToken = bytes.length;
   }
-  return new QueueBytePairEncoder(tables, byteRanks, rankCount, pattern, specialTokens);
+  if (longestToken > MAX_TOKEN_BYTES) return undefined;
+  return new QueueBytePairEncoder(tables, byteRanks, rankCount, longestToken, pattern, specialTokens);
 }
 
 class QueueBytePairEncoder implements BytePairEncoder {
@@ -98,14 +107,16 @@ class QueueBytePairEncoder implements BytePairEncoder {
   private readonly specialPattern: RegExp | undefined;
   private readonly pairs: PairRanks;
   private readonly queue: RankBuckets;
-  private maxTokenBytes = -1;
-  /** Kept between pieces up to this size; a longer piece gets arrays of its own, freed after it (~40 bytes a byte). */
-  private readonly scratch = new Scratch(KEPT_SCRATCH_BYTES);
+  private readonly scratch = new Scratch();
+  /** The rank of every pair of two bytes, by (first << 8 | second), looked up on first use. */
+  private readonly bytePairs = new Int32Array(256 * 256).fill(UNKNOWN_RANK);
 
   constructor(
     private readonly tables: RankTables,
     private readonly byteRanks: Int32Array,
     rankCount: number,
+    /** The longest token's byte length: a longer piece cannot be one. */
+    private readonly longestToken: number,
     pattern: string,
     private readonly specialTokens: Readonly<Record<string, number>>,
   ) {
@@ -160,8 +171,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
   }
 
   private encodePiece(piece: string, ids: number[]): void {
-    const needed = piece.length * 3;
-    const scratch = needed > this.scratch.capacity ? new Scratch(needed) : this.scratch;
+    const scratch = this.scratch.forUnits(piece.length);
     const bytes = scratch.bytes;
     const length = utf8Encode(piece, bytes);
     if (length === 1) {
@@ -169,7 +179,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
       return;
     }
     // The whole-piece shortcut, as the library takes it: a piece that is a token is that token.
-    if (length <= SURELY_TOKEN_BYTES || length <= this.longestToken()) {
+    if (length <= SURELY_TOKEN_BYTES || length <= this.longestToken) {
       const rank = this.tables.rankMap.get(byteKey(bytes, length));
       if (rank !== undefined) {
         ids.push(rank);
@@ -183,16 +193,6 @@ class QueueBytePairEncoder implements BytePairEncoder {
       this.stats.queuePieces++;
       this.queueMerge(length, scratch, ids);
     }
-  }
-
-  /** The longest token's byte length: a longer piece cannot be one (computed once, on the first long piece). */
-  private longestToken(): number {
-    if (this.maxTokenBytes < 0) {
-      let longest = 0;
-      for (const bytes of this.tables.textMap.values()) if (bytes.length > longest) longest = bytes.length;
-      this.maxTokenBytes = longest;
-    }
-    return this.maxTokenBytes;
   }
 
   /**
@@ -238,34 +238,58 @@ class QueueBytePairEncoder implements BytePairEncoder {
    * per byte string, so a rank never comes back to a position).
    */
   private queueMerge(length: number, scratch: Scratch, ids: number[]): void {
-    const { bytes, parts, order } = scratch;
-    const queue = this.queue;
-    const low = scratch.low;
-    const byteRanks = this.byteRanks;
-    const pairs = this.pairs;
-    // parts[4i]: token of the part starting at byte i, [4i+1]: next part, [4i+2]: previous part, [4i+3]: the rank
-    // of the pair this part starts (NO_RANK if none, or if the part was absorbed).
-    for (let index = 0; index < length; index++) {
-      const at = index << 2;
-      parts[at] = byteRanks[bytes[index]!]!;
-      parts[at + 1] = index + 1;
-      parts[at + 2] = index - 1;
-    }
-    queue.reset(scratch);
-    low.clear();
-    for (let index = 0; index < length - 1; index++) {
-      const rank = pairs.rank(parts[index << 2]!, parts[(index + 1) << 2]!);
-      parts[(index << 2) + 3] = rank;
-      if (rank !== NO_RANK) queue.push(rank, index);
-    }
-    parts[((length - 1) << 2) + 3] = NO_RANK;
+    // Each step is a function of its own: code after a long loop that has not run yet when the loop is compiled
+    // mid-run (on-stack replacement) has no type feedback, and reaching it threw the compiled code away, mid-piece.
+    scratch.forMerge(length);
+    this.initParts(length, scratch);
+    this.queue.fill(scratch, scratch.parts, length);
+    scratch.low.clear();
+    this.mergeQueued(length, scratch);
+    collectParts(scratch.parts, length, ids);
+  }
 
+  /**
+   * Two numbers per byte position, read while the position starts a part (see PART_BITS): parts[2i] is the part's
+   * token and byte length, parts[2i + 1] the rank + 1 of the pair it starts (0: none, or absorbed) and the byte
+   * length of the part before it (0: none). The next part starts at i + length, the previous one at i - length.
+   * Eight bytes a position keep a part and its neighbours in one or two cache lines. To start, every byte is a part.
+   */
+  private initParts(length: number, scratch: Scratch): void {
+    const { bytes, parts } = scratch;
+    const byteRanks = this.byteRanks;
+    const bytePairs = this.bytePairs;
+    let previous = bytes[0]!;
+    parts[0] = byteRanks[previous]! | (1 << PART_BITS);
+    parts[1] = 0;
+    for (let index = 1; index < length; index++) {
+      const byte = bytes[index]!;
+      parts[index << 1] = byteRanks[byte]! | (1 << PART_BITS);
+      parts[(index << 1) + 1] = 1 << PART_BITS; // no pair yet; the part before is one byte long
+      const key = (previous << 8) | byte;
+      let rank = bytePairs[key]!;
+      if (rank === UNKNOWN_RANK) {
+        rank = this.pairs.rank(byteRanks[previous]!, byteRanks[byte]!);
+        bytePairs[key] = rank;
+      }
+      parts[((index - 1) << 1) + 1]! |= rank + 1;
+      previous = byte;
+    }
+    parts[length << 1] = 0; // the end: read as a neighbour by the look-ahead, never merged
+  }
+
+  private mergeQueued(length: number, scratch: Scratch): void {
+    const { parts, order, low } = scratch;
+    const queue = this.queue;
+    const pairs = this.pairs;
+    let touched = 0;
     for (let current = queue.nextRank(); current !== NO_RANK; current = queue.nextRank()) {
       const count = queue.take(current, order);
       const currentKey = current * POSITION_FACTOR;
+      const currentField = current + 1;
       // order[taken, ready): positions still to merge that were current when filtered; order[scanned, count): not yet
-      // filtered. Filtering a chunk ahead loads its parts in one independent sweep (the loads overlap), so the merges
-      // that follow find them in cache; dropping stale entries there is safe because a rank never comes back.
+      // filtered. Filtering a chunk ahead loads its parts and their neighbours in one sweep of independent loads
+      // (they overlap), so the merges that follow find them in cache; dropping stale entries there is safe because
+      // a rank never comes back to a position.
       let taken = 0;
       let ready = 0;
       let scanned = 0;
@@ -275,7 +299,13 @@ class QueueBytePairEncoder implements BytePairEncoder {
           const end = Math.min(count, scanned + FILTER_CHUNK);
           for (; scanned < end; scanned++) {
             const position = order[scanned]!;
-            if (parts[(position << 2) + 3] === current) order[ready++] = position;
+            const pair = parts[(position << 1) + 1]!;
+            if ((pair & PART_MASK) !== currentField) continue;
+            order[ready++] = position;
+            const absorbed = position + (parts[position << 1]! >>> PART_BITS);
+            touched ^=
+              parts[(position - (pair >>> PART_BITS)) << 1]! ^
+              parts[(absorbed + (parts[absorbed << 1]! >>> PART_BITS)) << 1]!;
           }
         }
         let rank: number;
@@ -290,70 +320,98 @@ class QueueBytePairEncoder implements BytePairEncoder {
         } else {
           break;
         }
-        const at = start << 2;
-        if (parts[at + 3] !== rank) continue; // this pair was changed by an earlier merge
+        const pair = parts[(start << 1) + 1]!;
+        if ((pair & PART_MASK) !== rank + 1) continue; // this pair was changed by an earlier merge
         // Merge the part at `start` with the next one; the merged part is the token `rank`.
-        const absorbed = parts[at + 1]!;
-        const after = parts[(absorbed << 2) + 1]!;
-        parts[at] = rank;
-        parts[(absorbed << 2) + 3] = NO_RANK;
-        parts[at + 1] = after;
-        const before = parts[at + 2]!;
-        if (before >= 0) {
-          const left = pairs.rank(parts[before << 2]!, rank);
-          parts[(before << 2) + 3] = left;
+        const absorbed = start + (parts[start << 1]! >>> PART_BITS);
+        const after = absorbed + (parts[absorbed << 1]! >>> PART_BITS);
+        const merged = after - start;
+        parts[start << 1] = rank | (merged << PART_BITS);
+        parts[(absorbed << 1) + 1] = 0;
+        const beforeLength = pair >>> PART_BITS;
+        let startPair = beforeLength << PART_BITS; // NO_RANK + 1 = 0
+        if (after < length) {
+          const right = pairs.rank(rank, parts[after << 1]! & PART_MASK);
+          startPair |= right + 1;
+          parts[(after << 1) + 1] = (parts[(after << 1) + 1]! & PART_MASK) | (merged << PART_BITS);
+          if (right > current) queue.push(right, start);
+          else if (right !== NO_RANK) low.push(right * POSITION_FACTOR + start);
+        }
+        parts[(start << 1) + 1] = startPair;
+        if (beforeLength > 0) {
+          const before = start - beforeLength;
+          const left = pairs.rank(parts[before << 1]! & PART_MASK, rank);
+          const beforePair = (before << 1) + 1;
+          parts[beforePair] = (parts[beforePair]! & ~PART_MASK) | (left + 1);
           if (left > current) queue.push(left, before);
           else if (left !== NO_RANK) low.push(left * POSITION_FACTOR + before);
         }
-        if (after < length) {
-          parts[(after << 2) + 2] = start;
-          const right = pairs.rank(rank, parts[after << 2]!);
-          parts[at + 3] = right;
-          if (right > current) queue.push(right, start);
-          else if (right !== NO_RANK) low.push(right * POSITION_FACTOR + start);
-        } else {
-          parts[at + 3] = NO_RANK;
-        }
       }
     }
-    for (let index = 0; index < length; index = parts[(index << 2) + 1]!) ids.push(parts[index << 2]!);
+    scratch.touched = touched;
   }
 }
 
-/** Working arrays for one piece, reused across pieces and calls (encoding is synchronous). */
+/** The tokens of the parts left, in order. */
+function collectParts(parts: Int32Array, length: number, ids: number[]): void {
+  for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS)
+    ids.push(parts[index << 1]! & PART_MASK);
+}
+
+/**
+ * Working arrays, reused across pieces and calls (encoding is synchronous). They grow to the longest piece seen and
+ * are kept up to KEPT_SCRATCH_BYTES of piece (~44 bytes of arrays per byte of piece: ~13 MB after a 100,000-character
+ * CJK message, the default message limit); a longer piece gets arrays of its own, dropped after it. Allocating them
+ * per long piece cost more than merging it: fresh pages, and full collections of a heap that holds the rank maps.
+ */
 class Scratch {
-  readonly bytes: Uint8Array;
+  /** UTF-8 of the piece (3 bytes per UTF-16 code unit at most). */
+  bytes = new Uint8Array(1024);
   /** The scan's tokens and pair ranks. */
-  readonly tokens: Int32Array;
-  readonly pairRanks: Int32Array;
-  /** The queue merge's parts, four numbers each (see queueMerge). */
-  readonly parts: Int32Array;
-  /** Bucket entries: [position, next entry] pairs; n - 1 to start with, at most two per merge, n - 1 merges. */
-  readonly entries: Int32Array;
+  readonly tokens = new Int32Array(SCAN_MAX_BYTES);
+  readonly pairRanks = new Int32Array(SCAN_MAX_BYTES);
+  /** The queue merge's parts, two numbers per byte position (see queueMerge). */
+  parts = new Int32Array(0);
+  /** The bucket queue's blocks (see RankBuckets); grown when a piece needs more. */
+  entries = new Int32Array(0);
   /** One rank's positions, in order. */
-  readonly order: Int32Array;
+  order = new Int32Array(0);
   /** Pairs of a rank not above the one being merged (rare). */
   readonly low = new KeyHeap(64);
+  /** What the merge's look-ahead loads read (kept so that the loads are not optimised away). */
+  touched = 0;
 
-  constructor(readonly capacity: number) {
-    this.bytes = new Uint8Array(capacity);
-    this.tokens = new Int32Array(Math.min(capacity, SCAN_MAX_BYTES));
-    this.pairRanks = new Int32Array(Math.min(capacity, SCAN_MAX_BYTES));
-    this.parts = new Int32Array(capacity * 4);
-    this.entries = new Int32Array(capacity * 6);
+  /** Room for the UTF-8 of `units` UTF-16 code units: this scratch, or a new one if it would grow beyond the cap. */
+  forUnits(units: number): Scratch {
+    const needed = units * 3;
+    if (needed <= this.bytes.length) return this;
+    const scratch = needed > KEPT_SCRATCH_BYTES ? new Scratch() : this;
+    scratch.bytes = new Uint8Array(needed);
+    return scratch;
+  }
+
+  /** Makes room for the queue merge of a piece of `length` bytes. */
+  forMerge(length: number): void {
+    if (this.order.length >= length) return;
+    const capacity = Math.max(length, Math.min(this.order.length * 2, KEPT_SCRATCH_BYTES));
+    this.parts = new Int32Array((capacity + 1) * 2);
+    this.entries = new Int32Array(capacity * 4 + 1024);
     this.order = new Int32Array(capacity);
   }
 }
 
 /**
- * Buckets of positions by rank, and a heap of the ranks whose bucket is not empty. The buckets' heads and sizes are
- * indexed by rank (one pair of numbers per token of the encoding) and are empty again after every merge; the
- * entries live in the piece's scratch.
+ * Buckets of positions by rank, and a heap of the ranks whose bucket is not empty. A bucket is a chain of blocks in
+ * the scratch's `entries` (`[previous block, capacity, used, positions...]`, each block at least as large as the
+ * bucket before it), so taking a bucket reads runs of positions rather than chasing one pointer per position. The
+ * piece's own pairs are counted first and each rank gets one block of exactly its size. The heads and sizes are
+ * indexed by rank (two numbers per token of the encoding) and are empty again after every merge.
  */
 class RankBuckets {
-  /** [2r]: first entry of rank r's bucket (-1: none), [2r+1]: how many entries. */
+  /** [2r]: rank r's last block (-1: none), [2r+1]: how many positions its bucket holds. */
   private readonly heads: Int32Array;
   private readonly ranks = new IntHeap(1024);
+  private scratch: Scratch | undefined;
   private entries: Int32Array = new Int32Array(0);
   private used = 0;
 
@@ -362,21 +420,67 @@ class RankBuckets {
     for (let rank = 0; rank < rankCount; rank++) this.heads[rank * 2] = -1;
   }
 
-  reset(scratch: Scratch): void {
+  /**
+   * Empties the queue and fills it with the pairs of a new piece, their ranks read from `parts` (see queueMerge).
+   */
+  fill(scratch: Scratch, parts: Int32Array, length: number): void {
+    this.scratch = scratch;
     this.entries = scratch.entries;
     this.used = 0;
     this.ranks.clear();
+    const heads = this.heads;
+    // Count the pairs of every rank; `order` lists the ranks met, in the order met.
+    const distinct = scratch.order;
+    let ranks = 0;
+    for (let at = 1, end = length << 1; at < end; at += 2) {
+      const rank = (parts[at]! & PART_MASK) - 1;
+      if (rank === NO_RANK) continue;
+      const size = heads[rank * 2 + 1]!;
+      if (size === 0) distinct[ranks++] = rank;
+      heads[rank * 2 + 1] = size + 1;
+    }
+    for (let index = 0; index < ranks; index++) {
+      const rank = distinct[index]!;
+      heads[rank * 2] = this.allocate(-1, heads[rank * 2 + 1]!);
+      this.ranks.push(rank);
+    }
+    const entries = this.entries;
+    for (let index = 0; index < length; index++) {
+      const rank = (parts[(index << 1) + 1]! & PART_MASK) - 1;
+      if (rank === NO_RANK) continue;
+      const block = heads[rank * 2]!;
+      entries[block + 3 + entries[block + 2]!++] = index;
+    }
   }
 
   push(rank: number, position: number): void {
     const heads = this.heads;
-    const entry = this.used++;
-    this.entries[entry * 2] = position;
-    this.entries[entry * 2 + 1] = heads[rank * 2]!;
-    heads[rank * 2] = entry;
+    let block = heads[rank * 2]!;
     const size = heads[rank * 2 + 1]!;
     if (size === 0) this.ranks.push(rank);
     heads[rank * 2 + 1] = size + 1;
+    if (block === -1 || this.entries[block + 2] === this.entries[block + 1]) {
+      block = this.allocate(block, size < 8 ? 8 : size);
+      heads[rank * 2] = block;
+    }
+    const entries = this.entries;
+    entries[block + 3 + entries[block + 2]!++] = position;
+  }
+
+  private allocate(previous: number, capacity: number): number {
+    const block = this.used;
+    this.used += 3 + capacity;
+    if (this.used > this.entries.length) {
+      const grown = new Int32Array(Math.max(this.used, this.entries.length * 2));
+      grown.set(this.entries.subarray(0, block));
+      this.entries = grown;
+      this.scratch!.entries = grown;
+    }
+    const entries = this.entries;
+    entries[block] = previous;
+    entries[block + 1] = capacity;
+    entries[block + 2] = 0;
+    return block;
   }
 
   /** The lowest rank with entries, or NO_RANK. */
@@ -389,12 +493,15 @@ class RankBuckets {
     const heads = this.heads;
     const entries = this.entries;
     const count = heads[rank * 2 + 1]!;
-    // Entries were prepended: walking the list gives them last pushed first.
+    // The last block holds the last positions pushed.
     let index = count;
-    for (let entry = heads[rank * 2]!; entry !== -1; entry = entries[entry * 2 + 1]!) order[--index] = entries[entry * 2]!;
+    for (let block = heads[rank * 2]!; block !== -1; block = entries[block]!) {
+      const first = block + 3;
+      for (let at = first + entries[block + 2]! - 1; at >= first; at--) order[--index] = entries[at]!;
+    }
     heads[rank * 2] = -1;
     heads[rank * 2 + 1] = 0;
-    // Pushed mostly in order (runs of ascending positions): check, and sort only if needed.
+    // Pushed in runs of ascending positions: check, and sort only if needed.
     let sorted = true;
     for (let at = 1; at < count; at++) {
       if (order[at - 1]! > order[at]!) {
