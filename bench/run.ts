@@ -7,6 +7,7 @@
  *   node --import tsx bench/run.ts       the same from the sources
  *   ... --smoke                          tiny sizes, seconds (what the smoke test runs)
  *   npm run bench -- --cost              only what a conversation costs per trimming policy (about a minute)
+ *   npm run bench -- --only=tokens,limits only the steps named (see BENCH_STEPS), e.g. while working on one figure
  *
  * See docs/benchmarks.md for what each figure means.
  */
@@ -41,8 +42,38 @@ export interface BenchOptions {
   memory: MemoryOptions;
   cost: CostOptions;
   tokenCounting: TokenCountingOptions;
-  /** Only the cost figures (`--cost`): the conversation-cost comparison alone, in about a minute. */
-  costOnly?: boolean;
+  /** The steps to run (`--only=a,b`; `--cost` is `--only=cost`); all of them when undefined. */
+  only?: readonly BenchStep[];
+}
+
+/** The steps of a run, in the order they run; `--only` takes a comma-separated list of these names. */
+export const BENCH_STEPS = [
+  'tokens',
+  'overhead',
+  'trimming',
+  'throughput',
+  'streaming',
+  'limits',
+  'cold-start',
+  'memory',
+  'cost',
+] as const;
+export type BenchStep = (typeof BENCH_STEPS)[number];
+
+/** The steps named by `--only=...` (or `--cost`) in `argv`; undefined when all are to run. Throws on an unknown name. */
+export function selectedSteps(argv: readonly string[]): BenchStep[] | undefined {
+  const names: string[] = [];
+  for (const arg of argv) {
+    if (arg === '--cost') names.push('cost');
+    else if (arg.startsWith('--only=')) names.push(...arg.slice('--only='.length).split(','));
+  }
+  if (names.length === 0) return undefined;
+  for (const name of names) {
+    if (!(BENCH_STEPS as readonly string[]).includes(name)) {
+      throw new Error(`Unknown benchmark step "${name}"; the steps are: ${BENCH_STEPS.join(', ')}.`);
+    }
+  }
+  return BENCH_STEPS.filter((step) => names.includes(step));
 }
 
 export const FULL_OPTIONS: BenchOptions = {
@@ -124,23 +155,25 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       return result;
     };
 
-    if (!options.costOnly) await measureTurnFigures();
-    figures.push(...(await step('What a conversation costs', () => measureCost(bench, options.cost))));
-
-    async function measureTurnFigures(): Promise<void> {
+    const runs = (name: BenchStep) => options.only === undefined || options.only.includes(name);
+    // The turns' own warm-up serves every step that times turns through the in-process app.
+    if ((['overhead', 'throughput', 'streaming'] as const).some(runs)) {
       await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
-
+    }
+    if (runs('tokens')) {
       figures.push(
         ...(await step('Token counting on one long piece', () => measureTokenCounting(bench, options.tokenCounting))),
       );
-
+    }
+    if (runs('overhead')) {
       const overhead: OverheadOptions = {
         sizes: options.sizes,
         warmup: options.warmup,
         repetitions: options.overheadRepetitions,
       };
       figures.push(...(await step('Overhead against the storage floor', () => measureOverhead(bench, overhead))));
-
+    }
+    if (runs('trimming')) {
       const trimInput = {
         prologue: bench.prologue,
         history: bench.history.map((message) => ({ ...message, encoding: bench.encoding })),
@@ -151,27 +184,32 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       figures.push(
         ...(await step('Trimming against the guide loop', async () => measureTrimming(trimInput, options.trimming))),
       );
-
+    }
+    if (runs('throughput')) {
       figures.push(
         ...(await step('Throughput', () => measureThroughput(bench, { ...options.throughput, history: smallest }))),
       );
-
+    }
+    if (runs('streaming')) {
       const streaming: StreamingOptions = {
         history: smallest,
         warmup: options.warmup,
         repetitions: options.streamingRepetitions,
       };
       figures.push(...(await step('Streaming', () => measureStreaming(bench, streaming))));
-
+    }
+    if (runs('limits')) {
       const limits: LimitsOptions = { history: smallest, ...options.limits };
       figures.push(...(await step('Default limits on', () => measureLimits(bench, limits))));
-
+    }
+    if (runs('cold-start')) {
       const cold = await step('Cold start', () => measureColdStart(bench, options.coldStart));
       figures.push(...cold.figures);
       notes.push(...cold.notes);
-
-      figures.push(...(await step('Memory', () => measureMemory(bench, options.memory))));
     }
+    if (runs('memory')) figures.push(...(await step('Memory', () => measureMemory(bench, options.memory))));
+    if (runs('cost'))
+      figures.push(...(await step('What a conversation costs', () => measureCost(bench, options.cost))));
   } finally {
     await bench.close();
   }
@@ -185,9 +223,8 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
 async function main(): Promise<void> {
   const smoke = process.argv.includes('--smoke');
   const options = smoke ? SMOKE_OPTIONS : FULL_OPTIONS;
-  const result = await runBench({ ...options, costOnly: process.argv.includes('--cost') }, (line) =>
-    console.error(line),
-  );
+  const only = selectedSteps(process.argv.slice(2));
+  const result = await runBench({ ...options, ...(only ? { only } : {}) }, (line) => console.error(line));
   console.log(result.notes.join('\n'));
   console.log('');
   console.log(result.table);

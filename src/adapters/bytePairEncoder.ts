@@ -13,17 +13,23 @@
  * concatenated bytes have the lowest rank; among equal ranks, the leftmost. So the ids are the library's, for every
  * input; the property tests compare them on generated and real text for both encodings.
  *
- * How: the parts of a piece are a doubly linked list over byte positions (typed arrays), each part a token. The rank
- * of every adjacent pair sits in a binary heap (a Float64Array of `rank * 2^32 + position`: lowest rank first, then
- * leftmost); merging a pair changes only its two neighbouring pairs, which are pushed anew, and entries of pairs that
- * no longer exist are skipped when they surface (lazy invalidation: a pair is current when the rank recorded for its
- * position is still its rank; the bytes a position pairs only ever grow, and ranks are distinct per byte string).
- * Pair ranks are looked up by the two parts' token ids in an open-addressing table, filled on demand from the
- * library's string-keyed map, so a merge builds no string once its pair has been seen. Pieces of a few bytes use a
- * plain scan over the same numeric ranks (faster than a heap that small); both follow the same rule.
+ * How: the parts of a piece are a doubly linked list over byte positions (packed in an Int32Array), each part a
+ * token. Pairs wait in a bucket queue by rank (ranks are small integers): ranks are taken lowest first, and a rank's
+ * positions are merged left to right; merging a pair changes only its two neighbouring pairs, which are queued anew
+ * (a new pair ranked at or below the rank being merged, which tables allow but real text rarely makes, goes to a small
+ * heap of `rank * 2^32 + position` keys that is emptied first). Entries of pairs that no longer exist are skipped
+ * when they surface (lazy invalidation: a pair is current when the rank recorded for its position is still its rank;
+ * the bytes a position pairs only ever grow, and ranks are distinct per byte string). Pair ranks are looked up by the
+ * two parts' token ids in an open-addressing table, filled on demand from the library's string-keyed map, so a merge
+ * builds no string once its pair has been seen. A character of several bytes starts as the tokens it merges into
+ * alone when no pair across its edges can outrank those merges (see initPartsByCharacter). Pieces of a few bytes use
+ * a plain scan over the same numeric ranks (faster at that size); all follow the same rule. What made it fast is
+ * mostly memory: eight bytes a position, a rank's positions loaded a chunk ahead, working arrays kept between calls
+ * (docs/tokens.md has the figures).
  *
  * Where the library's internals are relied on (its `rankMap` and `textMap`), tiktokenTokenizer.ts checks they are
- * there; if the tables are not what this code needs (a byte without a rank, ranks beyond 2^21, a rank repeated),
+ * there; if the tables are not what this code needs (a byte without a rank, ranks of 2^21 - 1 or more, a rank
+ * repeated, a token longer than 1,023 bytes),
  * `createBytePairEncoder` returns undefined and the library's own encode is used.
  */
 
@@ -31,6 +37,16 @@
 export interface RankTables {
   readonly rankMap: ReadonlyMap<string, number>;
   readonly textMap: ReadonlyMap<number, Uint8Array>;
+  /** The same tokens as a list over typed arrays, when the maps were built from one (faster to walk than a map). */
+  readonly tokens?: TokenList;
+}
+
+/** Every token: token i is bytes[byteEnds[i - 1] (0 for the first), byteEnds[i]), of rank ranks[i]. */
+export interface TokenList {
+  readonly count: number;
+  readonly bytes: Uint8Array;
+  readonly byteEnds: Uint32Array;
+  readonly ranks: Uint32Array;
 }
 
 export interface BytePairEncoder {
@@ -47,7 +63,7 @@ export interface BytePairStats {
   scanPieces: number;
 }
 
-/** Pieces up to this many bytes are merged by scanning their pairs, longer ones with the heap (measured faster). */
+/** Pieces up to this many bytes are merged by scanning their pairs, longer ones with the queue (measured faster). */
 export const SCAN_MAX_BYTES = 16;
 
 /** Bytes of piece whose working arrays are kept between calls (see Scratch). */
@@ -59,7 +75,7 @@ const FILTER_CHUNK = 256;
 /** Pieces this short are looked up whole without first asking how long the longest token is. */
 const SURELY_TOKEN_BYTES = 64;
 
-/** Positions take the low 32 bits of a heap key, ranks the bits above: 21 of them keep the key an exact double. */
+/** Positions take the low 32 bits of a low-heap key, ranks the bits above: 21 of them keep the key an exact double. */
 const POSITION_FACTOR = 2 ** 32;
 const MAX_RANK = 2 ** 21 - 1;
 /** A part packs a token (or a pair rank + 1, below MAX_RANK + 1 = 2^21) and a byte length (below 2^10) in 31 bits. */
@@ -92,10 +108,20 @@ export function createBytePairEncoder(
   if (tables.rankMap.size !== tables.textMap.size) return undefined;
   let rankCount = 0;
   let longestToken = 0;
-  for (const [rank, bytes] of tables.textMap) {
-    if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) return undefined;
-    if (rank >= rankCount) rankCount = rank + 1;
-    if (bytes.length > longestToken) longestToken = bytes.length;
+  const tokens = tables.tokens;
+  if (tokens && tokens.count === tables.textMap.size) {
+    for (let token = 0, start = 0; token < tokens.count; start = tokens.byteEnds[token++]!) {
+      const rank = tokens.ranks[token]!;
+      if (rank >= MAX_RANK) return undefined;
+      if (rank >= rankCount) rankCount = rank + 1;
+      if (tokens.byteEnds[token]! - start > longestToken) longestToken = tokens.byteEnds[token]! - start;
+    }
+  } else {
+    for (const [rank, bytes] of tables.textMap) {
+      if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) return undefined;
+      if (rank >= rankCount) rankCount = rank + 1;
+      if (bytes.length > longestToken) longestToken = bytes.length;
+    }
   }
   if (longestToken > MAX_TOKEN_BYTES) return undefined;
   return new QueueBytePairEncoder(tables, byteRanks, rankCount, longestToken, pattern, specialTokens);
@@ -351,10 +377,22 @@ class QueueBytePairEncoder implements BytePairEncoder {
   private edgeRanks(): Int32Array {
     if (!this.edges) {
       const edges = new Int32Array(256 * 256).fill(2 ** 30);
-      for (const [rank, bytes] of this.tables.textMap) {
-        for (let index = 1; index < bytes.length; index++) {
-          const key = (bytes[index - 1]! << 8) | bytes[index]!;
-          if (rank < edges[key]!) edges[key] = rank;
+      const tokens = this.tables.tokens;
+      if (tokens && tokens.count === this.tables.textMap.size) {
+        const { bytes, byteEnds, ranks } = tokens;
+        for (let token = 0, start = 0; token < tokens.count; start = byteEnds[token++]!) {
+          const rank = ranks[token]!;
+          for (let index = start + 1, end = byteEnds[token]!; index < end; index++) {
+            const key = (bytes[index - 1]! << 8) | bytes[index]!;
+            if (rank < edges[key]!) edges[key] = rank;
+          }
+        }
+      } else {
+        for (const [rank, bytes] of this.tables.textMap) {
+          for (let index = 1; index < bytes.length; index++) {
+            const key = (bytes[index - 1]! << 8) | bytes[index]!;
+            if (rank < edges[key]!) edges[key] = rank;
+          }
         }
       }
       this.edges = edges;

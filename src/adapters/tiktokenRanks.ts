@@ -20,6 +20,7 @@
  * silently. Unit tests compare both maps, entry by entry, with the library's for both encodings.
  */
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
+import type { RankTables, TokenList } from './bytePairEncoder';
 
 /** js-tiktoken's `Tiktoken` class, or a stand-in (tests). */
 export type TiktokenConstructor = new (ranks: TiktokenBPE, extendedSpecialTokens?: Record<string, number>) => Tiktoken;
@@ -85,7 +86,20 @@ export function buildTiktokenFast(
   const encoder = construct(TiktokenClass, { ...ranks, bpe_ranks: '' }, extendedSpecialTokens);
   const maps = encoder && rankMapsOf(encoder);
   if (!maps || maps.rankMap.size !== 0 || maps.textMap.size !== 0) return undefined;
-  return fillRankMaps(decoded, maps) ? encoder : undefined;
+  if (!fillRankMaps(decoded, maps)) return undefined;
+  const { count, bytes, byteEnds, ranks: tokenRanks } = decoded;
+  tokenLists.set(encoder, { count, bytes, byteEnds: byteEnds.slice(0, count), ranks: tokenRanks.slice(0, count) });
+  return encoder;
+}
+
+/** The token lists the fast build decoded, by the encoder it filled (the merge walks them faster than the maps). */
+const tokenLists = new WeakMap<Tiktoken, TokenList>();
+
+/** rankMapsOf, plus the token list when the fast build made the encoder. */
+export function rankTablesOf(encoder: Tiktoken): RankTables | undefined {
+  const maps = rankMapsOf(encoder);
+  const tokens = tokenLists.get(encoder);
+  return maps && (tokens ? { ...maps, tokens } : maps);
 }
 
 /** Whether the library builds, from the probe ranks, the maps this code builds from them. */

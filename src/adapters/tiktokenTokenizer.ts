@@ -12,7 +12,7 @@
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import type { EncodingName, Tokenizer } from '../core/ports';
 import { type BytePairEncoder, type BytePairStats, createBytePairEncoder } from './bytePairEncoder';
-import { buildTiktoken, rankMapsOf } from './tiktokenRanks';
+import { buildTiktoken, rankTablesOf } from './tiktokenRanks';
 
 /** The ChatML delimiters of gpt-35-turbo (0301), added to cl100k_base (Azure OpenAI ChatML guide). */
 export const CHATML_SPECIAL_TOKENS: Readonly<Record<string, number>> = Object.freeze({
@@ -43,7 +43,7 @@ export interface TiktokenTokenizer extends Tokenizer {
   decode(ids: readonly number[]): string;
   /** Whether the ranks are loaded (they load on the first encode or specialTokens call). */
   readonly loaded: boolean;
-  /** Pieces merged by the heap and by the short-piece scan; undefined when the library's own merge is in use. */
+  /** Pieces merged by the bucket queue and by the short-piece scan; undefined when the library's own merge is in use. */
   readonly mergeStats: Readonly<BytePairStats> | undefined;
 }
 
@@ -90,7 +90,7 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
       const extended = this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined;
       // The same encoder `new TiktokenClass(...)` builds, built faster (see tiktokenRanks.ts).
       const tiktoken = buildTiktoken(TiktokenClass, ranks, extended);
-      const maps = rankMapsOf(tiktoken);
+      const maps = rankTablesOf(tiktoken);
       // The library's specialTokens, in its order: `{ ...ranks.special_tokens, ...extendedSpecialTokens }`.
       const merge = maps && createBytePairEncoder(maps, ranks.pat_str, { ...ranks.special_tokens, ...extended });
       this.engine = { tiktoken, merge };

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { runBench, SIGNED_FIGURES, SMOKE_OPTIONS } from '../../bench/run';
+import { BENCH_STEPS, runBench, selectedSteps, SIGNED_FIGURES, SMOKE_OPTIONS } from '../../bench/run';
 import { parseResultLine } from '../../bench/stats';
 
 describe('npm run bench, smoke version', () => {
@@ -59,6 +59,15 @@ describe('npm run bench, smoke version', () => {
     }
     for (const figure of result.figures)
       assert.ok(result.table.includes(figure.name), `${figure.name} is in the table`);
+  });
+
+  it('runs the steps --only names, in their order, and refuses an unknown one', () => {
+    assert.equal(selectedSteps(['--smoke']), undefined, 'every step by default');
+    assert.deepEqual(selectedSteps(['--only=limits,tokens']), ['tokens', 'limits']);
+    assert.deepEqual(selectedSteps(['--cost']), ['cost']);
+    assert.deepEqual(selectedSteps(['--only=memory', '--cost']), ['memory', 'cost']);
+    assert.throws(() => selectedSteps(['--only=token']), /Unknown benchmark step "token"; the steps are: tokens, /);
+    assert.equal(BENCH_STEPS.length, new Set(BENCH_STEPS).size);
   });
 
   it('refuses a result line that is not name=value pairs', () => {

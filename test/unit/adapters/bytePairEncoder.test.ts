@@ -231,11 +231,11 @@ test('a long piece is merged by the bucket queue, not by the library', () => {
 /**
  * A vocabulary of every byte plus random tokens over a few letters with random ranks: a longer token often ranks
  * below its parts, many pairs tie, and many pieces are tokens the merge would never make. Split on spaces only.
- * The letters include characters of two and three bytes, and tokens are cut from their bytes anywhere, so tokens
- * hold parts of characters and pairs across characters' edges outrank the characters' own merges (where starting a
- * character whole would go wrong).
+ * The letters include characters of two, three and four bytes (one repeating a byte, so pairs inside it can tie),
+ * and tokens are cut from their bytes anywhere, so tokens hold parts of characters and pairs across characters'
+ * edges outrank the characters' own merges (where starting a character whole would go wrong).
  */
-const LETTERS = 'abcé中';
+const LETTERS = 'abcé中\u{40000}';
 const LETTER_BYTES = fc
   .array(charOf(LETTERS), { minLength: 1, maxLength: 4 })
   .chain((letters) => {
