@@ -89,7 +89,7 @@ export const FULL_OPTIONS: BenchOptions = {
   coldStart: { repetitions: 5, nodeRepetitions: 10, diagnose: true },
   memory: { turns: 1000, concurrency: 4, conversations: 50 },
   cost: { turns: 300, budget: 16_000 },
-  tokenCounting: { chars: 100_000, repetitions: 5, referenceChars: 5_000, healthTurns: 3, idleHealthRequests: 300 },
+  tokenCounting: { chars: 100_000, repetitions: 11, referenceChars: 5_000, healthTurns: 3, idleHealthRequests: 300 },
 };
 
 export const SMOKE_OPTIONS: BenchOptions = {
