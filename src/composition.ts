@@ -224,6 +224,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
   const serverTools = createServerTools({
     enabled: config.tools.enabled,
     clock,
+    log,
     ...(lookup
       ? {
           httpLookup: {

@@ -209,8 +209,10 @@ describe('server tools', () => {
       results.map((result) => result.id),
       ['1', '2'],
     );
-    // The key went with every lookup.
+    // The key went with every lookup, and the caller was named (AUTH_MODE=none: the local caller).
     assert.ok(barrier.every((request) => request.headers[API_KEY.header] === API_KEY.value));
+    assert.ok(barrier.every((request) => request.headers['x-chat-caller'] === 'local'));
+    assert.ok(barrier.every((request) => request.headers['x-chat-caller-kind'] === 'local'));
   });
 
   it('tells the model about a throwing tool, a timed-out tool and invalid arguments, and the turn goes on', async () => {
