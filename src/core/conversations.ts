@@ -19,6 +19,7 @@ import type {
 import { countMessageTokens, REPLY_PRIMING_TOKENS } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
 import type { ChatDependencies } from './dependencies';
+import { offeredServerTools } from './tools';
 import { messageId } from './turn';
 
 export interface NewConversationInput {
@@ -213,11 +214,14 @@ export class Conversations {
   }
 
   private toView(conversation: Conversation): ConversationView {
-    const enabled = [...(this.deps.serverTools ?? new Map()).keys()];
-    const chosen = conversation.tools;
+    const offered = offeredServerTools(
+      this.deps.serverTools ?? new Map(),
+      conversation.tools,
+      conversation.clientTools,
+    );
     return {
       ...toView(conversation),
-      tools: chosen === undefined ? enabled : enabled.filter((name) => chosen.includes(name)),
+      tools: offered.map(([name]) => name),
       ...(conversation.clientTools ? { clientTools: conversation.clientTools } : {}),
     };
   }

@@ -133,7 +133,9 @@ export class ToolSet {
 
 /**
  * The server tools a conversation may use: the deployment's enabled tools (CHAT_TOOLS), narrowed to the subset the
- * conversation chose at create time. A chosen tool the deployment no longer enables is simply not offered.
+ * conversation chose at create time. A chosen tool the deployment no longer enables is simply not offered. A server
+ * tool enabled after the conversation declared a client tool of the same name is not offered to it either: the
+ * conversation's client tool wins (its app expects those calls), and the model never sees one name twice.
  */
 export function conversationToolSet(
   enabled: ReadonlyMap<string, ServerTool>,
@@ -142,8 +144,18 @@ export function conversationToolSet(
   tokenizer: Tokenizer,
 ): ToolSet {
   const server = new Map<string, ServerTool>();
-  for (const [name, tool] of enabled) if (chosen === undefined || chosen.includes(name)) server.set(name, tool);
+  for (const [name, tool] of offeredServerTools(enabled, chosen, clientTools)) server.set(name, tool);
   return new ToolSet(server, clientTools ?? [], tokenizer);
+}
+
+/** The enabled server tools the conversation chose, less any its client tools shadow (see conversationToolSet). */
+export function offeredServerTools<T>(
+  enabled: ReadonlyMap<string, T>,
+  chosen: readonly string[] | undefined,
+  clientTools: readonly ToolDefinition[] | undefined,
+): [string, T][] {
+  const shadowed = new Set((clientTools ?? []).map((tool) => tool.name));
+  return [...enabled].filter(([name]) => (chosen === undefined || chosen.includes(name)) && !shadowed.has(name));
 }
 
 /** A tool message with its count, ready to send and store. */

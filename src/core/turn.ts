@@ -1094,16 +1094,17 @@ export function hashTurnRequest(input: Pick<TurnInput, 'content' | 'name'>): str
     .digest('base64url');
 }
 
-/** Tool results hash apart from any message: the same key reused across the two routes is a different body. */
+/**
+ * Tool results hash apart from any message: the same key reused across the two routes is a different body. The
+ * results are hashed in toolCallId order, as they are used: the same results posted in another order are the same
+ * request (each id appears once: continueTurn refuses duplicates before hashing).
+ */
 export function hashToolResults(input: Pick<ToolResultsInput, 'turnId' | 'results'>): string {
+  const results = input.results
+    .map((result) => [result.toolCallId, result.output] as const)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return createHash('sha256')
-    .update(
-      JSON.stringify([
-        'tool-results',
-        input.turnId ?? null,
-        input.results.map((result) => [result.toolCallId, result.output]),
-      ]),
-    )
+    .update(JSON.stringify(['tool-results', input.turnId ?? null, results]))
     .digest('base64url');
 }
 

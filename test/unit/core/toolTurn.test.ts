@@ -20,7 +20,7 @@ import {
   turnJsonSize,
   type ServerTool,
 } from '../../../src/core/tools';
-import { TurnRunner } from '../../../src/core/turn';
+import { hashToolResults, TurnRunner } from '../../../src/core/turn';
 import { fakeDependencies, RecordingTelemetry, type MemoryStore } from '../../support/fakes';
 
 const alice: Caller = { id: 'alice', kind: 'user' };
@@ -514,5 +514,57 @@ describe('client tools', () => {
       turns.send({ caller: alice, conversationId, content: 'from a webhook' }),
       ClientToolsNotAllowedError,
     );
+  });
+
+  it('takes the same results posted in another order under the same Idempotency-Key as a retry', async () => {
+    const { turns, model, conversationId } = await setup([], { create: { clientTools } });
+    model.answers.push({ toolCalls: [call('p1', 'pick_date'), call('p2', 'pick_date')] });
+    const paused = await turns.converse({ caller: alice, conversationId, content: 'two dates' });
+    assert.equal(paused.status, 'requires_action');
+    model.answers.push({ content: 'Both booked.' });
+    const results = [
+      { toolCallId: 'p1', output: 'Monday' },
+      { toolCallId: 'p2', output: 'Friday' },
+    ];
+    const first = await turns.submitToolResults({ caller: alice, conversationId, idempotencyKey: 'k1', results });
+    const calls = model.requests.length;
+    const again = await turns.submitToolResults({
+      caller: alice,
+      conversationId,
+      idempotencyKey: 'k1',
+      results: [...results].reverse(),
+    });
+    assert.equal(again.replayed, true);
+    assert.deepEqual({ ...again, replayed: false }, { ...first, replayed: false });
+    assert.equal(model.requests.length, calls, 'the model was not called again');
+    assert.equal(hashToolResults({ results }), hashToolResults({ results: [...results].reverse() }));
+    assert.notEqual(
+      hashToolResults({ results }),
+      hashToolResults({ results: [results[0]!, { ...results[1]!, output: 'Saturday' }] }),
+    );
+  });
+
+  it('never offers one name twice: a server tool enabled later under a client tool’s name is not offered to it', async () => {
+    const { deps, turns, model, conversations, conversationId } = await setup([tool('other', async () => '')], {
+      create: { clientTools },
+    });
+    let serverRuns = 0;
+    // The deployment enables a server tool named like the conversation's client tool (CHAT_TOOLS changed).
+    deps.serverTools = new Map([
+      ['other', tool('other', async () => '')],
+      ['pick_date', tool('pick_date', async () => serverRuns++)],
+    ]);
+    model.answers.push({ toolCalls: [call('p1', 'pick_date')] });
+    const paused = await turns.converse({ caller: alice, conversationId, content: 'a date' });
+    assert.equal(paused.status, 'requires_action', 'the client tool answers the call');
+    assert.equal(serverRuns, 0);
+    const offered = model.requests[0]?.tools ?? [];
+    assert.deepEqual(
+      offered.map((definition) => definition.name),
+      ['other', 'pick_date'],
+    );
+    assert.equal(offered[1]?.description, 'Ask the user for a date.');
+    const view = await conversations.get(alice, conversationId, { limit: 10 });
+    assert.deepEqual(view.tools, ['other']);
   });
 });
