@@ -2,12 +2,14 @@
  * The app served by the local host in a child process of its own. The app reads its settings once per process,
  * so a test that needs several apps at once (another AUTH_MODE, or two instances sharing one Azurite, each
  * with its own limiter and caches) starts them here. Storage and the model stand-in stay in the test process.
- * The child runs this same file (see the bottom) under tsx; it is stopped by its PID.
+ * The child runs this same file (see the bottom) under tsx; it is stopped by its PID. With LOOPBACK_ONLY_LOG in its
+ * environment, the child refuses every connection off loopback and lists them in that file (./loopbackOnly.ts).
  */
 import { spawn } from 'node:child_process';
 import { startLocalHost } from '../../local/localHost';
 import { functionModules, REPO_ROOT } from './app';
 import { minimalChildEnv } from '../../local/processes';
+import { refuseNonLoopback } from './loopbackOnly';
 
 export interface AppProcess {
   /** Base URL of the API, e.g. http://127.0.0.1:40123/api */
@@ -83,6 +85,9 @@ export async function startAppProcess(
 
 /** In the child: serve the app's function modules on a free loopback port and say where. */
 async function serveInThisProcess(): Promise<void> {
+  // A test that wants proof nothing leaves loopback names the file refusals go to (see ./loopbackOnly.ts).
+  const loopbackOnlyLog = process.env['LOOPBACK_ONLY_LOG'];
+  if (loopbackOnlyLog) refuseNonLoopback(loopbackOnlyLog);
   const host = await startLocalHost({
     ...functionModules(),
     port: 0,
