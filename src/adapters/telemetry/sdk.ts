@@ -8,7 +8,11 @@
  * those settings is present, so an app with telemetry off never reads or parses it.
  */
 import type { TokenCredential } from '@azure/identity';
-import { useAzureMonitor, shutdownAzureMonitor } from '@azure/monitor-opentelemetry';
+import {
+  useAzureMonitor,
+  shutdownAzureMonitor,
+  type AzureMonitorOpenTelemetryOptions,
+} from '@azure/monitor-opentelemetry';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 
 export interface TelemetrySdkOptions {
@@ -24,6 +28,27 @@ export interface RunningTelemetrySdk {
   shutdown(): Promise<void>;
 }
 
+type SpanProcessor = NonNullable<AzureMonitorOpenTelemetryOptions['spanProcessors']>[number];
+
+/** Where Application Insights keeps a span's `error.type`. */
+export const APP_INSIGHTS_ERROR_TYPE = 'app.error.type';
+
+/**
+ * Application Insights stores a span's attributes as custom properties, except those its exporter reads as HTTP
+ * semantics, and `error.type` is one of them: it is dropped, and a failed model call would arrive as a dependency with
+ * `success: false`, result code 0 and no reason. A copy under another name is kept.
+ */
+const keepErrorType: SpanProcessor = {
+  onStart: () => {},
+  onEnding: (span) => {
+    const type = span.attributes['error.type'];
+    if (type !== undefined) span.setAttribute(APP_INSIGHTS_ERROR_TYPE, type);
+  },
+  onEnd: () => {},
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+};
+
 export function startTelemetrySdk(options: TelemetrySdkOptions): RunningTelemetrySdk {
   if (options.azureMonitor) {
     useAzureMonitor({
@@ -34,6 +59,22 @@ export function startTelemetrySdk(options: TelemetrySdkOptions): RunningTelemetr
       // Every turn, not 5 traces per second: the host samples requests itself (host.json samplingSettings).
       tracesPerSecond: 0,
       samplingRatio: 1,
+      // Live metrics would have every instance ping the live metrics service every 5 s for as long as it runs.
+      // APPLICATIONINSIGHTS_CONFIGURATION_CONTENT={"enableLiveMetrics":true} turns it back on (it outranks this).
+      enableLiveMetrics: false,
+      // The app makes its own spans (./openTelemetry.ts). The distro's auto-instrumentations patch a module when it is
+      // next required, so they would start at the first late require('http') and then trace the worker's HTTP-stream
+      // proxy (a second request per invocation) and every storage and identity call a second time.
+      instrumentationOptions: {
+        http: { enabled: false },
+        azureSdk: { enabled: false },
+        mongoDb: { enabled: false },
+        mySql: { enabled: false },
+        postgreSql: { enabled: false },
+        redis: { enabled: false },
+        redis4: { enabled: false },
+      },
+      spanProcessors: [keepErrorType],
     });
     return { shutdown: () => shutdownAzureMonitor() };
   }
