@@ -386,7 +386,8 @@ export const SETTINGS: readonly SettingInfo[] = [
   },
   {
     name: 'OTEL_SERVICE_NAME',
-    description: 'The service name on exported telemetry.',
+    description:
+      "The service name on exported telemetry (in Application Insights, the cloud role). Unset with Application Insights: the function app's name on Azure (WEBSITE_SITE_NAME, as the host reports it), not the default.",
     default: 'azure-chat-backend',
     example: 'chat-api',
   },

@@ -27,6 +27,8 @@ const SITE_NAME = 'func-chat-ai-test';
 /** A fresh key per run: the exporter keeps unsent envelopes on disk per key, and must not replay an older run's. */
 const INSTRUMENTATION_KEY = randomUUID();
 const SECRET = 'kumquat-7391';
+/** The user-assigned identity infra/app/api.bicep gives the app (it holds Monitoring Metrics Publisher). */
+const CLIENT_ID = '6c1f2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b';
 
 let certificate: LoopbackCertificate;
 let folder: string;
@@ -57,6 +59,7 @@ before(async () => {
     // The managed identity, as App Service and Functions expose it; the only way to a token here.
     IDENTITY_ENDPOINT: identity.endpoint,
     IDENTITY_HEADER: identity.header,
+    AZURE_CLIENT_ID: CLIENT_ID,
     // Trust in the ingestion stand-in's certificate for this child only.
     NODE_EXTRA_CA_CERTS: certificate.certificatePath,
     // What the platform sets for a Node.js worker.
@@ -150,9 +153,13 @@ describe('Application Insights (Azure Monitor distro, Entra ID)', () => {
   });
 
   it('authenticates with a token the managed identity issued for Azure Monitor', () => {
+    // The exporter asks for the scope https://monitor.azure.com/.default; the App Service protocol names its resource.
     const monitor = identity.requests.filter((request) => request.query.resource === 'https://monitor.azure.com');
     assert.ok(monitor.length >= 1, JSON.stringify(identity.requests.map((request) => request.query)));
-    for (const request of monitor) assert.equal(request.headers['x-identity-header'], identity.header);
+    for (const request of monitor) {
+      assert.equal(request.headers['x-identity-header'], identity.header);
+      assert.equal(request.query.client_id, CLIENT_ID, "the app's user-assigned identity");
+    }
     const tracks = ingestion.requests.filter((request) => request.path === '/v2.1/track');
     assert.ok(tracks.length >= 1);
     // The stand-in refuses any other token with 401; every export presented this one.
