@@ -34,6 +34,8 @@ export interface IngestionRequest {
   headers: IncomingHttpHeaders;
   /** Envelopes in the body of a track call. */
   envelopes: Envelope[];
+  /** When it arrived (Date.now()). */
+  at: number;
 }
 
 export interface IngestionStandIn {
@@ -68,6 +70,7 @@ export async function startIngestionStandIn(options: {
         query: Object.fromEntries(url.searchParams),
         headers: request.headers,
         envelopes: [],
+        at: Date.now(),
       };
       requests.push(record);
       const answer = (status: number, body: unknown) =>

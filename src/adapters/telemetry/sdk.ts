@@ -28,10 +28,12 @@ export interface RunningTelemetrySdk {
   shutdown(): Promise<void>;
 }
 
+const NO_STATSBEAT = 'APPLICATION_INSIGHTS_NO_STATSBEAT';
+
 type SpanProcessor = NonNullable<AzureMonitorOpenTelemetryOptions['spanProcessors']>[number];
 
 /** Where Application Insights keeps a span's `error.type`. */
-export const APP_INSIGHTS_ERROR_TYPE = 'app.error.type';
+const APP_INSIGHTS_ERROR_TYPE = 'app.error.type';
 
 /**
  * Application Insights stores a span's attributes as custom properties, except those its exporter reads as HTTP
@@ -51,6 +53,9 @@ const keepErrorType: SpanProcessor = {
 
 export function startTelemetrySdk(options: TelemetrySdkOptions): RunningTelemetrySdk {
   if (options.azureMonitor) {
+    // The exporter's reports on its own use ("statsbeat") go to Microsoft's ingestion endpoints, not to this app's
+    // Application Insights: 15 s after start, then every 15 minutes and daily. This variable is its only switch.
+    process.env[NO_STATSBEAT] ??= 'true';
     useAzureMonitor({
       azureMonitorExporterOptions: {
         connectionString: options.azureMonitor.connectionString,
@@ -63,8 +68,9 @@ export function startTelemetrySdk(options: TelemetrySdkOptions): RunningTelemetr
       // APPLICATIONINSIGHTS_CONFIGURATION_CONTENT={"enableLiveMetrics":true} turns it back on (it outranks this).
       enableLiveMetrics: false,
       // The app makes its own spans (./openTelemetry.ts). The distro's auto-instrumentations patch a module when it is
-      // next required, so they would start at the first late require('http') and then trace the worker's HTTP-stream
-      // proxy (a second request per invocation) and every storage and identity call a second time.
+      // next required: from the first late require('http') on, every HTTP server in the process (the worker's
+      // HTTP-stream server too) would make a request span beside the host's, and every storage and identity call a
+      // client span.
       instrumentationOptions: {
         http: { enabled: false },
         azureSdk: { enabled: false },

@@ -26,8 +26,6 @@ const credential: TokenCredential = {
 before(async () => {
   folder = await mkdtemp(join(tmpdir(), 'telemetry-sdk-'));
   refuseNonLoopback(join(folder, 'refused.jsonl'));
-  // Statsbeat (the SDK's own usage reports to Microsoft) would only be refused here.
-  process.env.APPLICATION_INSIGHTS_NO_STATSBEAT = 'true';
   startTelemetrySdk({
     serviceName: 'unit',
     otlp: false,
