@@ -19,6 +19,11 @@ export interface ChildAppOptions {
   /** Node flags such as `--expose-gc`. */
   nodeFlags?: string[];
   preloads?: Preload[];
+  /**
+   * Also serve the bound function (bench/boundFunction.ts): the app then runs through bench/hostEntry (compiled:
+   * dist/src and dist/bench, one copy of @azure/functions for both) instead of the bundle.
+   */
+  boundFunction?: boolean;
 }
 
 export interface ChildApp {
@@ -39,22 +44,30 @@ const OUTPUT_TAIL_CHARS = 8_000;
 const LISTENING = /listening on http:\/\/\S+?, route prefix/;
 
 /** The command line of an app process: compiled, the real local host; under tsx, bench/hostEntry.ts. */
-export function childAppArgs(options: Pick<ChildAppOptions, 'compiled' | 'nodeFlags' | 'preloads'>): string[] {
+export function childAppArgs(
+  options: Pick<ChildAppOptions, 'compiled' | 'nodeFlags' | 'preloads' | 'boundFunction'>,
+): string[] {
   const flags = [...(options.nodeFlags ?? [])];
   if (options.compiled) {
     for (const preload of options.preloads ?? []) {
       flags.push('--require', path.join(REPO_ROOT, 'dist', 'bench', `${preload}.js`));
     }
-    return [...flags, path.join(REPO_ROOT, 'dist', 'local', 'localHost.js')];
+    const entry = options.boundFunction ? ['bench', 'hostEntry.js'] : ['local', 'localHost.js'];
+    return [...flags, path.join(REPO_ROOT, 'dist', ...entry)];
   }
-  flags.push('--require', 'tsx/cjs');
+  // tsx/cjs for the preloads (they run before --import hooks), tsx for the telemetry SDK's dynamic import.
+  flags.push('--require', 'tsx/cjs', '--import', 'tsx');
   for (const preload of options.preloads ?? []) flags.push('--require', path.join(REPO_ROOT, 'bench', `${preload}.ts`));
   return [...flags, path.join(REPO_ROOT, 'bench', 'hostEntry.ts')];
 }
 
 export async function startChildApp(options: ChildAppOptions): Promise<ChildApp> {
   const port = await freePort();
-  const env = minimalChildEnv({ ...options.env, PORT: String(port) });
+  const env = minimalChildEnv({
+    ...options.env,
+    PORT: String(port),
+    ...(options.boundFunction ? { BENCH_BOUND_FUNCTION: '1' } : {}),
+  });
   const ipc = (options.preloads ?? []).length > 0;
   const args = childAppArgs(options);
   const spawnedAt = performance.now();

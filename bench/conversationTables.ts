@@ -5,7 +5,13 @@
  * entity-group transaction of the user message, the reply and the header update, with TableClient and nothing else.
  */
 import { randomUUID } from 'node:crypto';
-import { TableClient, odata, type TableEntity, type TransactionAction } from '@azure/data-tables';
+import {
+  TableClient,
+  odata,
+  type TableEntity,
+  type TableEntityResult,
+  type TransactionAction,
+} from '@azure/data-tables';
 import { writeLongText } from '../src/adapters/splitText';
 import { conversationPartition, HEADER_ROW, messageRow } from '../src/adapters/tableKeys';
 import type { Caller, EncodingName } from '../src/core/ports';
@@ -93,19 +99,38 @@ export class ConversationTables {
    * round trips and the same entities as the app's turn, with no app in between. Returns the entities read.
    */
   async floorTurn(conversationId: string, turn: TurnMessages, encoding: EncodingName): Promise<number> {
+    const read = await this.readPartition(conversationId);
+    await this.commitTurn(conversationId, read, turn, encoding);
+    return read.entities.length;
+  }
+
+  /** The floor's read: every entity of the conversation's partition (one query), and the header's ETag and count. */
+  async readPartition(conversationId: string): Promise<PartitionRead> {
     const partitionKey = this.partition(conversationId);
     let etag: string | undefined;
     let messageCount = 0;
-    let read = 0;
+    const entities: TableEntityResult<Properties>[] = [];
     const filter = odata`PartitionKey eq ${partitionKey}`;
     for await (const entity of this.table.listEntities<Properties>({ queryOptions: { filter } })) {
-      read++;
+      entities.push(entity);
       if (entity.rowKey === HEADER_ROW) {
         etag = entity.etag;
         messageCount = Number(entity['messageCount']);
       }
     }
     if (etag === undefined) throw new Error(`Conversation ${conversationId} has no header.`);
+    return { etag, messageCount, entities };
+  }
+
+  /** The floor's write: the user message, the reply and the header merge (on the ETag read), one transaction. */
+  async commitTurn(
+    conversationId: string,
+    read: Pick<PartitionRead, 'etag' | 'messageCount'>,
+    turn: TurnMessages,
+    encoding: EncodingName,
+  ): Promise<void> {
+    const partitionKey = this.partition(conversationId);
+    const { etag, messageCount } = read;
     const commitId = randomUUID();
     const now = new Date().toISOString();
     await this.table.submitTransaction([
@@ -118,8 +143,15 @@ export class ConversationTables {
         { etag },
       ],
     ]);
-    return read;
   }
+}
+
+/** What the floor's read found. */
+export interface PartitionRead {
+  etag: string;
+  messageCount: number;
+  /** Header and messages, in RowKey order. */
+  entities: TableEntityResult<Properties>[];
 }
 
 /** A message row exactly as the store writes it (toMessageEntity in tableConversationStore.ts). */

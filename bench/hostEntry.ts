@@ -1,7 +1,9 @@
 /**
  * The app in a process of its own when the benchmarks run from the TypeScript sources (tsx): what
- * `node dist/local/localHost.js` does for the compiled app, on src/ instead (compiled, it serves dist/src). It prints the same "listening on"
- * line. Deliberately imports nothing from test/support, so the process loads only the host and the app.
+ * `node dist/local/localHost.js` does for the compiled app, on src/ instead (compiled, it serves dist/src). With
+ * BENCH_BOUND_FUNCTION=1 it also serves the bound function (bench/boundFunction.ts), compiled too: the app's modules
+ * and the bound function then share one copy of @azure/functions. It prints the same "listening on" line.
+ * Deliberately imports nothing from test/support, so the process loads only the host and the app.
  */
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
@@ -15,10 +17,13 @@ async function main(): Promise<void> {
   const functionsDir = path.join(appRoot, 'src', 'functions');
   const host = await startLocalHost({
     setupModule: path.join(appRoot, 'src', `index${extension}`),
-    functionModules: readdirSync(functionsDir)
-      .filter((file) => file.endsWith(extension) && !file.endsWith('.d.ts'))
-      .sort()
-      .map((file) => path.join(functionsDir, file)),
+    functionModules: [
+      ...readdirSync(functionsDir)
+        .filter((file) => file.endsWith(extension) && !file.endsWith('.d.ts'))
+        .sort()
+        .map((file) => path.join(functionsDir, file)),
+      ...(process.env['BENCH_BOUND_FUNCTION'] === '1' ? [path.join(__dirname, `boundFunction${extension}`)] : []),
+    ],
     port: Number(process.env.PORT ?? '0'),
     hostJsonPath: path.join(repoRoot, 'host.json'),
     log: () => {},

@@ -14,6 +14,7 @@
 import { cpus, loadavg, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { measureColdStart, type ColdStartOptions } from './coldStart';
+import { measureCpu, type CpuOptions } from './cpuPerTurn';
 import { measureCost, type CostOptions } from './cost';
 import { measureLimits, type LimitsOptions } from './limits';
 import { measureMemory, type MemoryOptions } from './memory';
@@ -22,7 +23,6 @@ import { startBench } from './setup';
 import { formatResultLine, formatTable, type Figure } from './stats';
 import { measureTokenCounting, type TokenCountingOptions } from './tokenCounting';
 import { measureStreaming, type StreamingOptions } from './streaming';
-import { measureThroughput, type ThroughputOptions } from './throughput';
 import { measureTrimming, type TrimmingOptions } from './trimming';
 
 export interface BenchOptions {
@@ -34,7 +34,7 @@ export interface BenchOptions {
   warmup: number;
   overheadRepetitions: (size: number) => number;
   trimming: TrimmingOptions;
-  throughput: Omit<ThroughputOptions, 'history'>;
+  cpu: Omit<CpuOptions, 'history'>;
   streamingRepetitions: number;
   /** The app processes with and without limits are fresh: they warm up longer. */
   limits: { warmup: number; repetitions: number };
@@ -51,7 +51,7 @@ export const BENCH_STEPS = [
   'tokens',
   'overhead',
   'trimming',
-  'throughput',
+  'cpu',
   'streaming',
   'limits',
   'cold-start',
@@ -82,7 +82,7 @@ export const FULL_OPTIONS: BenchOptions = {
   warmup: 5,
   overheadRepetitions: (size) => (size >= 1000 ? 15 : 41),
   trimming: { ourRepetitions: 300, referenceRepetitions: 3 },
-  throughput: { clients: 16, turnsPerClient: 20, rounds: 5 },
+  cpu: { turnsPerRound: 60, rounds: 5 },
   streamingRepetitions: 41,
   // The default limit is 60 requests a minute per caller (UTC minute windows): warm-up + repetitions stay below.
   limits: { warmup: 25, repetitions: 31 },
@@ -98,7 +98,7 @@ export const SMOKE_OPTIONS: BenchOptions = {
   warmup: 1,
   overheadRepetitions: () => 2,
   trimming: { ourRepetitions: 5, referenceRepetitions: 1 },
-  throughput: { clients: 2, turnsPerClient: 2, rounds: 1 },
+  cpu: { turnsPerRound: 2, rounds: 1 },
   streamingRepetitions: 2,
   limits: { warmup: 1, repetitions: 2 },
   coldStart: { repetitions: 1, nodeRepetitions: 1, diagnose: true },
@@ -157,7 +157,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
 
     const runs = (name: BenchStep) => options.only === undefined || options.only.includes(name);
     // The turns' own warm-up serves every step that times turns through the in-process app.
-    if ((['overhead', 'throughput', 'streaming'] as const).some(runs)) {
+    if ((['overhead', 'streaming'] as const).some(runs)) {
       await step('Warming up', () => warmUp(bench, smallest, options.globalWarmup));
     }
     if (runs('tokens')) {
@@ -185,10 +185,8 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
         ...(await step('Trimming against the guide loop', async () => measureTrimming(trimInput, options.trimming))),
       );
     }
-    if (runs('throughput')) {
-      figures.push(
-        ...(await step('Throughput', () => measureThroughput(bench, { ...options.throughput, history: smallest }))),
-      );
+    if (runs('cpu')) {
+      figures.push(...(await step('CPU per turn', () => measureCpu(bench, { ...options.cpu, history: smallest }))));
     }
     if (runs('streaming')) {
       const streaming: StreamingOptions = {

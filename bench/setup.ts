@@ -9,7 +9,8 @@ import { getTokenizer, type TiktokenTokenizer } from '../src/adapters/tiktokenTo
 import { countMessageTokens } from '../src/core/tokens/countTokens';
 import type { EncodingName, PrologueMessage } from '../src/core/ports';
 import { LOCAL_CALLER } from '../src/http/caller';
-import { LOCAL_APP_MODEL_KEY, startLocalApp, type LocalApp } from '../local/app';
+import * as path from 'node:path';
+import { LOCAL_APP_MODEL_KEY, REPO_ROOT, startLocalApp, type LocalApp } from '../local/app';
 import { ConversationTables, type ConversationTemplate, type TurnMessages } from './conversationTables';
 import { generateHistory, MODEL_REPLY, NEW_USER_MESSAGE, promptTokensOf, type HistoryMessage } from './history';
 import { createConversation } from './turnClient';
@@ -108,6 +109,12 @@ export async function startBench(options: {
       CHAT_MAX_RESPONSE_TOKENS: String(budget.maxResponseTokens),
     },
     model: { reply: () => MODEL_REPLY },
+    // The bound function (bench/boundFunction.ts) in the same host, compiled or not like the app.
+    extraFunctionModules: [
+      compiled
+        ? path.join(REPO_ROOT, 'dist', 'bench', 'boundFunction.js')
+        : path.join(REPO_ROOT, 'bench', 'boundFunction.ts'),
+    ],
   });
   try {
     const tables = new ConversationTables(

@@ -21,6 +21,17 @@ export async function postTurn(api: string, conversationId: string, content: str
   return JSON.parse(text) as TurnReply;
 }
 
+/** POST the same message to the bound function (bench/boundFunction.ts); anything but 200 is a failed benchmark. */
+export async function postBound(api: string, conversationId: string, content: string): Promise<void> {
+  const response = await fetch(`${api}/bench/bound/${conversationId}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ content }),
+  });
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`The bound function answered ${response.status}: ${text}`);
+}
+
 export async function createConversation(api: string, body: Record<string, unknown>): Promise<string> {
   const response = await fetch(`${api}/conversations`, {
     method: 'POST',

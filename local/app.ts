@@ -48,6 +48,8 @@ export interface LocalAppOptions {
   azurite?: RunningAzurite;
   /** Run the compiled app under dist/ instead of the TypeScript sources. */
   compiled?: boolean;
+  /** Modules that register functions of their own beside the app's, in the same host (the benchmark's bound function). */
+  extraFunctionModules?: string[];
   /** The app's warnings and errors (and handler failures). Default: stderr. */
   logError?: (line: string) => void;
 }
@@ -96,8 +98,10 @@ export async function startLocalApp(options: LocalAppOptions = {}): Promise<Loca
     };
     Object.assign(process.env, settings);
 
+    const modules = functionModules(options.compiled);
     const host = await startLocalHost({
-      ...functionModules(options.compiled),
+      ...modules,
+      functionModules: [...modules.functionModules, ...(options.extraFunctionModules ?? [])],
       port: 0,
       log: () => {},
       ...(options.logError ? { logError: options.logError } : {}),
