@@ -32,26 +32,13 @@
  * repeated, a token longer than 1,023 bytes),
  * `createBytePairEncoder` returns undefined and the library's own encode is used.
  */
-
-/** The lookups the merge needs, as js-tiktoken keeps them: bytes joined by ',' -> rank, and rank -> bytes. */
-export interface RankTables {
-  readonly rankMap: ReadonlyMap<string, number>;
-  readonly textMap: ReadonlyMap<number, Uint8Array>;
-  /** The same tokens as a list over typed arrays, when the maps were built from one (faster to walk than a map). */
-  readonly tokens?: TokenList;
-}
-
-/** Every token: token i is bytes[byteEnds[i - 1] (0 for the first), byteEnds[i]), of rank ranks[i]. */
-export interface TokenList {
-  readonly count: number;
-  readonly bytes: Uint8Array;
-  readonly byteEnds: Uint32Array;
-  readonly ranks: Uint32Array;
-}
+import { NOT_A_TOKEN, shortKey, type TokenIndex } from './tokenIndex';
 
 export interface BytePairEncoder {
   /** The ids of `text`; special-token strings are ordinary text unless listed in `allowedSpecial`. */
   encode(text: string, allowedSpecial?: ReadonlySet<string>): number[];
+  /** How many ids encode(text) gives, without making the array. */
+  count(text: string): number;
   /** What the encoder did so far (tests and benchmarks read it). */
   readonly stats: BytePairStats;
 }
@@ -72,9 +59,6 @@ const KEPT_SCRATCH_BYTES = 320 * 1024;
 /** Positions of one rank filtered (and so loaded) at a time before they are merged. */
 const FILTER_CHUNK = 256;
 
-/** Pieces this short are looked up whole without first asking how long the longest token is. */
-const SURELY_TOKEN_BYTES = 64;
-
 /** Positions take the low 32 bits of a low-heap key, ranks the bits above: 21 of them keep the key an exact double. */
 const POSITION_FACTOR = 2 ** 32;
 const MAX_RANK = 2 ** 21 - 1;
@@ -86,45 +70,26 @@ const MAX_TOKEN_BYTES = 2 ** (31 - PART_BITS) - 1;
 const NO_RANK = -1;
 const UNKNOWN_RANK = -2;
 
-const DECIMALS: readonly string[] = Array.from({ length: 256 }, (_, byte) => String(byte));
-
 /**
  * The encoder for one encoding, or undefined if its tables cannot be merged this way (then use the library's).
  * `pattern` is the encoding's `pat_str`; `specialTokens` the library's `specialTokens` (their order decides which
  * of two special tokens starting at the same place is found, as in the library).
  */
 export function createBytePairEncoder(
-  tables: RankTables,
+  index: TokenIndex,
   pattern: string,
   specialTokens: Readonly<Record<string, number>>,
 ): BytePairEncoder | undefined {
   const byteRanks = new Int32Array(256);
-  for (let byte = 0; byte < 256; byte++) {
-    const rank = tables.rankMap.get(DECIMALS[byte]!);
-    if (rank === undefined) return undefined;
-    byteRanks[byte] = rank;
+  const byte = new Uint8Array(1);
+  for (let value = 0; value < 256; value++) {
+    byte[0] = value;
+    const rank = index.rankOf(byte, 0, 1);
+    if (rank === NOT_A_TOKEN) return undefined;
+    byteRanks[value] = rank;
   }
-  // textMap is keyed by rank: as many entries as rankMap means no rank is shared by two byte strings.
-  if (tables.rankMap.size !== tables.textMap.size) return undefined;
-  let rankCount = 0;
-  let longestToken = 0;
-  const tokens = tables.tokens;
-  if (tokens && tokens.count === tables.textMap.size) {
-    for (let token = 0, start = 0; token < tokens.count; start = tokens.byteEnds[token++]!) {
-      const rank = tokens.ranks[token]!;
-      if (rank >= MAX_RANK) return undefined;
-      if (rank >= rankCount) rankCount = rank + 1;
-      if (tokens.byteEnds[token]! - start > longestToken) longestToken = tokens.byteEnds[token]! - start;
-    }
-  } else {
-    for (const [rank, bytes] of tables.textMap) {
-      if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) return undefined;
-      if (rank >= rankCount) rankCount = rank + 1;
-      if (bytes.length > longestToken) longestToken = bytes.length;
-    }
-  }
-  if (longestToken > MAX_TOKEN_BYTES) return undefined;
-  return new QueueBytePairEncoder(tables, byteRanks, rankCount, longestToken, pattern, specialTokens);
+  if (index.rankCount > MAX_RANK || index.longestToken > MAX_TOKEN_BYTES) return undefined;
+  return new QueueBytePairEncoder(index, byteRanks, pattern, specialTokens);
 }
 
 class QueueBytePairEncoder implements BytePairEncoder {
@@ -134,34 +99,46 @@ class QueueBytePairEncoder implements BytePairEncoder {
   private readonly pairs: PairRanks;
   private readonly queue: RankBuckets;
   private readonly scratch = new Scratch();
+  /** The ids of the text being encoded (encoding is synchronous). */
+  private readonly ids = new TokenSink();
   /** Characters of several bytes met so far: the tokens each merges into alone (see initPartsByCharacter). */
   private readonly characters = new Characters();
-  private edges: Int32Array | undefined;
+  private edges: CharacterEdges | undefined;
   /** The rank of every pair of two bytes, by (first << 8 | second), looked up on first use. */
   private readonly bytePairs = new Int32Array(256 * 256).fill(UNKNOWN_RANK);
 
   constructor(
-    private readonly tables: RankTables,
+    private readonly index: TokenIndex,
     private readonly byteRanks: Int32Array,
-    rankCount: number,
-    /** The longest token's byte length: a longer piece cannot be one. */
-    private readonly longestToken: number,
     pattern: string,
     private readonly specialTokens: Readonly<Record<string, number>>,
   ) {
     this.pieces = new RegExp(pattern, 'ug');
     const specials = Object.keys(specialTokens);
     this.specialPattern = specials.length > 0 ? new RegExp(specials.map(escapeRegex).join('|'), 'g') : undefined;
-    this.pairs = new PairRanks(tables);
-    this.queue = new RankBuckets(rankCount);
+    this.pairs = new PairRanks(index);
+    this.queue = new RankBuckets(index.rankCount);
   }
 
   encode(text: string, allowedSpecial?: ReadonlySet<string>): number[] {
-    const ids: number[] = [];
+    const ids = this.ids;
+    ids.length = 0;
+    this.encodeInto(text, allowedSpecial, ids);
+    return Array.from(ids.values.subarray(0, ids.length));
+  }
+
+  count(text: string): number {
+    const ids = this.ids;
+    ids.length = 0;
+    this.encodeSegment(text, ids);
+    return ids.length;
+  }
+
+  private encodeInto(text: string, allowedSpecial: ReadonlySet<string> | undefined, ids: TokenSink): void {
     if (!allowedSpecial || allowedSpecial.size === 0 || !this.specialPattern) {
       // No special token allowed: the library finds each one, skips it, and encodes the whole text as one segment.
       this.encodeSegment(text, ids);
-      return ids;
+      return;
     }
     // The library's loop: the next allowed special token ends the segment; a disallowed one is searched past.
     const special = this.specialPattern;
@@ -177,14 +154,14 @@ class QueueBytePairEncoder implements BytePairEncoder {
       }
       const end = found?.index ?? text.length;
       this.encodeSegment(text.substring(start, end), ids);
-      if (found === null) return ids;
+      if (found === null) return;
       ids.push(this.specialTokens[found[0]]!);
       start = found.index + found[0].length;
     }
   }
 
   /** Splits with the encoding's regex (as `String.prototype.matchAll` would) and encodes every piece. */
-  private encodeSegment(segment: string, ids: number[]): void {
+  private encodeSegment(segment: string, ids: TokenSink): void {
     const pieces = this.pieces;
     pieces.lastIndex = 0;
     for (let match = pieces.exec(segment); match !== null; match = pieces.exec(segment)) {
@@ -199,7 +176,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
     }
   }
 
-  private encodePiece(piece: string, ids: number[]): void {
+  private encodePiece(piece: string, ids: TokenSink): void {
     const scratch = this.scratch.forUnits(piece.length);
     const bytes = scratch.bytes;
     const length = utf8Encode(piece, bytes);
@@ -208,9 +185,9 @@ class QueueBytePairEncoder implements BytePairEncoder {
       return;
     }
     // The whole-piece shortcut, as the library takes it: a piece that is a token is that token.
-    if (length <= SURELY_TOKEN_BYTES || length <= this.longestToken) {
-      const rank = this.tables.rankMap.get(byteKey(bytes, length));
-      if (rank !== undefined) {
+    if (length <= this.index.longestToken) {
+      const rank = this.index.rankOf(bytes, 0, length);
+      if (rank !== NOT_A_TOKEN) {
         ids.push(rank);
         return;
       }
@@ -228,7 +205,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
    * The library's own loop over numeric ranks: scan every pair for the lowest rank (leftmost among equal, by the
    * strict comparison), merge it, update the two pairs beside it. Quadratic, so only for pieces of a few bytes.
    */
-  private scanMerge(length: number, scratch: Scratch, ids: number[]): void {
+  private scanMerge(length: number, scratch: Scratch, ids: TokenSink): void {
     const { bytes, tokens, pairRanks } = scratch;
     const byteRanks = this.byteRanks;
     const pairs = this.pairs;
@@ -266,7 +243,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
    * recorded for its position is still its rank; the bytes a position pairs only ever grow, and ranks are distinct
    * per byte string, so a rank never comes back to a position).
    */
-  private queueMerge(length: number, units: number, scratch: Scratch, ids: number[]): void {
+  private queueMerge(length: number, units: number, scratch: Scratch, ids: TokenSink): void {
     // Each step is a function of its own: code after a long loop that has not run yet when the loop is compiled
     // mid-run (on-stack replacement) has no type feedback, and reaching it threw the compiled code away, mid-piece.
     scratch.forMerge(length);
@@ -310,20 +287,25 @@ class QueueBytePairEncoder implements BytePairEncoder {
   /**
    * initParts for a piece with characters of several bytes: such a character starts as the tokens its own bytes merge
    * into (merged alone, once per character, remembered) instead of as bytes, when that is sure to give the same ids.
-   * It is when every pair that could ever be merged across the character's edges ranks above every merge inside it:
-   * then the rule merges nothing across an edge before the character is done, and the character's own merges happen
-   * in the order they would alone, so doing them first changes nothing (a merge elsewhere that ran before them in the
-   * library's order still runs before anything that involves this character). A pair across the edge between
-   * characters c and d holds c's last byte followed by d's first, so it ranks at least as high as the lowest rank of
-   * any token holding those two bytes (`edgeRanks`). Other characters start as bytes, as in initParts. For CJK prose
-   * this starts most characters as one token instead of three bytes, two thirds fewer merges.
+   * It is when every pair that could ever be merged across the character's edges ranks above every merge inside it
+   * (`inner`, the highest): then the rule merges nothing across an edge before the character is done, and the
+   * character's own merges happen in the order they would alone; and a pair across an edge that starting whole makes
+   * sooner than the rule would have made it still ranks above whatever the rule merged meanwhile, so it merges no
+   * sooner. A pair across the edge with the next character is the character's last part at the time (the last part of
+   * one of the states it passes through alone, all of them known) followed by a part that starts with the next
+   * character's first byte: so it ranks at least as high as the lowest-ranked token that begins with such a last part
+   * and that byte. Across the edge with the character before: a part that ends with that character's last byte, then
+   * the first part of one of the states, so at least the lowest-ranked token that ends with that byte and such a first
+   * part. Both are looked up in tables made once from the tokens (TokenIndex.characterEdgeRanks) and remembered per
+   * character and neighbouring byte. Other characters start as bytes, as in initParts. For CJK prose almost every
+   * character starts as one token instead of three bytes: two thirds fewer merges.
    */
   private initPartsByCharacter(length: number, scratch: Scratch): void {
     const { bytes, parts } = scratch;
     const byteRanks = this.byteRanks;
     const bytePairs = this.bytePairs;
     const characters = this.characters;
-    const edgeRanks = this.edgeRanks();
+    const edges = this.characterEdges();
     let previousToken = -1;
     let previousLength = 0;
     let previousStart = -1;
@@ -335,8 +317,8 @@ class QueueBytePairEncoder implements BytePairEncoder {
       const inner = character < 0 ? NO_RANK : characters.highestMerge[character]!;
       const whole =
         inner !== NO_RANK &&
-        (at === 0 || edgeRanks[(bytes[at - 1]! << 8) | lead]! > inner) &&
-        (at + width === length || edgeRanks[(bytes[at + width - 1]! << 8) | bytes[at + width]!]! > inner);
+        (at === 0 || characters.leftBound(character, bytes, at, edges) > inner) &&
+        (at + width === length || characters.rightBound(character, bytes, at + width, edges) > inner);
       const count = whole ? characters.tokenCount[character]! : width;
       for (let part = 0; part < count; part++) {
         let token: number;
@@ -373,30 +355,9 @@ class QueueBytePairEncoder implements BytePairEncoder {
     parts[length << 1] = 0; // the end: read as a neighbour by the look-ahead, never merged
   }
 
-  /** For every two bytes, the lowest rank of a token that holds them one after the other (2^30: none); built once. */
-  private edgeRanks(): Int32Array {
-    if (!this.edges) {
-      const edges = new Int32Array(256 * 256).fill(2 ** 30);
-      const tokens = this.tables.tokens;
-      if (tokens && tokens.count === this.tables.textMap.size) {
-        const { bytes, byteEnds, ranks } = tokens;
-        for (let token = 0, start = 0; token < tokens.count; start = byteEnds[token++]!) {
-          const rank = ranks[token]!;
-          for (let index = start + 1, end = byteEnds[token]!; index < end; index++) {
-            const key = (bytes[index - 1]! << 8) | bytes[index]!;
-            if (rank < edges[key]!) edges[key] = rank;
-          }
-        }
-      } else {
-        for (const [rank, bytes] of this.tables.textMap) {
-          for (let index = 1; index < bytes.length; index++) {
-            const key = (bytes[index - 1]! << 8) | bytes[index]!;
-            if (rank < edges[key]!) edges[key] = rank;
-          }
-        }
-      }
-      this.edges = edges;
-    }
+  /** The tables initPartsByCharacter asks (see TokenIndex.characterEdgeRanks); made on first use. */
+  private characterEdges(): CharacterEdges {
+    this.edges ??= this.index.characterEdgeRanks();
     return this.edges;
   }
 
@@ -475,20 +436,69 @@ class QueueBytePairEncoder implements BytePairEncoder {
   }
 }
 
+/** The lowest rank of a token beginning (`starting`) or ending (`ending`) with a short byte string, by shortKey. */
+type CharacterEdges = ReturnType<TokenIndex['characterEdgeRanks']>;
+
+/** Above every rank: no token. */
+const NO_TOKEN_RANK = 2 ** 30;
+
 /**
- * Characters of two to four bytes, each with the tokens its bytes merge into when merged alone (at most four) and the
- * highest rank among those merges (NO_RANK: none). Found by code point: an array for the Basic Multilingual Plane,
- * a map above it; bounded (forgotten when full, as the pair table is).
+ * Characters of two to four bytes, each with the tokens its bytes merge into when merged alone (at most four), the
+ * highest rank among those merges (NO_RANK: none), and the lengths its first and last parts take on the way (a bit
+ * per length). Found by code point: an array for the Basic Multilingual Plane, a map above it; bounded (forgotten when
+ * full, as the pair table is), as are the edge bounds remembered per character and neighbouring byte.
  */
 class Characters {
   private static readonly MAX = 1 << 16;
   private readonly basic = new Int32Array(0x10000).fill(-1);
   private readonly astral = new Map<number, number>();
+  private readonly bounds = new IntTable();
   private count = 0;
   tokens = new Int32Array(4 * 1024);
   lengths = new Uint8Array(4 * 1024);
   tokenCount = new Uint8Array(1024);
   highestMerge = new Int32Array(1024);
+  /** Bit i - 1: the first part (firstLengths) or the last part (lastLengths) is i bytes long in some state. */
+  firstLengths = new Uint8Array(1024);
+  lastLengths = new Uint8Array(1024);
+
+  /**
+   * The lowest rank a pair across the edge before the character starting at `at` can have: a token ending with the
+   * byte before it and one of the character's first parts.
+   */
+  leftBound(character: number, bytes: Uint8Array, at: number, edges: CharacterEdges): number {
+    const cacheKey = character * 512 + bytes[at - 1]!;
+    let bound = this.bounds.get(cacheKey);
+    if (bound === IntTable.MISSING) {
+      bound = NO_TOKEN_RANK;
+      const lengths = this.firstLengths[character]!;
+      for (let size = 1; size <= 4; size++) {
+        if ((lengths & (1 << (size - 1))) === 0) continue;
+        bound = Math.min(bound, edges.ending.get(shortKey(bytes, at - 1, size + 1)) ?? NO_TOKEN_RANK);
+      }
+      this.bounds.set(cacheKey, bound);
+    }
+    return bound;
+  }
+
+  /**
+   * The lowest rank a pair across the edge after the character ending at `end` can have: a token beginning with one
+   * of the character's last parts and the byte after it.
+   */
+  rightBound(character: number, bytes: Uint8Array, end: number, edges: CharacterEdges): number {
+    const cacheKey = character * 512 + 256 + bytes[end]!;
+    let bound = this.bounds.get(cacheKey);
+    if (bound === IntTable.MISSING) {
+      bound = NO_TOKEN_RANK;
+      const lengths = this.lastLengths[character]!;
+      for (let size = 1; size <= 4; size++) {
+        if ((lengths & (1 << (size - 1))) === 0) continue;
+        bound = Math.min(bound, edges.starting.get(shortKey(bytes, end - size, size + 1)) ?? NO_TOKEN_RANK);
+      }
+      this.bounds.set(cacheKey, bound);
+    }
+    return bound;
+  }
 
   /** The index of the character whose UTF-8 is bytes[at, at + width). */
   of(bytes: Uint8Array, at: number, width: number, pairs: PairRanks, byteRanks: Int32Array): number {
@@ -510,6 +520,7 @@ class Characters {
     if (this.count === Characters.MAX) {
       this.basic.fill(-1);
       this.astral.clear();
+      this.bounds.clear();
       this.count = 0;
     }
     if (this.count === this.tokenCount.length) this.grow();
@@ -522,6 +533,8 @@ class Characters {
     for (let part = 0; part < width; part++) tokens[part] = byteRanks[bytes[at + part]!]!;
     let parts = width;
     let highest = NO_RANK;
+    let firstLengths = 1;
+    let lastLengths = 1;
     for (;;) {
       let best = -1;
       let bestRank = MAX_RANK;
@@ -539,6 +552,8 @@ class Characters {
       tokens.splice(best + 1, 1);
       lengths.splice(best + 1, 1);
       parts--;
+      firstLengths |= 1 << (lengths[0]! - 1);
+      lastLengths |= 1 << (lengths[parts - 1]! - 1);
     }
     for (let part = 0; part < parts; part++) {
       this.tokens[index * 4 + part] = tokens[part]!;
@@ -546,6 +561,8 @@ class Characters {
     }
     this.tokenCount[index] = parts;
     this.highestMerge[index] = highest;
+    this.firstLengths[index] = firstLengths;
+    this.lastLengths[index] = lastLengths;
     return index;
   }
 
@@ -563,11 +580,32 @@ class Characters {
     const highestMerge = new Int32Array(size);
     highestMerge.set(this.highestMerge);
     this.highestMerge = highestMerge;
+    const firstLengths = new Uint8Array(size);
+    firstLengths.set(this.firstLengths);
+    this.firstLengths = firstLengths;
+    const lastLengths = new Uint8Array(size);
+    lastLengths.set(this.lastLengths);
+    this.lastLengths = lastLengths;
+  }
+}
+
+/** Ids as they are found, in a growable Int32Array (kept between calls, like the scratch). */
+class TokenSink {
+  values = new Int32Array(1024);
+  length = 0;
+
+  push(id: number): void {
+    if (this.length === this.values.length) {
+      const grown = new Int32Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
+    }
+    this.values[this.length++] = id;
   }
 }
 
 /** The tokens of the parts left, in order. */
-function collectParts(parts: Int32Array, length: number, ids: number[]): void {
+function collectParts(parts: Int32Array, length: number, ids: TokenSink): void {
   for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS)
     ids.push(parts[index << 1]! & PART_MASK);
 }
@@ -859,9 +897,7 @@ class PairRanks {
   private slots: Int32Array;
   private mask: number;
   private used = 0;
-  private readonly tokenKeys: (string | undefined)[] = [];
-
-  constructor(private readonly tables: RankTables) {
+  constructor(private readonly index: TokenIndex) {
     this.slots = PairRanks.emptySlots(PairRanks.INITIAL_SLOTS);
     this.mask = PairRanks.INITIAL_SLOTS - 1;
   }
@@ -884,7 +920,7 @@ class PairRanks {
       if (stored === -1) break;
       slot = (slot + 1) & mask;
     }
-    const rank = this.tables.rankMap.get(`${this.keyOf(left)},${this.keyOf(right)}`) ?? NO_RANK;
+    const rank = this.index.rankOfPair(left, right); // NOT_A_TOKEN is NO_RANK
     this.insert(slot, left, right, rank);
     return rank;
   }
@@ -926,15 +962,52 @@ class PairRanks {
     while (this.slots[slot << 2] !== -1) slot = (slot + 1) & this.mask;
     return slot;
   }
+}
 
-  /** A token's key in the library's map: its bytes in decimal, joined by ','. */
-  private keyOf(token: number): string {
-    let key = this.tokenKeys[token];
-    if (key === undefined) {
-      key = this.tables.textMap.get(token)!.join(',');
-      this.tokenKeys[token] = key;
+/** Non-negative integer keys to integer values, open addressing over one Int32Array; grows, never shrinks. */
+class IntTable {
+  static readonly MISSING = -(2 ** 31);
+  /** [2s]: key (-1: empty slot), [2s + 1]: value. */
+  private slots = IntTable.emptySlots(1024);
+  private used = 0;
+
+  private static emptySlots(count: number): Int32Array {
+    const slots = new Int32Array(count * 2);
+    for (let slot = 0; slot < count; slot++) slots[slot * 2] = -1;
+    return slots;
+  }
+
+  get(key: number): number {
+    const slots = this.slots;
+    const mask = (slots.length >> 1) - 1;
+    for (let slot = pairHash(key, 0) & mask; ; slot = (slot + 1) & mask) {
+      const stored = slots[slot * 2]!;
+      if (stored === key) return slots[slot * 2 + 1]!;
+      if (stored === -1) return IntTable.MISSING;
     }
-    return key;
+  }
+
+  set(key: number, value: number): void {
+    if ((this.used + 1) * 2 > this.slots.length >> 1) this.grow();
+    const slots = this.slots;
+    const mask = (slots.length >> 1) - 1;
+    let slot = pairHash(key, 0) & mask;
+    while (slots[slot * 2] !== -1 && slots[slot * 2] !== key) slot = (slot + 1) & mask;
+    if (slots[slot * 2] === -1) this.used++;
+    slots[slot * 2] = key;
+    slots[slot * 2 + 1] = value;
+  }
+
+  clear(): void {
+    this.slots = IntTable.emptySlots(1024);
+    this.used = 0;
+  }
+
+  private grow(): void {
+    const old = this.slots;
+    this.slots = IntTable.emptySlots(old.length);
+    this.used = 0;
+    for (let slot = 0; slot < old.length; slot += 2) if (old[slot] !== -1) this.set(old[slot]!, old[slot + 1]!);
   }
 }
 
@@ -942,13 +1015,6 @@ function pairHash(left: number, right: number): number {
   let hash = Math.imul(left, 0x9e3779b1) ^ Math.imul(right, 0x85ebca77);
   hash ^= hash >>> 15;
   return hash;
-}
-
-/** The library's key for bytes[0, length): the bytes in decimal, joined by ','. */
-function byteKey(bytes: Uint8Array, length: number): string {
-  let key = DECIMALS[bytes[0]!]!;
-  for (let index = 1; index < length; index++) key += ',' + DECIMALS[bytes[index]!]!;
-  return key;
 }
 
 /** UTF-8 of `text` into `out` (room for 3 bytes per code unit), as TextEncoder writes it: a lone surrogate is U+FFFD. */

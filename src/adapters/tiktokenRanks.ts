@@ -1,26 +1,23 @@
 /**
- * Builds the encoder `new Tiktoken(ranks, extendedSpecialTokens)` builds, about 3 times faster.
+ * The tokens of an encoding, indexed straight from js-tiktoken's compressed ranks (see tokenIndex.ts), without
+ * building the library's encoder.
  *
- * Why: that constructor is most of a cold start (fresh Node 20, 2 vCPU: ~520-610 ms for o200k_base, ~220 ms for
+ * Why: `new Tiktoken(ranks)` was most of a cold start (fresh Node 20, 2 vCPU: ~520-610 ms for o200k_base, ~220 ms for
  * cl100k_base). It splits the compressed ranks into an object of ~200k keys, walks `Object.entries`, base64-decodes
- * every token into its own Uint8Array and joins its bytes with ',' for the key. What encoding needs are the two maps
- * it ends with: `rankMap` (bytes joined by ',' -> rank) and `textMap` (rank -> bytes).
+ * every token into its own Uint8Array and joins its bytes with ',' for a key in `rankMap`. Filling those two maps
+ * directly (an earlier version of this file) was still ~3/4 of what was left. The merge needs neither map: it needs
+ * a token by its bytes and by its rank, which an index over the decoded list answers (tokenIndex.ts).
  *
- * How: the library's constructor is called with no ranks, so it sets up the pattern and special tokens itself; then
- * its two maps are filled straight from the compressed ranks (lines of `<ignored> <offset> <token> <token>...`,
- * tokens in base64, rank = offset + position). One pass decodes every token into a shared buffer and writes its key
- * (the bytes in decimal, joined by ',') into one ASCII text; then `rankMap` gets a slice of that text -> rank, and
- * `textMap` rank -> a view of the token's bytes in the shared buffer. No intermediate object, one buffer and one
- * string instead of 200k of each: ~180 ms for o200k_base, ~75 ms for cl100k_base, and less memory.
- *
- * Guards: it relies on internals (js-tiktoken 1.0.21's `rankMap` and `textMap`, marked @internal), so it first checks
- * that the library fills a small probe of ranks exactly as this code does and that the instance starts with both maps
- * empty. It parses strictly (canonical base64, digits, no empty token) and checks that no token and no rank repeats,
- * where the library's dedup through an object would differ. Anything unexpected: the library's own constructor,
- * silently. Unit tests compare both maps, entry by entry, with the library's for both encodings.
+ * How: the ranks are lines of `<ignored> <offset> <token> <token>...`, tokens in base64, rank = offset + position.
+ * One pass decodes every token into one shared buffer, noting where each ends and its rank; TokenIndex.build hashes
+ * them. Strict parsing (canonical base64, digits, no empty token) and no repeated token or rank, where the library's
+ * dedup through an object would differ; and first a probe: the library's own constructor must read a few ranks into
+ * exactly the tokens this code reads from them. Anything unexpected: the library's constructor builds the encoder and
+ * the index is made from its `textMap`; without that internal, no index (the library's own encode is used). Unit tests
+ * compare the index with the library's maps, entry by entry, for both encodings.
  */
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
-import type { RankTables, TokenList } from './bytePairEncoder';
+import { TokenIndex, type TokenList } from './tokenIndex';
 
 /** js-tiktoken's `Tiktoken` class, or a stand-in (tests). */
 export type TiktokenConstructor = new (ranks: TiktokenBPE, extendedSpecialTokens?: Record<string, number>) => Tiktoken;
@@ -31,16 +28,12 @@ export interface RankMaps {
   textMap: Map<number, Uint8Array>;
 }
 
-/** Every token of a compressed rank string, decoded, in order. */
-interface DecodedRanks {
-  count: number;
-  /** The bytes of every token, back to back; token i ends at `byteEnds[i]`. */
-  bytes: Uint8Array;
-  byteEnds: Uint32Array;
-  /** The key of every token (its bytes in decimal, joined by ','), back to back; token i's key ends at `keyEnds[i]`. */
-  keys: string;
-  keyEnds: Uint32Array;
-  ranks: Uint32Array;
+/** An encoding's tokens: the index when it could be made, and the library's encoder, built only if asked for. */
+export interface LoadedRanks {
+  index: TokenIndex | undefined;
+  /** Whether the index came from the compressed ranks directly (false: from the library's encoder). */
+  fast: boolean;
+  library(): Tiktoken;
 }
 
 const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
@@ -51,78 +44,62 @@ for (let value = 0; value < BASE64_ALPHABET.length; value++) SEXTETS[BASE64_ALPH
 const NEWLINE = '\n';
 const SPACE = ' ';
 const PAD = '='.charCodeAt(0);
-const COMMA = ','.charCodeAt(0);
 const ZERO = '0'.charCodeAt(0);
 const NINE = '9'.charCodeAt(0);
 /** Longest rank offset accepted: nine digits keep every rank within a Uint32. */
 const MAX_OFFSET_DIGITS = 9;
 
 /**
- * A few tokens on two lines, with 1 to 4 bytes, bytes of 1 to 3 digits and every padding: the library's constructor
- * must fill its maps from them exactly as this code does before this code fills them from the real ranks.
+ * A few tokens on two lines, with 1 to 4 bytes and every padding: the library's constructor must read from them
+ * exactly the tokens this code reads before this code reads the real ranks.
  */
 const PROBE_RANKS = 'a 7 QQ== w6k= AAkK Y2T/ 8J+YgA==\nb 300 IA==';
 
-/** The encoder `new TiktokenClass(ranks, extendedSpecialTokens)` builds; built the fast way when it can be. */
-export function buildTiktoken(
+/** The encoding's tokens, indexed the fast way when it can be, else from the library's own encoder. */
+export function loadRanks(
   TiktokenClass: TiktokenConstructor,
   ranks: TiktokenBPE,
   extendedSpecialTokens?: Record<string, number>,
-): Tiktoken {
-  return (
-    buildTiktokenFast(TiktokenClass, ranks, extendedSpecialTokens) ?? new TiktokenClass(ranks, extendedSpecialTokens)
-  );
+): LoadedRanks {
+  let library: Tiktoken | undefined;
+  const libraryEncoder = () => (library ??= new TiktokenClass(ranks, extendedSpecialTokens));
+  const fast = indexRanksFast(TiktokenClass, ranks);
+  if (fast) return { index: fast, fast: true, library: libraryEncoder };
+  // As many byte strings as ranks: no rank is shared by two byte strings (the index would have to pick one).
+  const maps = rankMapsOf(libraryEncoder());
+  const consistent = maps && maps.rankMap.size === maps.textMap.size;
+  return { index: consistent ? TokenIndex.fromEntries(maps.textMap) : undefined, fast: false, library: libraryEncoder };
 }
 
-/** The fast build, or undefined when the library's internals or the ranks are not what this code expects. */
-export function buildTiktokenFast(
-  TiktokenClass: TiktokenConstructor,
-  ranks: TiktokenBPE,
-  extendedSpecialTokens?: Record<string, number>,
-): Tiktoken | undefined {
-  if (!fillsLikeTheLibrary(TiktokenClass, ranks)) return undefined;
+/** The index made straight from the compressed ranks, or undefined when they are not what this code expects. */
+export function indexRanksFast(TiktokenClass: TiktokenConstructor, ranks: TiktokenBPE): TokenIndex | undefined {
+  if (!readsLikeTheLibrary(TiktokenClass, ranks)) return undefined;
   const decoded = decodeRanks(ranks.bpe_ranks);
-  if (!decoded) return undefined;
-  const encoder = construct(TiktokenClass, { ...ranks, bpe_ranks: '' }, extendedSpecialTokens);
-  const maps = encoder && rankMapsOf(encoder);
-  if (!maps || maps.rankMap.size !== 0 || maps.textMap.size !== 0) return undefined;
-  if (!fillRankMaps(decoded, maps)) return undefined;
-  const { count, bytes, byteEnds, ranks: tokenRanks } = decoded;
-  tokenLists.set(encoder, { count, bytes, byteEnds: byteEnds.slice(0, count), ranks: tokenRanks.slice(0, count) });
-  return encoder;
+  return decoded && TokenIndex.build(decoded);
 }
 
-/** The token lists the fast build decoded, by the encoder it filled (the merge walks them faster than the maps). */
-const tokenLists = new WeakMap<Tiktoken, TokenList>();
-
-/** rankMapsOf, plus the token list when the fast build made the encoder. */
-export function rankTablesOf(encoder: Tiktoken): RankTables | undefined {
-  const maps = rankMapsOf(encoder);
-  const tokens = tokenLists.get(encoder);
-  return maps && (tokens ? { ...maps, tokens } : maps);
-}
-
-/** Whether the library builds, from the probe ranks, the maps this code builds from them. */
-function fillsLikeTheLibrary(TiktokenClass: TiktokenConstructor, ranks: TiktokenBPE): boolean {
+/** Whether the library reads the probe ranks into the very tokens this code reads from them. */
+function readsLikeTheLibrary(TiktokenClass: TiktokenConstructor, ranks: TiktokenBPE): boolean {
   const probe = construct(TiktokenClass, { ...ranks, bpe_ranks: PROBE_RANKS });
   const library = probe && rankMapsOf(probe);
   const decoded = decodeRanks(PROBE_RANKS);
-  if (!library || !decoded) return false;
-  const ours: RankMaps = { rankMap: new Map(), textMap: new Map() };
-  return (
-    fillRankMaps(decoded, ours) &&
-    sameEntries(library.rankMap, ours.rankMap, (a, b) => a === b) &&
-    sameEntries(library.textMap, ours.textMap, sameBytes)
-  );
+  const ours = decoded && TokenIndex.build(decoded);
+  if (!library || !ours) return false;
+  if (library.rankMap.size !== ours.count || library.textMap.size !== ours.count) return false;
+  for (const [key, rank] of library.rankMap) {
+    const bytes = Uint8Array.from(key.split(',').map(Number));
+    if (ours.rankOf(bytes, 0, bytes.length) !== rank) return false;
+  }
+  for (const [rank, bytes] of library.textMap) {
+    const own = ours.bytesOf(rank);
+    if (!(bytes instanceof Uint8Array) || !own || !Buffer.from(own).equals(Buffer.from(bytes))) return false;
+  }
+  return true;
 }
 
-function construct(
-  TiktokenClass: TiktokenConstructor,
-  ranks: TiktokenBPE,
-  extendedSpecialTokens?: Record<string, number>,
-): Tiktoken | undefined {
+function construct(TiktokenClass: TiktokenConstructor, ranks: TiktokenBPE): Tiktoken | undefined {
   try {
-    return new TiktokenClass(ranks, extendedSpecialTokens);
+    return new TiktokenClass(ranks);
   } catch {
     return undefined; // a library that refuses these ranks is not the one this code knows
   }
@@ -134,54 +111,14 @@ export function rankMapsOf(encoder: Tiktoken): RankMaps | undefined {
   return rankMap instanceof Map && textMap instanceof Map ? ({ rankMap, textMap } as RankMaps) : undefined;
 }
 
-function sameEntries<K, V>(a: Map<K, V>, b: Map<K, V>, same: (x: V, y: V) => boolean): boolean {
-  if (a.size !== b.size) return false;
-  for (const [key, value] of a) {
-    const other = b.get(key);
-    if (other === undefined || !same(value, other)) return false;
-  }
-  return true;
-}
-
-function sameBytes(a: unknown, b: unknown): boolean {
-  return (
-    a instanceof Uint8Array &&
-    b instanceof Uint8Array &&
-    a.length === b.length &&
-    a.every((byte, index) => byte === b[index])
-  );
-}
-
-/** Sets every decoded token in the (empty) maps; false if a token or a rank repeats (the library would differ). */
-function fillRankMaps(decoded: DecodedRanks, { rankMap, textMap }: RankMaps): boolean {
-  const { count, bytes, byteEnds, keys, keyEnds, ranks } = decoded;
-  // One map at a time: measured ~10% faster than setting both per token.
-  let keyStart = 0;
-  for (let token = 0; token < count; token++) {
-    const keyEnd = keyEnds[token]!;
-    rankMap.set(keys.slice(keyStart, keyEnd), ranks[token]!);
-    keyStart = keyEnd;
-  }
-  let byteStart = 0;
-  for (let token = 0; token < count; token++) {
-    const byteEnd = byteEnds[token]!;
-    textMap.set(ranks[token]!, bytes.subarray(byteStart, byteEnd));
-    byteStart = byteEnd;
-  }
-  return rankMap.size === count && textMap.size === count;
-}
-
 /** Every token of js-tiktoken's compressed ranks, or undefined if the text is not exactly in the expected format. */
-function decodeRanks(text: string): DecodedRanks | undefined {
+function decodeRanks(text: string): TokenList | undefined {
   const maxTokens = (text.length >> 2) + 1; // a token takes at least 4 characters
   const bytes = new Uint8Array(Math.ceil((text.length * 3) / 4));
-  const keyText = new Uint8Array(text.length * 3); // at most 4 key characters ("255,") per byte
   const byteEnds = new Uint32Array(maxTokens);
-  const keyEnds = new Uint32Array(maxTokens);
   const ranks = new Uint32Array(maxTokens);
   let count = 0;
   let byteLength = 0;
-  let keyLength = 0;
 
   for (let lineStart = 0; lineStart < text.length;) {
     let lineEnd = text.indexOf(NEWLINE, lineStart);
@@ -196,29 +133,17 @@ function decodeRanks(text: string): DecodedRanks | undefined {
       while (separator < lineEnd) {
         const tokenStart = separator + 1;
         separator = fieldEnd(text, tokenStart, lineEnd);
-        const tokenByteStart = byteLength;
         byteLength = decodeBase64(text, tokenStart, separator, bytes, byteLength);
         if (byteLength < 0) return undefined;
-        for (let index = tokenByteStart; index < byteLength; index++) {
-          if (index > tokenByteStart) keyText[keyLength++] = COMMA;
-          keyLength = writeDecimal(keyText, keyLength, bytes[index]!);
-        }
         byteEnds[count] = byteLength;
-        keyEnds[count] = keyLength;
         ranks[count++] = rank++;
       }
     }
     lineStart = lineEnd + 1;
   }
 
-  return {
-    count,
-    bytes: bytes.slice(0, byteLength), // a tight copy: the textMap views keep it alive
-    byteEnds,
-    keys: Buffer.from(keyText.buffer, 0, keyLength).toString('latin1'),
-    keyEnds,
-    ranks,
-  };
+  // Tight copies: the index keeps them for the life of the process.
+  return { count, bytes: bytes.slice(0, byteLength), byteEnds: byteEnds.slice(0, count), ranks: ranks.slice(0, count) };
 }
 
 /** Where the space-separated field starting at `start` ends, within the line. */
@@ -267,13 +192,5 @@ function decodeBase64(text: string, start: number, end: number, out: Uint8Array,
     if (fourth < 0) return -1;
     out[at++] = ((third & 3) << 6) | fourth;
   }
-  return at;
-}
-
-/** Writes `value` (0-255) in decimal at `at`, as `String(value)` would; returns where it ends. */
-function writeDecimal(out: Uint8Array, at: number, value: number): number {
-  if (value >= 100) out[at++] = ZERO + Math.floor(value / 100);
-  if (value >= 10) out[at++] = ZERO + (Math.floor(value / 10) % 10);
-  out[at++] = ZERO + (value % 10);
   return at;
 }

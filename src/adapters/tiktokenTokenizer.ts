@@ -1,9 +1,10 @@
 /**
  * The Tokenizer port on js-tiktoken's ranks and split pattern, encoded by bytePairEncoder.ts (the library's rule, the
- * same ids, in O(n log n) per piece instead of O(n^2): see there why). One instance per encoding per process; the ranks (several MB, ~0.08 s for
- * cl100k_base and ~0.2 s for o200k_base to load and build, see tiktokenRanks.ts) are required on first use, not at
- * import, so a cold start pays only for the encoding the configured model needs, and only when the first message is
- * counted.
+ * same ids, in O(n log n) per piece instead of O(n^2): see there why) over an index of the ranks (tokenIndex.ts,
+ * made by tiktokenRanks.ts without building the library's encoder). One instance per encoding per process; the ranks
+ * (several MB) are required and indexed on first use, not at import, so a cold start pays only for the encoding the
+ * configured model needs, and only when the first message is counted. The library's own encoder is built only if the
+ * index cannot be made (then it also encodes).
  *
  * User text is always encoded as ordinary text (as the library's `encode(text, [], [])`): a special-token string such as
  * `<|endoftext|>` neither throws nor becomes a special id; it is counted as the characters it is.
@@ -12,7 +13,8 @@
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import type { EncodingName, Tokenizer } from '../core/ports';
 import { type BytePairEncoder, type BytePairStats, createBytePairEncoder } from './bytePairEncoder';
-import { buildTiktoken, rankTablesOf } from './tiktokenRanks';
+import { loadRanks as indexRanks, type LoadedRanks } from './tiktokenRanks';
+import type { TokenIndex } from './tokenIndex';
 
 /** The ChatML delimiters of gpt-35-turbo (0301), added to cl100k_base (Azure OpenAI ChatML guide). */
 export const CHATML_SPECIAL_TOKENS: Readonly<Record<string, number>> = Object.freeze({
@@ -31,8 +33,10 @@ export interface TokenizerStats {
 
 /** An encoding's encoder: the O(n log n) merge, or the library's own if its tables do not allow it. */
 interface Engine {
-  readonly tiktoken: Tiktoken;
+  readonly ranks: LoadedRanks;
   readonly merge: BytePairEncoder | undefined;
+  /** Special token id -> its text, for decode. */
+  readonly specialTexts: ReadonlyMap<number, string>;
 }
 
 export interface TiktokenTokenizer extends Tokenizer {
@@ -86,14 +90,13 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
     if (!this.engine) {
       const ranks = loadRanks(this.encoding);
       this.special = Object.freeze(Object.keys(ranks.special_tokens));
-      const TiktokenClass = loadTiktoken();
       const extended = this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined;
-      // The same encoder `new TiktokenClass(...)` builds, built faster (see tiktokenRanks.ts).
-      const tiktoken = buildTiktoken(TiktokenClass, ranks, extended);
-      const maps = rankTablesOf(tiktoken);
+      const loaded = indexRanks(loadTiktoken(), ranks, extended);
       // The library's specialTokens, in its order: `{ ...ranks.special_tokens, ...extendedSpecialTokens }`.
-      const merge = maps && createBytePairEncoder(maps, ranks.pat_str, { ...ranks.special_tokens, ...extended });
-      this.engine = { tiktoken, merge };
+      const specialTokens = { ...ranks.special_tokens, ...extended };
+      const merge = loaded.index && createBytePairEncoder(loaded.index, ranks.pat_str, specialTokens);
+      const specialTexts = new Map(Object.entries(specialTokens).map(([text, id]) => [id, text]));
+      this.engine = { ranks: loaded, merge, specialTexts };
     }
     return this.engine;
   }
@@ -105,10 +108,10 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
 
   /** The ids of `text`; the special tokens in `allowedSpecial` become their ids, every other one is text. */
   encodeAllowing(text: string, allowedSpecial: readonly string[]): number[] {
-    const { tiktoken, merge } = this.load();
+    const { ranks, merge } = this.load();
     return merge
       ? merge.encode(text, allowedSpecial.length > 0 ? new Set(allowedSpecial) : undefined)
-      : tiktoken.encode(text, [...allowedSpecial], []);
+      : ranks.library().encode(text, [...allowedSpecial], []);
   }
 
   encode(text: string): number[] {
@@ -120,17 +123,46 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
   }
 
   countTokens(text: string): number {
-    return this.encode(text).length;
+    // The count alone, without the array of ids, when the merge is in use (the same ids, counted).
+    const { merge } = this.load();
+    if (!merge) return this.encode(text).length;
+    const count = merge.count(text);
+    this.stats.encodeCalls++;
+    this.stats.tokensEncoded += count;
+    return count;
   }
 
   decode(ids: readonly number[]): string {
-    return this.load().tiktoken.decode([...ids]);
+    const { ranks, merge, specialTexts } = this.load();
+    return merge && ranks.index ? decodeWith(ranks.index, specialTexts, ids) : ranks.library().decode([...ids]);
   }
 
   specialTokens(): readonly string[] {
     this.load();
     return this.special;
   }
+}
+
+const textDecoder = new TextDecoder();
+
+/** What the library's decode does: every id's bytes (a special id's text) in order, unknown ids skipped, as UTF-8. */
+function decodeWith(index: TokenIndex, specialTexts: ReadonlyMap<number, string>, ids: readonly number[]): string {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for (const id of ids) {
+    const special = specialTexts.get(id);
+    const bytes = index.bytesOf(id) ?? (special === undefined ? undefined : Buffer.from(special, 'utf8'));
+    if (!bytes) continue;
+    parts.push(bytes);
+    length += bytes.length;
+  }
+  const joined = new Uint8Array(length);
+  let at = 0;
+  for (const bytes of parts) {
+    joined.set(bytes, at);
+    at += bytes.length;
+  }
+  return textDecoder.decode(joined);
 }
 
 const tokenizers = new Map<EncodingName, LazyTiktokenTokenizer>();

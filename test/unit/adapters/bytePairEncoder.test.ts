@@ -14,6 +14,7 @@ import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution
 import { createBytePairEncoder, SCAN_MAX_BYTES, utf8Encode } from '../../../src/adapters/bytePairEncoder';
 import { CHATML_SPECIAL_TOKENS, encodeChatML, getTokenizer } from '../../../src/adapters/tiktokenTokenizer';
 import { rankMapsOf } from '../../../src/adapters/tiktokenRanks';
+import { TokenIndex } from '../../../src/adapters/tokenIndex';
 import type { EncodingName } from '../../../src/core/ports';
 import {
   CJK_CHARS,
@@ -49,8 +50,9 @@ function reference(encoding: EncodingName): Tiktoken {
 
 function assertSameIds(encoding: EncodingName, text: string): void {
   const expected = reference(encoding).encode(text, [], []);
-  const actual = getTokenizer(encoding).encode(text);
-  assert.deepEqual(actual, expected, `${encoding}, ${text.length} chars: ${JSON.stringify(text.slice(0, 80))}`);
+  const label = `${encoding}, ${text.length} chars: ${JSON.stringify(text.slice(0, 80))}`;
+  assert.deepEqual(getTokenizer(encoding).encode(text), expected, label);
+  assert.equal(getTokenizer(encoding).countTokens(text), expected.length, `${label} (counted without the ids)`);
 }
 
 // ---- Generated text ------------------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ test('small random vocabularies: same ids as the library, queue and scan alike',
       fc.array(fc.oneof({ weight: 12, arbitrary: charOf(LETTERS) }, fc.constant(' ')), { maxLength: 200 }),
       (tokens, letters) => {
         const library = new TiktokenClass(buildSmallVocabulary(tokens));
-        const ours = createBytePairEncoder(rankMapsOf(library)!, ' ?[^ ]+| +', {});
+        const ours = createBytePairEncoder(indexOf(library), ' ?[^ ]+| +', {});
         assert.ok(ours);
         const text = letters.join('');
         assert.deepEqual(ours.encode(text), library.encode(text, [], []));
@@ -282,22 +284,34 @@ test('small random vocabularies: same ids as the library, queue and scan alike',
   );
 });
 
+/** The index of a library encoder's tokens (from its `textMap`), as the adapter makes it when it must. */
+function indexOf(library: Tiktoken): TokenIndex {
+  const index = TokenIndex.fromEntries(rankMapsOf(library)!.textMap);
+  assert.ok(index);
+  return index;
+}
+
 test('tables the merge cannot use are refused (the library encodes instead)', () => {
   const vocabulary = buildSmallVocabulary([{ token: 'ab', rank: 256 }]);
-  const library = new TiktokenClass(vocabulary);
-  const tables = rankMapsOf(library)!;
-  assert.ok(createBytePairEncoder(tables, vocabulary.pat_str, {}));
+  const { textMap } = rankMapsOf(new TiktokenClass(vocabulary))!;
+  const entries = [...textMap];
+  assert.ok(createBytePairEncoder(TokenIndex.fromEntries(entries)!, vocabulary.pat_str, {}));
 
-  const withoutByte = new Map(tables.rankMap);
-  withoutByte.delete('7');
-  assert.equal(createBytePairEncoder({ ...tables, rankMap: withoutByte }, vocabulary.pat_str, {}), undefined);
+  const withoutByte = TokenIndex.fromEntries(entries.filter(([, bytes]) => !(bytes.length === 1 && bytes[0] === 7)));
+  assert.ok(withoutByte);
+  assert.equal(createBytePairEncoder(withoutByte, vocabulary.pat_str, {}), undefined, 'a byte without a rank');
 
-  const sharedRank = new Map(tables.rankMap).set('97,97', 256);
-  assert.equal(createBytePairEncoder({ ...tables, rankMap: sharedRank }, vocabulary.pat_str, {}), undefined);
+  const hugeRank = TokenIndex.fromEntries([...entries, [2 ** 21, Uint8Array.of(97, 97, 97)]]);
+  assert.ok(hugeRank);
+  assert.equal(createBytePairEncoder(hugeRank, vocabulary.pat_str, {}), undefined, 'a rank of 2^21');
 
-  const hugeRank = new Map(tables.textMap).set(2 ** 21, Uint8Array.of(97, 97, 97));
-  const hugeRanks = new Map(tables.rankMap).set('97,97,97', 2 ** 21);
-  assert.equal(createBytePairEncoder({ rankMap: hugeRanks, textMap: hugeRank }, vocabulary.pat_str, {}), undefined);
+  const longToken = TokenIndex.fromEntries([...entries, [300, new Uint8Array(1024).fill(97)]]);
+  assert.ok(longToken);
+  assert.equal(createBytePairEncoder(longToken, vocabulary.pat_str, {}), undefined, 'a token of 1,024 bytes');
+
+  // Tokens the library's maps would keep only one of cannot be indexed at all.
+  assert.equal(TokenIndex.fromEntries([...entries, [256, Uint8Array.of(97, 97)]]), undefined, 'a rank twice');
+  assert.equal(TokenIndex.fromEntries([...entries, [257, Uint8Array.of(97, 98)]]), undefined, 'bytes twice');
 });
 
 test('utf8Encode writes what TextEncoder writes, lone surrogates as U+FFFD', () => {
