@@ -92,19 +92,28 @@ async function nodeEmptyMs(): Promise<number> {
 }
 
 /**
- * Loads js-tiktoken and one encoding's ranks in a fresh Node, builds the encoder the way the app does (the fast build
- * of src/adapters/tiktokenRanks.ts) or with the library's own constructor, and encodes once, timing each.
+ * Loads js-tiktoken and one encoding's ranks in a fresh Node, makes the encoder the way the app does (the ranks
+ * indexed by src/adapters/tiktokenRanks.ts, the merge of bytePairEncoder.ts) or with the library's own constructor,
+ * and encodes once, timing each.
  */
 const TOKENIZER_PROBE = `
 const { performance } = require('node:perf_hooks');
-const [encoding, builder, ranksModule] = process.argv.slice(1);
+const [encoding, builder, ranksModule, mergeModule] = process.argv.slice(1);
 const start = performance.now();
 const { Tiktoken } = require('js-tiktoken/lite');
 const ranks = require('js-tiktoken/ranks/' + encoding);
 const loaded = performance.now();
-const encoder = builder === 'library' ? new Tiktoken(ranks) : require(ranksModule).buildTiktoken(Tiktoken, ranks);
+let encode;
+if (builder === 'library') {
+  const library = new Tiktoken(ranks);
+  encode = (text) => library.encode(text, [], []);
+} else {
+  const { index } = require(ranksModule).loadRanks(Tiktoken, ranks);
+  const merge = require(mergeModule).createBytePairEncoder(index, ranks.pat_str, ranks.special_tokens);
+  encode = (text) => merge.encode(text);
+}
 const built = performance.now();
-encoder.encode('Hello, world', [], []);
+encode('Hello, world');
 const encoded = performance.now();
 process.stdout.write(JSON.stringify({ requireMs: loaded - start, buildMs: built - loaded, encodeMs: encoded - built }));
 `;
@@ -120,12 +129,21 @@ async function probeTokenizer(
   builder: 'app' | 'library',
   compiled: boolean,
 ): Promise<TokenizerProbe> {
-  const ranksModule = compiled
-    ? path.join(REPO_ROOT, 'dist', 'src', 'adapters', 'tiktokenRanks.js')
-    : path.join(REPO_ROOT, 'src', 'adapters', 'tiktokenRanks.ts');
+  const adapter = (name: string) =>
+    compiled
+      ? path.join(REPO_ROOT, 'dist', 'src', 'adapters', `${name}.js`)
+      : path.join(REPO_ROOT, 'src', 'adapters', `${name}.ts`);
   const { stdout } = await promisify(execFile)(
     process.execPath,
-    [...(compiled ? [] : ['--import', 'tsx']), '-e', TOKENIZER_PROBE, `${encoding}_base`, builder, ranksModule],
+    [
+      ...(compiled ? [] : ['--import', 'tsx']),
+      '-e',
+      TOKENIZER_PROBE,
+      `${encoding}_base`,
+      builder,
+      adapter('tiktokenRanks'),
+      adapter('bytePairEncoder'),
+    ],
     { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '' } },
   );
   return JSON.parse(stdout) as TokenizerProbe;

@@ -41,6 +41,7 @@ import {
   type PendingTurn,
   type PromptCount,
   type StoredMessage,
+  type TokenReservation,
   type Tokenizer,
   type ToolCall,
   type TurnContext,
@@ -48,6 +49,7 @@ import {
   type Usage,
 } from './ports';
 import { ModelDeployments, type ModelDeployment } from './failover';
+import { utcDay } from './limits';
 import { inSpan, noTelemetry, type Telemetry } from './telemetry';
 import { countMessageTokens, tokensUnder } from './tokens/countTokens';
 import { findSpecialTokenMarkup } from './tokens/specialTokens';
@@ -142,6 +144,8 @@ interface TurnState {
   usage: Usage;
   /** Quota reservations of this turn's model calls settling (see metered); awaited beside the commit. */
   settlements: Promise<void>[];
+  /** Tokens reserved with the request's admission (see begin), for the first model call to take. */
+  prereserved?: TokenReservation;
   calls: PromptCount[];
   plan?: ContextPlan;
   /** Renews the turn's idempotency lease when due (before each model call); absent without an Idempotency-Key. */
@@ -169,6 +173,11 @@ export class TurnRunner {
   /** Claims of failed turns that storage did not let us release yet (see claimReleases.ts). */
   private readonly releases: ClaimReleases;
   private readonly telemetry: Telemetry;
+  /**
+   * Per conversation this instance ran a model call for: the tokens its next call is likely to need before the new
+   * message (the last prompt plus the reply). Bounded: forgotten all at once when full.
+   */
+  private readonly reserveHints = new Map<string, number>();
 
   constructor(private readonly deps: ChatDependencies) {
     this.telemetry = deps.telemetry ?? noTelemetry;
@@ -388,13 +397,17 @@ export class TurnRunner {
         return found;
       };
       const first = this.models.order(state.conversation.id)[0] ?? this.models.primary;
-      const { completion, deployment } = await this.metered(state, planFor(first), planFor, () =>
-        call(state.conversation.id, (candidate) => ({
-          ...this.completionRequest(planFor(candidate)),
-          // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
-          cacheKey: state.conversation.id,
-          ...(offer ? { tools: state.tools.definitions } : {}),
-        })),
+      const { completion, deployment } = await this.metered(
+        state,
+        () => planFor(first),
+        planFor,
+        () =>
+          call(state.conversation.id, (candidate) => ({
+            ...this.completionRequest(planFor(candidate)),
+            // One conversation's requests share a prompt cache: its repeated prefix is billed at the cached rate.
+            cacheKey: state.conversation.id,
+            ...(offer ? { tools: state.tools.definitions } : {}),
+          })),
       );
       const plan = planFor(deployment);
       state.plan = plan;
@@ -543,16 +556,12 @@ export class TurnRunner {
    */
   private async metered(
     state: TurnState,
-    planned: ContextPlan,
+    planned: () => ContextPlan,
     planFor: (deployment: ModelDeployment) => ContextPlan,
     call: () => Promise<{ value: Completion; deployment: ModelDeployment }>,
   ): Promise<{ completion: CountedCompletion; deployment: ModelDeployment }> {
-    const { limiter, clock, settings, log } = this.deps;
-    await state.keepLease?.();
-    const reservation = await limiter.admit(state.caller, clock.now(), {
-      reserveTokens: planned.promptTokens + settings.maxResponseTokens,
-      countRequest: false,
-    });
+    const { limiter, clock, log } = this.deps;
+    const reservation = await this.reserve(state, planned);
     const settle = (spent: number) =>
       limiter
         .settle(state.caller, reservation, spent, clock.now())
@@ -570,7 +579,51 @@ export class TurnRunner {
       usage: value.usage ?? countedUsage(value, planFor(deployment), deployment.tokenizer),
     };
     state.settlements.push(settle(completion.usage.totalTokens));
+    this.hintReservation(state, planned().promptTokens + completion.usage.completionTokens + HINT_MARGIN_TOKENS);
     return { completion, deployment };
+  }
+
+  /**
+   * The call's reservation: what begin reserved with the admission when it covers the call's worst case (no round
+   * trip before the call), topped up when it does not, else a reservation of its own (as without one).
+   */
+  private async reserve(state: TurnState, planned: () => ContextPlan): Promise<TokenReservation> {
+    const { limiter, clock, settings } = this.deps;
+    const prereserved = state.prereserved;
+    state.prereserved = undefined;
+    let needed: number;
+    try {
+      await state.keepLease?.();
+      needed = planned().promptTokens + settings.maxResponseTokens;
+    } catch (error) {
+      await this.release(state.caller, prereserved);
+      throw error;
+    }
+    if (prereserved && prereserved.tokens >= needed) return prereserved;
+    const now = clock.now();
+    const topUp = prereserved && prereserved.day === utcDay(now) ? prereserved : undefined;
+    if (prereserved && !topUp) await this.release(state.caller, prereserved); // reserved before midnight
+    const more = await limiter
+      .admit(state.caller, now, { reserveTokens: needed - (topUp?.tokens ?? 0), countRequest: false })
+      .catch(async (error: unknown) => {
+        await this.release(state.caller, topUp);
+        throw error;
+      });
+    return topUp && more.day === topUp.day ? { day: topUp.day, tokens: topUp.tokens + more.tokens } : more;
+  }
+
+  /** Gives back a reservation no call used (settled on 0 tokens); a failure only logs, as settling does. */
+  private async release(caller: Caller, reservation: TokenReservation | undefined): Promise<void> {
+    if (!reservation || reservation.tokens <= 0) return;
+    const { limiter, clock, log } = this.deps;
+    await limiter
+      .settle(caller, reservation, 0, clock.now())
+      .catch((error: unknown) => log.warn(`Could not release a token reservation: ${String(error)}`));
+  }
+
+  private hintReservation(state: TurnState, tokens: number): void {
+    if (this.reserveHints.size >= RESERVE_HINTS_MAX) this.reserveHints.clear();
+    this.reserveHints.set(hintKey(state.caller, state.conversation.id), tokens);
   }
 
   /**
@@ -666,34 +719,57 @@ export class TurnRunner {
 
   // ---- begin, resume, finish -------------------------------------------------------------------------------------
 
-  /** Load (with the limiter's check beside it), refuse what cannot run, and set up the turn. */
+  /**
+   * Load (with the limiter's check beside it), refuse what cannot run, and set up the turn. For a conversation this
+   * instance ran before, the admission also reserves the first model call's likely worst case (the last prompt, the
+   * reply and the new message, plus the reply reserve), so that call needs no round trip of its own to the limiter
+   * when it fits (see reserve); a turn that ends before its first call gives the reservation back.
+   */
   private async begin(
     input: TurnInput,
     user: CountedTurnMessage,
     admit: boolean,
     interactive: boolean,
   ): Promise<TurnState> {
-    const { store } = this.deps;
-    const [, loaded] = await Promise.all([
-      admit ? this.deps.limiter.admit(input.caller, this.deps.clock.now()) : undefined,
-      store.loadForTurn(input.caller, input.conversationId),
-    ]);
-    if (!loaded) throw conversationNotFound();
-    const { conversation } = loaded;
-    if (conversation.pending && !this.expired(conversation.pending.expiresAt)) {
-      const pending = await store.getPendingTurn(input.caller, input.conversationId);
-      throw new ToolResultsPendingError({
-        turnId: conversation.pending.id,
-        toolCalls: pending?.awaiting ?? [],
-        expiresAt: conversation.pending.expiresAt,
-      });
+    const { store, limiter, clock, settings } = this.deps;
+    const hint = admit ? this.reserveHints.get(hintKey(input.caller, input.conversationId)) : undefined;
+    const admitted = admit
+      ? limiter.admit(
+          input.caller,
+          clock.now(),
+          hint === undefined ? {} : { reserveTokens: hint + user.tokens + settings.maxResponseTokens },
+        )
+      : Promise.resolve(undefined);
+    let reservation: TokenReservation | undefined;
+    let loaded: Awaited<ReturnType<typeof store.loadForTurn>>;
+    try {
+      [reservation, loaded] = await Promise.all([admitted, store.loadForTurn(input.caller, input.conversationId)]);
+    } catch (error) {
+      await this.release(input.caller, await admitted.catch(() => undefined));
+      throw error;
     }
-    if (!interactive && (conversation.clientTools?.length ?? 0) > 0) {
-      throw new ClientToolsNotAllowedError();
+    try {
+      if (!loaded) throw conversationNotFound();
+      const { conversation } = loaded;
+      if (conversation.pending && !this.expired(conversation.pending.expiresAt)) {
+        const pending = await store.getPendingTurn(input.caller, input.conversationId);
+        throw new ToolResultsPendingError({
+          turnId: conversation.pending.id,
+          toolCalls: pending?.awaiting ?? [],
+          expiresAt: conversation.pending.expiresAt,
+        });
+      }
+      if (!interactive && (conversation.clientTools?.length ?? 0) > 0) {
+        throw new ClientToolsNotAllowedError();
+      }
+      const state = this.state(input.caller, conversation, loaded.messages, user);
+      await this.summarise(state);
+      if (reservation && reservation.tokens > 0) state.prereserved = reservation;
+      return state;
+    } catch (error) {
+      await this.release(input.caller, reservation);
+      throw error;
     }
-    const state = this.state(input.caller, conversation, loaded.messages, user);
-    await this.summarise(state);
-    return state;
   }
 
   private state(
@@ -1140,4 +1216,13 @@ function jitteredBackoff(attempt: number): number {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Conversations whose next reservation is remembered (see TurnRunner.reserveHints), at most. */
+const RESERVE_HINTS_MAX = 10_000;
+/** Added to a reservation hint: the reply's per-message tokens, and a little to spare. */
+const HINT_MARGIN_TOKENS = 8;
+
+function hintKey(caller: Caller, conversationId: string): string {
+  return `${caller.kind}:${caller.id}/${conversationId}`;
 }

@@ -12,7 +12,13 @@ import {
   UpstreamError,
 } from '../../../src/core/errors';
 import { ModelDeployments, type ModelDeployment } from '../../../src/core/failover';
-import { unlimited, type Caller, type CompletionRequest, type StoredMessage } from '../../../src/core/ports';
+import {
+  unlimited,
+  type Caller,
+  type CompletionRequest,
+  type StoredMessage,
+  type UsageLimiter,
+} from '../../../src/core/ports';
 import { countPromptTokens } from '../../../src/core/tokens/countTokens';
 import { TurnRunner, hashTurnRequest, messageId } from '../../../src/core/turn';
 import {
@@ -327,6 +333,95 @@ describe('TurnRunner.send', () => {
     // The prompt as planned plus the reply reserve; then what the model reported.
     assert.deepEqual(reserved, [first.context.promptTokens + TEST_SETTINGS.maxResponseTokens]);
     assert.deepEqual(settled, [[reserved[0], 15]]);
+  });
+});
+
+/** A limiter that keeps one caller's day total the way the Table limiter does, and records every call. */
+function ledgerLimiter() {
+  const admits: { countRequest: boolean; reserveTokens: number }[] = [];
+  const settles: [reserved: number, spent: number][] = [];
+  let dayTokens = 0;
+  const limiter: UsageLimiter = {
+    admit: async (_caller, now, options) => {
+      const reserveTokens = options?.reserveTokens ?? 0;
+      admits.push({ countRequest: options?.countRequest !== false, reserveTokens });
+      dayTokens += reserveTokens;
+      return { day: now.toISOString().slice(0, 10), tokens: reserveTokens };
+    },
+    settle: async (_caller, reservation, spent) => {
+      settles.push([reservation.tokens, spent]);
+      dayTokens += spent - reservation.tokens;
+    },
+    record: async (_caller, tokens) => {
+      dayTokens += tokens;
+    },
+  };
+  return { limiter, admits, settles, dayTokens: () => dayTokens };
+}
+
+describe('TurnRunner quota reservations ahead of the call', () => {
+  it('reserves the next call of a conversation this instance ran with its admission: no round trip before the call', async () => {
+    const ledger = ledgerLimiter();
+    const { turns, conversationId } = await setup({ limiter: ledger.limiter });
+    await turns.send({ caller: alice, conversationId, content: 'hello' });
+    assert.deepEqual(
+      ledger.admits.map((admit) => admit.countRequest),
+      [true, false],
+      'a conversation the instance never ran: counted beside the load, reserved before the call',
+    );
+    ledger.admits.length = 0;
+    const second = await turns.send({ caller: alice, conversationId, content: 'and again' });
+    assert.equal(ledger.admits.length, 1, 'one admission, counting the request and reserving the call');
+    const [admission] = ledger.admits;
+    assert.equal(admission?.countRequest, true);
+    assert.ok(
+      admission!.reserveTokens >= second.context.promptTokens + TEST_SETTINGS.maxResponseTokens,
+      `${admission!.reserveTokens} covers the call's worst case`,
+    );
+    assert.deepEqual(ledger.settles.at(-1), [admission!.reserveTokens, 15], 'settled on what the call spent');
+    assert.equal(ledger.dayTokens(), 30, 'the day holds what the two calls spent, nothing reserved is left');
+  });
+
+  it('tops the reservation up when the conversation grew on another instance, and settles the whole', async () => {
+    const ledger = ledgerLimiter();
+    const fakes = await setup({ limiter: ledger.limiter });
+    const { turns, conversationId } = fakes;
+    await turns.send({ caller: alice, conversationId, content: 'hello' });
+    // Another instance (its own runner, the same storage and limiter) stores a long turn meanwhile.
+    await new TurnRunner(fakes.deps).send({ caller: alice, conversationId, content: 'word '.repeat(300) });
+    ledger.admits.length = 0;
+    const third = await turns.send({ caller: alice, conversationId, content: 'short' });
+    const needed = third.context.promptTokens + TEST_SETTINGS.maxResponseTokens;
+    assert.equal(ledger.admits.length, 2);
+    const [admission, topUp] = ledger.admits;
+    assert.ok(admission!.reserveTokens > 0 && admission!.reserveTokens < needed, 'the hint fell short');
+    assert.deepEqual(topUp, { countRequest: false, reserveTokens: needed - admission!.reserveTokens });
+    assert.deepEqual(ledger.settles.at(-1), [needed, 15]);
+    assert.equal(ledger.dayTokens(), 45);
+  });
+
+  it('gives the reservation back when the turn ends before its call, or the call fails', async () => {
+    const ledger = ledgerLimiter();
+    const { turns, model, conversations, conversationId } = await setup({ limiter: ledger.limiter });
+    await turns.send({ caller: alice, conversationId, content: 'hello' });
+    const spent = ledger.dayTokens();
+    assert.equal(spent, 15);
+
+    // Over the context window: refused after the admission reserved.
+    await assert.rejects(turns.send({ caller: alice, conversationId, content: 'word '.repeat(5000) }));
+    assert.equal(ledger.dayTokens(), spent, 'released after context_length_exceeded');
+
+    model.answers.push(new UpstreamError('upstream_unavailable', 'down'));
+    await assert.rejects(turns.send({ caller: alice, conversationId, content: 'again' }), UpstreamError);
+    assert.equal(ledger.dayTokens(), spent, 'settled on 0 after the model failed');
+
+    await conversations.delete(alice, conversationId);
+    await assert.rejects(turns.send({ caller: alice, conversationId, content: 'gone?' }), NotFoundError);
+    assert.equal(ledger.dayTokens(), spent, 'released when the conversation is gone');
+    assert.ok(
+      ledger.admits.filter((admit) => admit.countRequest && admit.reserveTokens > 0).length >= 3,
+      'those turns did reserve with their admission',
+    );
   });
 });
 
