@@ -35,10 +35,6 @@ function isContinuation(byte: number): boolean {
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
-function mix(hash: number, byte: number): number {
-  return Math.imul(hash ^ byte, FNV_PRIME);
-}
-
 export class TokenIndex {
   readonly count: number;
   /** One more than the highest rank. */
@@ -97,7 +93,7 @@ export class TokenIndex {
       const start = starts[token]!;
       const end = ends[token]!;
       let hash = FNV_OFFSET;
-      for (let at = start; at < end; at++) hash = mix(hash, bytes[at]!);
+      for (let at = start; at < end; at++) hash = Math.imul(hash ^ bytes[at]!, FNV_PRIME);
       let slot = hash & mask;
       for (;;) {
         const stored = slots[slot]!;
@@ -121,7 +117,7 @@ export class TokenIndex {
   /** The rank of the token whose bytes are bytes[from, from + length), or NOT_A_TOKEN. */
   rankOf(bytes: Uint8Array, from: number, length: number): number {
     let hash = FNV_OFFSET;
-    for (let at = from; at < from + length; at++) hash = mix(hash, bytes[at]!);
+    for (let at = from; at < from + length; at++) hash = Math.imul(hash ^ bytes[at]!, FNV_PRIME);
     const { slots, mask } = this;
     for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const stored = slots[slot]!;
@@ -142,8 +138,8 @@ export class TokenIndex {
     const length = leftEnd - leftStart + (rightEnd - rightStart);
     if (length > this.longestToken) return NOT_A_TOKEN;
     let hash = FNV_OFFSET;
-    for (let at = leftStart; at < leftEnd; at++) hash = mix(hash, bytes[at]!);
-    for (let at = rightStart; at < rightEnd; at++) hash = mix(hash, bytes[at]!);
+    for (let at = leftStart; at < leftEnd; at++) hash = Math.imul(hash ^ bytes[at]!, FNV_PRIME);
+    for (let at = rightStart; at < rightEnd; at++) hash = Math.imul(hash ^ bytes[at]!, FNV_PRIME);
     for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
       const stored = slots[slot]!;
       if (stored === 0) return NOT_A_TOKEN;
