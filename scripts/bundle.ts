@@ -13,9 +13,10 @@
  *   `./ranks/`: inside the bundle, V8 would scan all 3.4 MB at every cold start for nothing (measured: 16-22 ms
  *   more before the host listens, nothing gained on the first turn).
  *
- * - The OpenTelemetry SDK and the Azure Monitor distro (src/adapters/telemetry/sdk.ts) are a second bundle,
- *   `telemetry.js` beside `main.js`, required only when telemetry is configured: an app with telemetry off never
- *   reads or parses the several megabytes they take.
+ * - The telemetry SDKs are bundles of their own beside `main.js`, each required only when its setting is present:
+ *   `telemetry-azure-monitor.js` (the Azure Monitor distro, src/adapters/telemetry/azureMonitorSdk.ts) and
+ *   `telemetry-otlp.js` (the OpenTelemetry Node SDK, src/adapters/telemetry/otlpSdk.ts). An app with telemetry off
+ *   never reads or parses the megabytes they take, and an OTLP app never parses the distro.
  *
  * Run by `npm run build` after tsc (`node dist/scripts/bundle.js`); tests call `bundleApp` with their own outDir.
  */
@@ -31,9 +32,16 @@ export const APP_BUNDLE_DIR = path.join('dist', 'app');
 export const APP_BUNDLE_FILE = 'main.js';
 /** Beside the bundle: the bundle requires `./ranks/<file>` for `js-tiktoken/ranks/<encoding>`. */
 export const RANKS_DIR = 'ranks';
-/** Beside the bundle: the telemetry SDK, loaded by src/adapters/telemetry/index.ts only when configured. */
-export const TELEMETRY_BUNDLE_FILE = 'telemetry.js';
-const TELEMETRY_SDK_SOURCE = path.join('src', 'adapters', 'telemetry', 'sdk.ts');
+/** Where src/adapters/telemetry/index.ts finds each SDK module. */
+const TELEMETRY_DIR = path.join('src', 'adapters', 'telemetry');
+/**
+ * Beside the bundle: the telemetry SDKs, by the module src/adapters/telemetry/index.ts imports (`./<module>`), each
+ * loaded only when configured.
+ */
+export const TELEMETRY_BUNDLE_FILES = {
+  azureMonitorSdk: 'telemetry-azure-monitor.js',
+  otlpSdk: 'telemetry-otlp.js',
+} as const;
 
 const RANKS_MODULE = /^js-tiktoken\/ranks\/[\w-]+$/;
 
@@ -50,8 +58,8 @@ export interface BundleResult {
   outDir: string;
   /** The bundle itself, `<outDir>/main.js`. */
   mainFile: string;
-  /** The telemetry SDK's bundle, `<outDir>/telemetry.js`. */
-  telemetryFile: string;
+  /** The telemetry SDKs' bundles, `<outDir>/telemetry-*.js`. */
+  telemetryFiles: string[];
   /** The source modules the entry imports, in load order (relative to the root). */
   entryModules: string[];
   /** What the bundle still requires at run time besides Node built-ins: the worker module and `./ranks/*.cjs`. */
@@ -131,15 +139,17 @@ function externalRanks(found: Map<string, string>): Plugin {
   };
 }
 
-/** Leaves src/adapters/telemetry/index.ts's `import('./sdk')` as `require('./telemetry.js')`, the second bundle. */
-function externalTelemetrySdk(root: string): Plugin {
-  const index = path.join(root, path.dirname(TELEMETRY_SDK_SOURCE), 'index.ts');
+/** Leaves src/adapters/telemetry/index.ts's `import('./<sdk module>')` as `require('./telemetry-*.js')`. */
+function externalTelemetrySdks(root: string): Plugin {
+  const index = path.join(root, TELEMETRY_DIR, 'index.ts');
   return {
-    name: 'external-telemetry-sdk',
+    name: 'external-telemetry-sdks',
     setup(pluginBuild) {
-      pluginBuild.onResolve({ filter: /^\.\/sdk(\.js)?$/ }, (args) =>
-        path.resolve(args.importer) === index ? { path: `./${TELEMETRY_BUNDLE_FILE}`, external: true } : undefined,
-      );
+      pluginBuild.onResolve({ filter: /^\.\/\w+Sdk(\.js)?$/ }, (args) => {
+        const module = args.path.replace(/^\.\//, '').replace(/\.js$/, '');
+        const file = (TELEMETRY_BUNDLE_FILES as Record<string, string>)[module];
+        return path.resolve(args.importer) === index && file ? { path: `./${file}`, external: true } : undefined;
+      });
     },
   };
 }
@@ -168,7 +178,7 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     format: 'cjs',
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
-    plugins: [externalRanks(ranks), commonJsBuilds(), externalTelemetrySdk(root)],
+    plugins: [externalRanks(ranks), commonJsBuilds(), externalTelemetrySdks(root)],
     // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
     // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
     keepNames: true,
@@ -179,25 +189,31 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     logLevel: options.log === false ? 'silent' : 'warning',
   });
 
-  const telemetryFile = path.join(outDir, TELEMETRY_BUNDLE_FILE);
-  const telemetry = await build({
-    entryPoints: [path.join(root, TELEMETRY_SDK_SOURCE)],
-    outfile: telemetryFile,
-    // The Azure Monitor distro's ES module build reads import.meta.url (to find its folder and the worker module):
-    // in a CommonJS bundle that is this file's URL.
-    banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
-    define: { 'import.meta.url': '__bundleUrl' },
-    absWorkingDir: root,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
-    tsconfig: path.join(root, 'tsconfig.json'),
-    keepNames: true,
-    sourcemap: 'linked',
-    sourcesContent: false,
-    logLevel: options.log === false ? 'silent' : 'warning',
-  });
+  const telemetryFiles: string[] = [];
+  const telemetryWarnings: Message[] = [];
+  for (const [module, file] of Object.entries(TELEMETRY_BUNDLE_FILES)) {
+    const outfile = path.join(outDir, file);
+    const telemetry = await build({
+      entryPoints: [path.join(root, TELEMETRY_DIR, `${module}.ts`)],
+      outfile,
+      // The Azure Monitor distro's ES module build reads import.meta.url (to find its folder and the worker module):
+      // in a CommonJS bundle that is this file's URL.
+      banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+      define: { 'import.meta.url': '__bundleUrl' },
+      absWorkingDir: root,
+      bundle: true,
+      platform: 'node',
+      target: 'node20',
+      format: 'cjs',
+      tsconfig: path.join(root, 'tsconfig.json'),
+      keepNames: true,
+      sourcemap: 'linked',
+      sourcesContent: false,
+      logLevel: options.log === false ? 'silent' : 'warning',
+    });
+    telemetryFiles.push(outfile);
+    telemetryWarnings.push(...telemetry.warnings);
+  }
 
   mkdirSync(path.join(outDir, RANKS_DIR), { recursive: true });
   const copiedRanks: Record<string, string> = {};
@@ -216,11 +232,11 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
   return {
     outDir,
     mainFile,
-    telemetryFile,
+    telemetryFiles,
     entryModules,
     externals,
     ranks: copiedRanks,
-    warnings: [...result.warnings, ...telemetry.warnings],
+    warnings: [...result.warnings, ...telemetryWarnings],
     metafile: result.metafile,
   };
 }

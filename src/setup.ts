@@ -1,4 +1,9 @@
 import { app } from '@azure/functions';
+import { stopTelemetry } from './adapters/telemetry';
 
 // Streams replies over server-sent events (POST /api/conversations/{id}/messages/stream).
 app.setup({ enableHttpStream: true });
+
+// The worker runs appTerminate hooks when the host shuts it down (scale-in, restart, deployment): the telemetry SDK
+// exports what it still buffers.
+app.hook.appTerminate(() => stopTelemetry());

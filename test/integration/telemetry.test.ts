@@ -14,6 +14,7 @@ import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../supp
 
 let azurite: RunningAzurite;
 let model: ModelStandIn;
+let common: Record<string, string>;
 let receiver: OtlpReceiver;
 let plain: AppProcess;
 let withContent: AppProcess;
@@ -22,7 +23,7 @@ before(async () => {
   azurite = await startAzurite();
   model = await startModelStandIn({ expectedApiKey: 'test-key' });
   receiver = await startOtlpReceiver();
-  const common = {
+  common = {
     TABLES_CONNECTION_STRING: azurite.connectionString,
     AZURE_OPENAI_ENDPOINT: model.url,
     AZURE_OPENAI_DEPLOYMENT: 'chat',
@@ -208,5 +209,34 @@ describe('OpenTelemetry over OTLP', () => {
     assert.equal(chat?.attributes['error.type'], 'content_filtered');
     assert.equal(chat?.status.code, 2, 'status ERROR');
     assert.equal(spans.find((span) => span.name === 'chat.turn')?.attributes['error.type'], 'content_filtered');
+  });
+
+  it('exports what it still buffers when the host stops the process (appTerminate)', async () => {
+    // Batches and metric readings that would wait ten minutes: only the shutdown can send them.
+    const buffered = await startAppProcess({
+      ...common,
+      TABLES_PREFIX: `otel${Date.now().toString(36)}c`,
+      AZURE_OPENAI_DEPLOYMENT: 'buffered',
+      OTEL_SERVICE_NAME: 'chat-buffered',
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+      OTEL_METRIC_EXPORT_INTERVAL: '600000',
+    });
+    let sent: Awaited<ReturnType<typeof turn>>;
+    try {
+      sent = await turn(buffered, 'Flush me');
+    } finally {
+      await buffered.stop(); // SIGTERM: the host closes and runs the appTerminate hooks
+    }
+    const spans = receiver.spans().filter((span) => span.traceId === sent.traceId);
+    assert.ok(
+      spans.some((span) => span.name === 'chat.turn') && spans.some((span) => span.name === 'chat gpt-4o-mini'),
+      `the turn's spans were exported before the process ended: ${spans.map((span) => span.name).join(', ')}`,
+    );
+    assert.ok(spans.every((span) => span.resource['service.name'] === 'chat-buffered'));
+    const points = receiver.points().filter((point) => point.attributes['azure.openai.deployment'] === 'buffered');
+    assert.ok(
+      points.some((point) => point.metric === 'gen_ai.client.token.usage'),
+      'the token usage metric was exported before the process ended',
+    );
   });
 });

@@ -94,7 +94,8 @@ describe('bundleApp', () => {
       .flatMap((output) => output.imports)
       .filter((entry) => entry.external && !builtins.has(entry.path));
     assert.deepEqual([...new Set(externals.map((entry) => `${entry.kind} ${entry.path}`))].sort(), [
-      'dynamic-import ./telemetry.js',
+      'dynamic-import ./telemetry-azure-monitor.js',
+      'dynamic-import ./telemetry-otlp.js',
       'require-call ./ranks/cl100k_base.cjs',
       'require-call ./ranks/o200k_base.cjs',
       `require-call ${FUNCTIONS_CORE_MODULE}`,
@@ -102,7 +103,8 @@ describe('bundleApp', () => {
     assert.deepEqual(bundle.externals, [
       './ranks/cl100k_base.cjs',
       './ranks/o200k_base.cjs',
-      './telemetry.js',
+      './telemetry-azure-monitor.js',
+      './telemetry-otlp.js',
       FUNCTIONS_CORE_MODULE,
     ]);
     for (const external of bundle.externals.filter((name) => name.startsWith('./'))) {
@@ -110,15 +112,20 @@ describe('bundleApp', () => {
     }
   });
 
-  it('leaves the OpenTelemetry SDK and the Azure Monitor distro out of main.js, in telemetry.js beside it', () => {
+  it('leaves the OpenTelemetry SDK and the Azure Monitor distro out of main.js, each in a file of its own beside it', () => {
     const inMain = Object.keys(bundle.metafile.inputs);
     for (const prefix of ['node_modules/@opentelemetry/sdk-', 'node_modules/@azure/monitor-opentelemetry']) {
       assert.ok(!inMain.some((file) => file.startsWith(prefix)), `${prefix} is not in main.js`);
     }
-    assert.equal(bundle.telemetryFile, path.join(outDir, 'telemetry.js'));
-    const telemetry = readFileSync(bundle.telemetryFile, 'utf8');
-    assert.match(telemetry, /node_modules\/@azure\/monitor-opentelemetry\//);
-    assert.match(telemetry, /node_modules\/@opentelemetry\/sdk-node\//);
+    assert.deepEqual(bundle.telemetryFiles, [
+      path.join(outDir, 'telemetry-azure-monitor.js'),
+      path.join(outDir, 'telemetry-otlp.js'),
+    ]);
+    const [azureMonitor, otlp] = bundle.telemetryFiles.map((file) => readFileSync(file, 'utf8'));
+    assert.match(azureMonitor!, /node_modules\/@azure\/monitor-opentelemetry\//);
+    // An app exporting over OTLP never parses the distro.
+    assert.match(otlp!, /node_modules\/@opentelemetry\/sdk-node\//);
+    assert.doesNotMatch(otlp!, /node_modules\/@azure\/monitor-opentelemetry\//);
   });
 
   it('reaches @azure/identity, jose and the OpenTelemetry API only through import(), so loading the app does not evaluate them', () => {
@@ -161,7 +168,9 @@ describe('bundleApp', () => {
 
     const loaded = Object.keys(require.cache);
     assert.ok(loaded.includes(bundle.mainFile));
-    assert.ok(!loaded.includes(bundle.telemetryFile), 'telemetry.js is not loaded with telemetry off');
+    for (const file of bundle.telemetryFiles) {
+      assert.ok(!loaded.includes(file), `${path.basename(file)} is not loaded with telemetry off`);
+    }
     assert.deepEqual(
       loaded.filter((file) => RANK_FILE.test(file)),
       [],
@@ -177,8 +186,10 @@ const UNTRACKED_FILES = [
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
   'dist/app/ranks/o200k_base.cjs',
-  'dist/app/telemetry.js',
-  'dist/app/telemetry.js.map',
+  'dist/app/telemetry-azure-monitor.js',
+  'dist/app/telemetry-azure-monitor.js.map',
+  'dist/app/telemetry-otlp.js',
+  'dist/app/telemetry-otlp.js.map',
   'dist/src/index.js',
   'dist/src/index.js.map',
   'dist/src/functions/health.js',
@@ -204,8 +215,10 @@ const PACKAGE = [
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
   'dist/app/ranks/o200k_base.cjs',
-  'dist/app/telemetry.js',
-  'dist/app/telemetry.js.map',
+  'dist/app/telemetry-azure-monitor.js',
+  'dist/app/telemetry-azure-monitor.js.map',
+  'dist/app/telemetry-otlp.js',
+  'dist/app/telemetry-otlp.js.map',
   'host.json',
   'package.json',
 ];

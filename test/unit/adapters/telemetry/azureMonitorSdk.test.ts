@@ -1,5 +1,5 @@
 /**
- * The Azure Monitor distro as src/adapters/telemetry/sdk.ts starts it, in this process (node --test gives each file
+ * The Azure Monitor distro as src/adapters/telemetry/azureMonitorSdk.ts starts it, in this process (node --test gives each file
  * a process of its own, so its global providers and patches stay here). The process is kept on loopback: the
  * ingestion endpoint is a closed loopback port, and anything headed elsewhere is refused (test/support/loopbackOnly).
  * What Application Insights receives end to end is test/integration/applicationInsights.test.ts.
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { trace } from '@opentelemetry/api';
 import type { TokenCredential } from '@azure/identity';
-import { startTelemetrySdk } from '../../../../src/adapters/telemetry/sdk';
+import { startAzureMonitorSdk } from '../../../../src/adapters/telemetry/azureMonitorSdk';
 import { refuseNonLoopback } from '../../../support/loopbackOnly';
 
 let folder: string;
@@ -26,14 +26,9 @@ const credential: TokenCredential = {
 before(async () => {
   folder = await mkdtemp(join(tmpdir(), 'telemetry-sdk-'));
   refuseNonLoopback(join(folder, 'refused.jsonl'));
-  startTelemetrySdk({
-    serviceName: 'unit',
-    otlp: false,
-    azureMonitor: {
-      connectionString:
-        'InstrumentationKey=11111111-2222-4333-8444-555555555555;IngestionEndpoint=https://127.0.0.1:9/',
-      credential,
-    },
+  startAzureMonitorSdk({
+    connectionString: 'InstrumentationKey=11111111-2222-4333-8444-555555555555;IngestionEndpoint=https://127.0.0.1:9/',
+    credential,
   });
 });
 
