@@ -53,6 +53,10 @@ export interface BytePairStats {
 /** Pieces up to this many bytes are merged by scanning their pairs, longer ones with the queue (measured faster). */
 export const SCAN_MAX_BYTES = 16;
 
+/** Pieces longer than this many UTF-16 code units are encoded to UTF-8 by TextEncoder (below, by utf8Encode). */
+const NATIVE_UTF8_UNITS = 64;
+const utf8 = new TextEncoder();
+
 /** Bytes of piece whose working arrays are kept between calls (see Scratch). */
 const KEPT_SCRATCH_BYTES = 320 * 1024;
 
@@ -130,7 +134,12 @@ class QueueBytePairEncoder implements BytePairEncoder {
   count(text: string): number {
     const ids = this.ids;
     ids.length = 0;
-    this.encodeSegment(text, ids);
+    ids.keep = false;
+    try {
+      this.encodeSegment(text, ids);
+    } finally {
+      ids.keep = true;
+    }
     return ids.length;
   }
 
@@ -179,7 +188,8 @@ class QueueBytePairEncoder implements BytePairEncoder {
   private encodePiece(piece: string, ids: TokenSink): void {
     const scratch = this.scratch.forUnits(piece.length);
     const bytes = scratch.bytes;
-    const length = utf8Encode(piece, bytes);
+    // The same bytes either way (a lone surrogate is U+FFFD); the native encoder is faster once a piece is long.
+    const length = piece.length > NATIVE_UTF8_UNITS ? utf8.encodeInto(piece, bytes).written : utf8Encode(piece, bytes);
     if (length === 1) {
       ids.push(this.byteRanks[bytes[0]!]!);
       return;
@@ -247,12 +257,12 @@ class QueueBytePairEncoder implements BytePairEncoder {
     // Each step is a function of its own: code after a long loop that has not run yet when the loop is compiled
     // mid-run (on-stack replacement) has no type feedback, and reaching it threw the compiled code away, mid-piece.
     scratch.forMerge(length);
-    if (length === units) this.initParts(length, scratch);
-    else this.initPartsByCharacter(length, scratch);
-    this.queue.fill(scratch, scratch.parts, length);
+    const pairs = length === units ? this.initParts(length, scratch) : this.initPartsByCharacter(length, scratch);
+    this.queue.fill(scratch, pairs);
     scratch.low.clear();
     this.mergeQueued(length, scratch);
-    collectParts(scratch.parts, length, ids);
+    if (ids.keep) collectParts(scratch.parts, length, ids);
+    else ids.length += countParts(scratch.parts, length);
   }
 
   /**
@@ -260,11 +270,14 @@ class QueueBytePairEncoder implements BytePairEncoder {
    * token and byte length, parts[2i + 1] the rank + 1 of the pair it starts (0: none, or absorbed) and the byte
    * length of the part before it (0: none). The next part starts at i + length, the previous one at i - length.
    * Eight bytes a position keep a part and its neighbours in one or two cache lines. To start, every byte is a part.
+   * The pairs that have a rank are also listed in order (scratch.listedStarts, scratch.listedRanks), for the queue's fill;
+   * returns how many.
    */
-  private initParts(length: number, scratch: Scratch): void {
-    const { bytes, parts } = scratch;
+  private initParts(length: number, scratch: Scratch): number {
+    const { bytes, parts, listedStarts, listedRanks } = scratch;
     const byteRanks = this.byteRanks;
     const bytePairs = this.bytePairs;
+    let listed = 0;
     let previous = bytes[0]!;
     parts[0] = byteRanks[previous]! | (1 << PART_BITS);
     parts[1] = 0;
@@ -279,9 +292,14 @@ class QueueBytePairEncoder implements BytePairEncoder {
         bytePairs[key] = rank;
       }
       parts[((index - 1) << 1) + 1]! |= rank + 1;
+      if (rank !== NO_RANK) {
+        listedStarts[listed] = index - 1;
+        listedRanks[listed++] = rank;
+      }
       previous = byte;
     }
     parts[length << 1] = 0; // the end: read as a neighbour by the look-ahead, never merged
+    return listed;
   }
 
   /**
@@ -300,8 +318,9 @@ class QueueBytePairEncoder implements BytePairEncoder {
    * character and neighbouring byte. Other characters start as bytes, as in initParts. For CJK prose almost every
    * character starts as one token instead of three bytes: two thirds fewer merges.
    */
-  private initPartsByCharacter(length: number, scratch: Scratch): void {
-    const { bytes, parts } = scratch;
+  private initPartsByCharacter(length: number, scratch: Scratch): number {
+    const { bytes, parts, listedStarts, listedRanks } = scratch;
+    let listed = 0;
     const byteRanks = this.byteRanks;
     const bytePairs = this.bytePairs;
     const characters = this.characters;
@@ -345,6 +364,10 @@ class QueueBytePairEncoder implements BytePairEncoder {
             rank = this.pairs.rank(previousToken, token);
           }
           parts[(previousStart << 1) + 1]! |= rank + 1;
+          if (rank !== NO_RANK) {
+            listedStarts[listed] = previousStart;
+            listedRanks[listed++] = rank;
+          }
         }
         previousToken = token;
         previousLength = partLength;
@@ -353,6 +376,7 @@ class QueueBytePairEncoder implements BytePairEncoder {
       }
     }
     parts[length << 1] = 0; // the end: read as a neighbour by the look-ahead, never merged
+    return listed;
   }
 
   /** The tables initPartsByCharacter asks (see TokenIndex.characterEdgeRanks); made on first use. */
@@ -451,7 +475,7 @@ const NO_TOKEN_RANK = 2 ** 30;
 class Characters {
   private static readonly MAX = 1 << 16;
   private readonly basic = new Int32Array(0x10000).fill(-1);
-  private readonly astral = new Map<number, number>();
+  private readonly astral = new IntTable();
   private readonly bounds = new IntTable();
   private count = 0;
   tokens = new Int32Array(4 * 1024);
@@ -504,7 +528,7 @@ class Characters {
   of(bytes: Uint8Array, at: number, width: number, pairs: PairRanks, byteRanks: Int32Array): number {
     let code = bytes[at]! & (0xff >> (width + 1));
     for (let index = 1; index < width; index++) code = (code << 6) | (bytes[at + index]! & 0x3f);
-    const known = code < 0x10000 ? this.basic[code]! : (this.astral.get(code) ?? -1);
+    const known = code < 0x10000 ? this.basic[code]! : this.astral.get(code);
     if (known >= 0) return known;
     return this.add(code, bytes, at, width, pairs, byteRanks);
   }
@@ -593,9 +617,15 @@ class Characters {
 class TokenSink {
   values = new Int32Array(1024);
   length = 0;
+  /** Whether the ids are kept (encode) or only counted (count: the long-piece merge then adds its count at once). */
+  keep = true;
 
   push(id: number): void {
-    if (this.length === this.values.length) {
+    if (this.length >= this.values.length) {
+      if (!this.keep) {
+        this.length++;
+        return;
+      }
       const grown = new Int32Array(this.values.length * 2);
       grown.set(this.values);
       this.values = grown;
@@ -608,6 +638,13 @@ class TokenSink {
 function collectParts(parts: Int32Array, length: number, ids: TokenSink): void {
   for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS)
     ids.push(parts[index << 1]! & PART_MASK);
+}
+
+/** How many parts are left. */
+function countParts(parts: Int32Array, length: number): number {
+  let count = 0;
+  for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS) count++;
+  return count;
 }
 
 /**
@@ -628,6 +665,9 @@ class Scratch {
   entries = new Int32Array(0);
   /** One rank's positions, in order. */
   order = new Int32Array(0);
+  /** The pairs that have a rank when the piece starts: where each starts and its rank (see initParts). */
+  listedStarts = new Int32Array(0);
+  listedRanks = new Int32Array(0);
   /** Pairs of a rank not above the one being merged (rare). */
   readonly low = new KeyHeap(64);
   /** What the merge's look-ahead loads read (kept so that the loads are not optimised away). */
@@ -649,6 +689,8 @@ class Scratch {
     this.parts = new Int32Array((capacity + 1) * 2);
     this.entries = new Int32Array(capacity * 4 + 1024);
     this.order = new Int32Array(capacity);
+    this.listedStarts = new Int32Array(capacity);
+    this.listedRanks = new Int32Array(capacity);
   }
 }
 
@@ -673,20 +715,21 @@ class RankBuckets {
   }
 
   /**
-   * Empties the queue and fills it with the pairs of a new piece, their ranks read from `parts` (see initParts).
+   * Empties the queue and fills it with the pairs of a new piece: the first `count` of scratch.listedStarts and
+   * scratch.listedRanks (positions ascending, as initParts lists them).
    */
-  fill(scratch: Scratch, parts: Int32Array, length: number): void {
+  fill(scratch: Scratch, count: number): void {
     this.scratch = scratch;
     this.entries = scratch.entries;
     this.used = 0;
     this.ranks.clear();
     const heads = this.heads;
+    const { listedStarts, listedRanks } = scratch;
     // Count the pairs of every rank; `order` lists the ranks met, in the order met.
     const distinct = scratch.order;
     let ranks = 0;
-    for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS) {
-      const rank = (parts[(index << 1) + 1]! & PART_MASK) - 1;
-      if (rank === NO_RANK) continue;
+    for (let index = 0; index < count; index++) {
+      const rank = listedRanks[index]!;
       const size = heads[rank * 2 + 1]!;
       if (size === 0) distinct[ranks++] = rank;
       heads[rank * 2 + 1] = size + 1;
@@ -697,11 +740,9 @@ class RankBuckets {
       this.ranks.push(rank);
     }
     const entries = this.entries;
-    for (let index = 0; index < length; index += parts[index << 1]! >>> PART_BITS) {
-      const rank = (parts[(index << 1) + 1]! & PART_MASK) - 1;
-      if (rank === NO_RANK) continue;
-      const block = heads[rank * 2]!;
-      entries[block + 3 + entries[block + 2]!++] = index;
+    for (let index = 0; index < count; index++) {
+      const block = heads[listedRanks[index]! * 2]!;
+      entries[block + 3 + entries[block + 2]!++] = listedStarts[index]!;
     }
   }
 
