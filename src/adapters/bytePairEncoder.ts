@@ -336,8 +336,8 @@ class QueueBytePairEncoder implements BytePairEncoder {
       const inner = character < 0 ? NO_RANK : characters.highestMerge[character]!;
       const whole =
         inner !== NO_RANK &&
-        (at === 0 || characters.leftBound(character, bytes, at, edges) > inner) &&
-        (at + width === length || characters.rightBound(character, bytes, at + width, edges) > inner);
+        (at === 0 || characters.leftEdgeAbove(character, bytes, at, edges)) &&
+        (at + width === length || characters.rightEdgeAbove(character, bytes, at + width, edges));
       const count = whole ? characters.tokenCount[character]! : width;
       for (let part = 0; part < count; part++) {
         let token: number;
@@ -470,14 +470,16 @@ const NO_TOKEN_RANK = 2 ** 30;
  * Characters of two to four bytes, each with the tokens its bytes merge into when merged alone (at most four), the
  * highest rank among those merges (NO_RANK: none), and the lengths its first and last parts take on the way (a bit
  * per length). Found by code point: an array for the Basic Multilingual Plane, a map above it; bounded (forgotten when
- * full, as the pair table is), as are the edge bounds remembered per character and neighbouring byte.
+ * full, as the pair table is), as are the answers of the edge checks, remembered per character and neighbouring byte
+ * in two bits each (128 bytes a character).
  */
 class Characters {
   private static readonly MAX = 1 << 16;
   private readonly basic = new Int32Array(0x10000).fill(-1);
   private readonly astral = new IntTable();
-  private readonly bounds = new IntTable();
   private count = 0;
+  /** Per character, 512 cells of two bits (0: not known, 1: above, 2: not): the left edge's 256 bytes, the right's. */
+  private edgeChecks = new Uint8Array(128 * 1024);
   tokens = new Int32Array(4 * 1024);
   lengths = new Uint8Array(4 * 1024);
   tokenCount = new Uint8Array(1024);
@@ -487,20 +489,40 @@ class Characters {
   lastLengths = new Uint8Array(1024);
 
   /**
+   * Whether every pair across the edge before the character starting at `at` ranks above the character's own merges
+   * (leftBound > highestMerge), remembered per character and the byte before it.
+   */
+  leftEdgeAbove(character: number, bytes: Uint8Array, at: number, edges: CharacterEdges): boolean {
+    const cell = character * 512 + bytes[at - 1]!;
+    const shift = (cell & 3) << 1;
+    const known = (this.edgeChecks[cell >> 2]! >> shift) & 3;
+    if (known !== 0) return known === 1;
+    const above = this.leftBound(character, bytes, at, edges) > this.highestMerge[character]!;
+    this.edgeChecks[cell >> 2]! |= (above ? 1 : 2) << shift;
+    return above;
+  }
+
+  /** The same for the edge after the character ending at `end` (rightBound), per character and the byte after it. */
+  rightEdgeAbove(character: number, bytes: Uint8Array, end: number, edges: CharacterEdges): boolean {
+    const cell = character * 512 + 256 + bytes[end]!;
+    const shift = (cell & 3) << 1;
+    const known = (this.edgeChecks[cell >> 2]! >> shift) & 3;
+    if (known !== 0) return known === 1;
+    const above = this.rightBound(character, bytes, end, edges) > this.highestMerge[character]!;
+    this.edgeChecks[cell >> 2]! |= (above ? 1 : 2) << shift;
+    return above;
+  }
+
+  /**
    * The lowest rank a pair across the edge before the character starting at `at` can have: a token ending with the
    * byte before it and one of the character's first parts.
    */
-  leftBound(character: number, bytes: Uint8Array, at: number, edges: CharacterEdges): number {
-    const cacheKey = character * 512 + bytes[at - 1]!;
-    let bound = this.bounds.get(cacheKey);
-    if (bound === IntTable.MISSING) {
-      bound = NO_TOKEN_RANK;
-      const lengths = this.firstLengths[character]!;
-      for (let size = 1; size <= 4; size++) {
-        if ((lengths & (1 << (size - 1))) === 0) continue;
-        bound = Math.min(bound, edges.ending.get(shortKey(bytes, at - 1, size + 1)) ?? NO_TOKEN_RANK);
-      }
-      this.bounds.set(cacheKey, bound);
+  private leftBound(character: number, bytes: Uint8Array, at: number, edges: CharacterEdges): number {
+    let bound = NO_TOKEN_RANK;
+    const lengths = this.firstLengths[character]!;
+    for (let size = 1; size <= 4; size++) {
+      if ((lengths & (1 << (size - 1))) === 0) continue;
+      bound = Math.min(bound, edges.ending.get(shortKey(bytes, at - 1, size + 1)) ?? NO_TOKEN_RANK);
     }
     return bound;
   }
@@ -509,17 +531,12 @@ class Characters {
    * The lowest rank a pair across the edge after the character ending at `end` can have: a token beginning with one
    * of the character's last parts and the byte after it.
    */
-  rightBound(character: number, bytes: Uint8Array, end: number, edges: CharacterEdges): number {
-    const cacheKey = character * 512 + 256 + bytes[end]!;
-    let bound = this.bounds.get(cacheKey);
-    if (bound === IntTable.MISSING) {
-      bound = NO_TOKEN_RANK;
-      const lengths = this.lastLengths[character]!;
-      for (let size = 1; size <= 4; size++) {
-        if ((lengths & (1 << (size - 1))) === 0) continue;
-        bound = Math.min(bound, edges.starting.get(shortKey(bytes, end - size, size + 1)) ?? NO_TOKEN_RANK);
-      }
-      this.bounds.set(cacheKey, bound);
+  private rightBound(character: number, bytes: Uint8Array, end: number, edges: CharacterEdges): number {
+    let bound = NO_TOKEN_RANK;
+    const lengths = this.lastLengths[character]!;
+    for (let size = 1; size <= 4; size++) {
+      if ((lengths & (1 << (size - 1))) === 0) continue;
+      bound = Math.min(bound, edges.starting.get(shortKey(bytes, end - size, size + 1)) ?? NO_TOKEN_RANK);
     }
     return bound;
   }
@@ -544,7 +561,7 @@ class Characters {
     if (this.count === Characters.MAX) {
       this.basic.fill(-1);
       this.astral.clear();
-      this.bounds.clear();
+      this.edgeChecks.fill(0);
       this.count = 0;
     }
     if (this.count === this.tokenCount.length) this.grow();
@@ -610,6 +627,9 @@ class Characters {
     const lastLengths = new Uint8Array(size);
     lastLengths.set(this.lastLengths);
     this.lastLengths = lastLengths;
+    const edgeChecks = new Uint8Array(size * 128);
+    edgeChecks.set(this.edgeChecks);
+    this.edgeChecks = edgeChecks;
   }
 }
 
