@@ -94,6 +94,11 @@ const SHAPES: Record<string, fc.Arbitrary<string>> = {
     maxLength: 300,
   }),
   'any code points': fc.string({ unit: 'binary', maxLength: 300 }),
+  // Pieces of more than 64 code units are encoded to UTF-8 by TextEncoder: lone surrogates must become U+FFFD there too.
+  'long runs of symbols and lone surrogates': textOf(
+    charOf(['\ud800', '\udbff', '\udc00', '\udfff', '€', '—', '#', '\u0000', '😀']),
+    500,
+  ),
 };
 
 describe('same ids as js-tiktoken on generated text', () => {
