@@ -7,8 +7,9 @@
  * The list is most recently active first: each conversation has an activity entry in the index partition keyed by
  * its header's `updatedAt`. A transaction holds one partition, so the entry cannot move in the turn's own
  * transaction: it moves right after, in one transaction of the index partition (new entry, old entry deleted,
- * pointer updated), conditional on the pointer (see moveActivity). A list that meets an entry behind its header
- * moves it too.
+ * pointer updated), conditional on the pointer (see moveActivity). The pointer is read beside the turn's load (or
+ * known from this instance's last move), so that transaction is the only round trip the move adds after the commit.
+ * A list that meets an entry behind its header moves it too.
  */
 import {
   RestError,
@@ -124,6 +125,18 @@ const COUNT_ATTEMPTS = 12;
 const ACTIVITY_ATTEMPTS = 8;
 /** Callers whose index entries all have activity entries, remembered per process (bounded: forgotten when full). */
 const MAX_INDEXED_CALLERS_KEPT = 10_000;
+/** Conversations whose activity pointer this process remembers (bounded: forgotten all at once when full). */
+const MAX_POINTERS_KEPT = 10_000;
+
+/**
+ * A conversation's index entry (the activity pointer) as this instance saw it, with its ETag: read beside a turn's
+ * load, or as its own last move left it. `createdAt` is the header's, which names the entry's row.
+ */
+interface KnownPointer {
+  createdAt: string;
+  /** Resolves to the entry, or undefined when it was missing or could not be read. */
+  entry: Promise<StoredEntity | undefined>;
+}
 
 export interface CreateOptions {
   /** Refuse the create (429 conversation_limit_reached) when the caller already has this many. */
@@ -252,7 +265,11 @@ export class TableConversationStore implements ConversationStore {
       if (!isValidKeyValue(conversationId)) return undefined;
       const partitionKey = conversationPartition(owner, conversationId);
       const cached = this.historyCache.get(partitionKey);
-      if (!cached) return this.loadWhole(partitionKey, conversationId);
+      if (!cached) {
+        const loaded = await this.loadWhole(partitionKey, conversationId);
+        if (loaded) this.observePointer(owner, conversationId, partitionKey, loaded.conversation.createdAt);
+        return loaded;
+      }
 
       // The header always comes from storage (count, ETag); only the messages can come from memory.
       const header = await this.readEntity(partitionKey, HEADER_ROW);
@@ -261,6 +278,7 @@ export class TableConversationStore implements ConversationStore {
         return undefined;
       }
       const conversation = toConversation(conversationId, header);
+      this.observePointer(owner, conversationId, partitionKey, conversation.createdAt);
       const held = cached.messages.length;
       if (conversation.createdAt !== cached.createdAt || conversation.messageCount < held) {
         // Deleted and created again under the same id since it was cached.
@@ -414,6 +432,7 @@ export class TableConversationStore implements ConversationStore {
       // Messages and idempotency records first, then the header, then the index entry: a crash at any point leaves
       // a state the next delete finishes (while the header exists the conversation is found and can be deleted).
       this.historyCache.delete(partitionKey);
+      this.pointers.delete(partitionKey);
       for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
         const header = await this.readEntity(partitionKey, HEADER_ROW);
         if (!header) return false;
@@ -497,6 +516,8 @@ export class TableConversationStore implements ConversationStore {
         this.completeIdempotency(partitionKey, commit.idempotency, commit.updatedAt, actions, written);
       assertBatchFits(written, 'The turn');
 
+      // The pointer as seen BEFORE this commit (see moveActivity): read beside the load, so normally done by now.
+      const pointer = await this.pointers.get(partitionKey)?.entry;
       try {
         await this.table.submitTransaction(actions);
       } catch (error) {
@@ -509,7 +530,7 @@ export class TableConversationStore implements ConversationStore {
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
-      await this.afterActivity(owner, commit.conversationId);
+      await this.afterActivity(owner, commit.conversationId, { pointer, updatedAt: commit.updatedAt });
     });
   }
 
@@ -553,6 +574,7 @@ export class TableConversationStore implements ConversationStore {
       if (pause.idempotency)
         this.completeIdempotency(partitionKey, pause.idempotency, pause.updatedAt, actions, written);
       assertBatchFits(written, 'The paused turn');
+      const pointer = await this.pointers.get(partitionKey)?.entry;
       try {
         await this.table.submitTransaction(actions);
       } catch (error) {
@@ -564,7 +586,7 @@ export class TableConversationStore implements ConversationStore {
           throw await this.whyRefused(partitionKey, pause.idempotency);
         }
       }
-      await this.afterActivity(owner, pause.conversationId);
+      await this.afterActivity(owner, pause.conversationId, { pointer, updatedAt: pause.updatedAt });
     });
   }
 
@@ -827,11 +849,74 @@ export class TableConversationStore implements ConversationStore {
    * After a turn stored (or paused) a conversation: its activity entry follows. The turn is stored either way, so
    * storage failing here fails nothing; a list that meets the entry behind moves it.
    */
-  private async afterActivity(owner: Caller, conversationId: string): Promise<void> {
+  private async afterActivity(
+    owner: Caller,
+    conversationId: string,
+    stored: { pointer: StoredEntity | undefined; updatedAt: string },
+  ): Promise<void> {
     try {
+      if (await this.moveFromPointer(owner, conversationId, stored.pointer, stored.updatedAt)) return;
+      // Not known (missing, unreadable, or changed): read it again beside the next load, unless this move learns it.
+      this.pointers.delete(conversationPartition(owner, conversationId));
       await this.moveActivity(owner, conversationId);
     } catch (error) {
       if (!isUnavailable(error)) throw error;
+    }
+  }
+
+  /**
+   * The move in one round trip: the entry to the time this instance's own commit just wrote, conditional on the
+   * pointer as seen BEFORE that commit. That is the order moveActivity's reads keep (pointer, then header): a later
+   * turn's commit comes after ours, and its move changes the pointer, so if it moved first this transaction fails
+   * and moveActivity reads again; if this one goes first, the later move fails on the pointer and reads our entry
+   * and its newer header. False when it did not move (no pointer known, or the pointer changed): then moveActivity.
+   */
+  private async moveFromPointer(
+    owner: Caller,
+    conversationId: string,
+    pointer: StoredEntity | undefined,
+    updatedAt: string,
+  ): Promise<boolean> {
+    if (!pointer?.rowKey || !pointer.etag) return false;
+    const conversationKey = conversationPartition(owner, conversationId);
+    const target = activityRow(updatedAt, conversationId);
+    const current = nonEmptyString(pointer['activity']);
+    if (current === target) return true;
+    try {
+      await this.submitMove(conversationKey, pointer, target, updatedAt);
+      return true;
+    } catch (error) {
+      if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+      this.pointers.delete(conversationKey);
+      return false;
+    }
+  }
+
+  /**
+   * The move's transaction (new entry, old one deleted, pointer to the new one, conditional on the pointer's ETag);
+   * on success the pointer is remembered as it now stands, for this conversation's next turn here.
+   */
+  private async submitMove(
+    conversationKey: string,
+    index: StoredEntity,
+    target: string,
+    activeAt: string,
+  ): Promise<void> {
+    const partitionKey = String(index.partitionKey);
+    const rowKey = String(index.rowKey);
+    const current = nonEmptyString(index['activity']);
+    const actions: TransactionAction[] = [['create', activityEntry(index, target, activeAt)]];
+    if (current) actions.push(['delete', { partitionKey, rowKey: current }]);
+    actions.push(['update', { partitionKey, rowKey, activity: target }, 'Merge', { etag: requireEtag(index.etag) }]);
+    const response = await this.table.submitTransaction(actions);
+    // Sub-responses come in the order of the actions, and only creates name their row: the pointer's is the last.
+    // Were it another's ETag, the next move would only fail on it and read the pointer again.
+    const etag = response.subResponses.at(-1)?.etag;
+    const createdAt = nonEmptyString(index['createdAt']);
+    if (etag && createdAt) {
+      this.rememberPointer(conversationKey, createdAt, Promise.resolve({ ...index, activity: target, etag }));
+    } else {
+      this.pointers.delete(conversationKey);
     }
   }
 
@@ -858,26 +943,41 @@ export class TableConversationStore implements ConversationStore {
       if (!header) return;
       const updatedAt = stringProperty(header, 'updatedAt');
       const target = activityRow(updatedAt, conversationId);
-      const current = nonEmptyString(index['activity']);
-      if (current === target) return;
-      const actions: TransactionAction[] = [['create', activityEntry(index, target, updatedAt)]];
-      if (current) actions.push(['delete', { partitionKey, rowKey: current }]);
-      actions.push([
-        'update',
-        { partitionKey, rowKey: index.rowKey, activity: target },
-        'Merge',
-        { etag: requireEtag(index.etag) },
-      ]);
+      if (nonEmptyString(index['activity']) === target) {
+        this.rememberPointer(conversationKey, createdAt, Promise.resolve(index));
+        return;
+      }
       try {
-        await this.table.submitTransaction(actions);
+        await this.submitMove(conversationKey, index, target, updatedAt);
         return;
       } catch (error) {
         // 412: another move won; 409: its entry is there already; 404: the old entry went with a removal.
         if (!hasStatus(error, 404) && !hasStatus(error, 409) && !hasStatus(error, 412)) throw error;
+        this.pointers.delete(conversationKey);
         await sleep(Math.random() * 10 * 2 ** attempt);
       }
     }
     // Other moves keep winning: each of them ends at a header at least as new as the one this one read.
+  }
+
+  /** Conversation partition -> its activity pointer as last seen here (see KnownPointer). */
+  private readonly pointers = new Map<string, KnownPointer>();
+
+  /**
+   * Starts reading the conversation's activity pointer beside a turn's load, unless this instance knows it already
+   * (its own last move left it). Not awaited here: the commit awaits it, long after the model call started.
+   */
+  private observePointer(owner: Caller, conversationId: string, conversationKey: string, createdAt: string): void {
+    if (this.pointers.get(conversationKey)?.createdAt === createdAt) return;
+    const read = this.readEntity(callerIndexPartition(owner), callerIndexRow(createdAt, conversationId)).catch(
+      () => undefined,
+    );
+    this.rememberPointer(conversationKey, createdAt, read);
+  }
+
+  private rememberPointer(conversationKey: string, createdAt: string, entry: Promise<StoredEntity | undefined>): void {
+    if (this.pointers.size >= MAX_POINTERS_KEPT && !this.pointers.has(conversationKey)) this.pointers.clear();
+    this.pointers.set(conversationKey, { createdAt, entry });
   }
 
   private indexedCallers = new Set<string>();

@@ -323,6 +323,132 @@ describe('list', () => {
     );
   });
 
+  /** A store on its own client that counts the requests it sends to the caller's index partition ('u|...'). */
+  function countingStore(): { instance: TableConversationStore; indexReads: () => number; indexWrites: () => number } {
+    const instance = storeWith({ historyCacheBytes: 1 << 20 });
+    const client = (instance as unknown as { table: TableClient }).table;
+    let reads = 0;
+    let writes = 0;
+    const getEntity = client.getEntity.bind(client);
+    client.getEntity = ((...args: Parameters<TableClient['getEntity']>) => {
+      if (args[0].startsWith('u|')) reads += 1;
+      return getEntity(...args);
+    }) as TableClient['getEntity'];
+    const submit = client.submitTransaction.bind(client);
+    client.submitTransaction = (actions) => {
+      if (actions[0]?.[1].partitionKey?.startsWith('u|')) writes += 1;
+      return submit(actions);
+    };
+    return { instance, indexReads: () => reads, indexWrites: () => writes };
+  }
+
+  /** loadForTurn then commitTurn of the next two messages, as a turn does. */
+  async function turnThrough(instance: TableConversationStore, owner: Caller, id: string, updatedAt: string) {
+    const loaded = await instance.loadForTurn(owner, id);
+    assert.ok(loaded);
+    const from = loaded.conversation.messageCount;
+    await instance.commitTurn(owner, {
+      conversationId: id,
+      expectedVersion: loaded.conversation.version,
+      messages: [message(from + 1), message(from + 2)],
+      updatedAt,
+    });
+  }
+
+  async function activityRows(owner: Caller): Promise<string[]> {
+    return (await rowsOf(callerIndexPartition(owner))).filter((row) => row.startsWith('a'));
+  }
+
+  test('after a load the move is one transaction of the index partition; the next turn here reads no pointer', async () => {
+    const owner: Caller = { id: 'onetrip', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const other = await store.create(owner, newConversation());
+    const { instance, indexReads, indexWrites } = countingStore();
+    const first = nextTime();
+    await turnThrough(instance, owner, created.id, first);
+    assert.equal(indexReads(), 1, 'the pointer, read beside the load');
+    assert.equal(indexWrites(), 1, 'the move');
+    assert.deepEqual(await activityRows(owner), [
+      activityRow(first, created.id),
+      activityRow(other.createdAt, other.id),
+    ]);
+    const second = nextTime();
+    await turnThrough(instance, owner, created.id, second);
+    assert.equal(indexReads(), 1, 'the pointer its own move left is known');
+    assert.equal(indexWrites(), 2);
+    assert.deepEqual(await activityRows(owner), [
+      activityRow(second, created.id),
+      activityRow(other.createdAt, other.id),
+    ]);
+    assert.equal((await store.list(owner, { limit: 10 })).items[0]?.updatedAt, second);
+  });
+
+  test('a pointer seen before the commit cannot move the entry back past a turn that moved it after', async () => {
+    const owner: Caller = { id: 'race-fast', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const first = nextTime();
+    const second = nextTime();
+    // The slow instance loads (its pointer is read) and stores turn 1; right after its commit, before its move, the
+    // fast instance stores turn 2 and moves the entry. The slow move may only use a pointer seen BEFORE its commit
+    // (one read after it would be the fast move's, and would let the slow move win with turn 1's time).
+    const slow = storeWith({ historyCacheBytes: 1 << 20 });
+    const client = (slow as unknown as { table: TableClient }).table;
+    const submit = client.submitTransaction.bind(client);
+    let staged = false;
+    client.submitTransaction = async (actions) => {
+      const result = await submit(actions);
+      if (!staged && actions[0]?.[1].partitionKey?.startsWith('c|')) {
+        staged = true;
+        await turnThrough(storeWith({ historyCacheBytes: 1 << 20 }), owner, created.id, second);
+      }
+      return result;
+    };
+    await turnThrough(slow, owner, created.id, first);
+    assert.ok(staged, 'the fast turn ran between the slow commit and its move');
+    assert.deepEqual(await activityRows(owner), [activityRow(second, created.id)]);
+    // The slow instance's next turn starts from the pointer as it now stands.
+    const third = nextTime();
+    await turnThrough(slow, owner, created.id, third);
+    assert.deepEqual(await activityRows(owner), [activityRow(third, created.id)]);
+  });
+
+  test('a pointer remembered here is stale after another instance moved the entry: the move reads it again', async () => {
+    const owner: Caller = { id: 'stale-pointer', kind: 'user' };
+    const created = await store.create(owner, newConversation());
+    const here = countingStore();
+    const there = storeWith({ historyCacheBytes: 1 << 20 });
+    await turnThrough(here.instance, owner, created.id, nextTime());
+    await turnThrough(there, owner, created.id, nextTime());
+    const last = nextTime();
+    await turnThrough(here.instance, owner, created.id, last);
+    assert.equal(here.indexWrites(), 3, 'the first move, the one refused on the stale pointer, and the retry');
+    assert.deepEqual(await activityRows(owner), [activityRow(last, created.id)]);
+  });
+
+  test('turns racing from three instances leave one activity entry per conversation, at its header', async () => {
+    const owner: Caller = { id: 'racers', kind: 'user' };
+    const conversations = [await store.create(owner, newConversation()), await store.create(owner, newConversation())];
+    const instances = [0, 1, 2].map(() => storeWith({ historyCacheBytes: 1 << 20 }));
+    const runTurns = async (instance: TableConversationStore, id: string) => {
+      for (let stored = 0; stored < 4;) {
+        try {
+          await turnThrough(instance, owner, id, nextTime());
+          stored += 1;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyConflict)) throw error;
+        }
+      }
+    };
+    await Promise.all(conversations.flatMap(({ id }) => instances.map((instance) => runTurns(instance, id))));
+    const expected: string[] = [];
+    for (const { id } of conversations) {
+      const header = await store.get(owner, id);
+      assert.equal(header?.messageCount, 24);
+      expected.push(activityRow(header!.updatedAt, id));
+    }
+    assert.deepEqual(await activityRows(owner), expected.sort());
+  });
+
   test('storage failing after a turn leaves the turn stored; the list puts the conversation back in place', async () => {
     const owner: Caller = { id: 'flaky', kind: 'user' };
     const older = await store.create(owner, newConversation());
