@@ -1,7 +1,8 @@
 /**
  * Direct Table Storage access for the benchmarks, in the store's own format (src/adapters/tableConversationStore.ts,
  * keys in src/adapters/tableKeys.ts): seeding conversations of a given history quickly (batched inserts, 100 per
- * entity-group transaction), deleting them, and the storage floor of a turn: one query of the partition plus one
+ * entity-group transaction) with the caller's index entry and activity entry that a create through the API writes
+ * (so a turn pays for moving its activity entry as it does in production), deleting them, and the storage floor of a turn: one query of the partition plus one
  * entity-group transaction of the user message, the reply and the header update, with TableClient and nothing else.
  */
 import { randomUUID } from 'node:crypto';
@@ -13,7 +14,14 @@ import {
   type TransactionAction,
 } from '@azure/data-tables';
 import { writeLongText } from '../src/adapters/splitText';
-import { conversationPartition, HEADER_ROW, messageRow } from '../src/adapters/tableKeys';
+import {
+  activityRow,
+  callerIndexPartition,
+  callerIndexRow,
+  conversationPartition,
+  HEADER_ROW,
+  messageRow,
+} from '../src/adapters/tableKeys';
 import type { Caller, EncodingName } from '../src/core/ports';
 import type { HistoryMessage } from './history';
 
@@ -76,15 +84,53 @@ export class ConversationTables {
         entities.slice(start, start + MAX_BATCH).map((entity): TransactionAction => ['create', entity]),
       );
     }
+    // The index entry and its activity entry, as create writes them (at the header's creation time).
+    const created = String(template.header['createdAt']);
+    const index: Entity = {
+      partitionKey: callerIndexPartition(this.caller),
+      rowKey: callerIndexRow(created, conversationId),
+      id: conversationId,
+      createdAt: created,
+      activity: activityRow(created, conversationId),
+    };
+    const activity: Entity = {
+      partitionKey: index.partitionKey,
+      rowKey: String(index['activity']),
+      id: conversationId,
+      createdAt: created,
+      activeAt: created,
+    };
+    const title = template.header['title'];
+    if (typeof title === 'string') {
+      index['title'] = title;
+      activity['title'] = title;
+    }
+    await this.table.submitTransaction([
+      ['create', index],
+      ['create', activity],
+    ]);
   }
 
-  /** Deletes every entity of the conversation's partition. */
+  /** Deletes every entity of the conversation's partition, and its index entry with the activity entry it names. */
   async remove(conversationId: string): Promise<void> {
     const partitionKey = this.partition(conversationId);
     const rows: string[] = [];
+    let createdAt: unknown;
     const filter = odata`PartitionKey eq ${partitionKey}`;
-    for await (const entity of this.table.listEntities({ queryOptions: { filter, select: ['RowKey'] } })) {
+    for await (const entity of this.table.listEntities({ queryOptions: { filter, select: ['RowKey', 'createdAt'] } })) {
       if (entity.rowKey) rows.push(entity.rowKey);
+      if (entity.rowKey === HEADER_ROW) createdAt = entity['createdAt'];
+    }
+    if (typeof createdAt === 'string') {
+      const indexPartition = callerIndexPartition(this.caller);
+      const indexRow = callerIndexRow(createdAt, conversationId);
+      const index = await this.table.getEntity<Properties>(indexPartition, indexRow).catch(() => undefined);
+      if (index) {
+        await this.table.submitTransaction([
+          ['delete', { partitionKey: indexPartition, rowKey: indexRow }],
+          ['delete', { partitionKey: indexPartition, rowKey: String(index['activity']) }],
+        ]);
+      }
     }
     for (let start = 0; start < rows.length; start += MAX_BATCH) {
       await this.table.submitTransaction(
