@@ -1327,7 +1327,15 @@ function sleep(ms: number): Promise<void> {
 }
 
 export function hasStatus(error: unknown, status: number): boolean {
-  return error instanceof RestError && error.statusCode === status;
+  return isRestError(error) && error.statusCode === status;
+}
+
+/**
+ * A RestError of any copy of the Azure core packages: in the bundle, @azure/storage-queue and @azure/identity come
+ * from lazy/ files with copies of their own (scripts/bundle.ts), whose RestError is another class than this one.
+ */
+export function isRestError(error: unknown): error is RestError {
+  return error instanceof RestError || (error instanceof Error && error.name === 'RestError');
 }
 
 const UNREACHABLE_CODES = new Set([
@@ -1364,7 +1372,7 @@ export function isUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   // A timed-out attempt (our tryTimeout) and token failures of the credential also leave storage unreachable.
   if (['AbortError', 'CredentialUnavailableError', 'AuthenticationError'].includes(error.name)) return true;
-  if (error instanceof RestError) {
+  if (isRestError(error)) {
     if (error.statusCode === undefined) return error.code !== undefined && UNREACHABLE_CODES.has(error.code);
     // 401/403: storage refuses the app's identity (a role assignment missing or still propagating, minutes after a
     // deploy). The client can do nothing about it but retry later: 503 with Retry-After, the cause in the log.

@@ -29,4 +29,14 @@ describe('isUnavailable', () => {
     assert.equal(isUnavailable(new TypeError('x is undefined')), false);
     assert.equal(isUnavailable('a string'), false);
   });
+
+  test("a RestError from another copy of the Azure core packages (the bundle's lazy/storage-queue.js) is recognised", async () => {
+    // The ES module build's class: a different class from the CommonJS build's that @azure/data-tables gives tsx.
+    const esm = (await import('@azure/core-rest-pipeline')) as { RestError: typeof RestError };
+    assert.notEqual(esm.RestError, RestError);
+    assert.equal(isUnavailable(new esm.RestError('busy', { statusCode: 503 })), true);
+    assert.equal(isUnavailable(new esm.RestError('forbidden', { statusCode: 403 })), true);
+    assert.equal(isUnavailable(new esm.RestError('connect ECONNREFUSED', { code: 'ECONNREFUSED' })), true);
+    assert.equal(isUnavailable(new esm.RestError('not found', { statusCode: 404 })), false);
+  });
 });
