@@ -7,8 +7,13 @@
  * - The entry imports src/index.ts, then every src/functions/*.ts in name order: the order the worker loaded the
  *   tsc output in when `main` was `dist/src/{index.js,functions/*.js}`.
  * - `@azure/functions-core` stays a `require`: the worker provides it (the local host installs a stand-in).
- * - `import('@azure/identity')` and `import('jose')` become lazy wrappers inside the bundle: they are evaluated on
- *   the first call, as before, not at load.
+ * - The packages in LAZY_MODULES (@azure/identity, jose, the Octokit packages, @azure/storage-queue, Ajv,
+ *   standardwebhooks) are bundles of their own in `lazy/` beside `main.js`, required on first use: the sources reach
+ *   them only through `import()` or a `require` inside a function, and a static import of one fails the build. Inside
+ *   main.js V8 would still compile all of their code at every cold start (most of a cold start was compiling the 4.9
+ *   MB bundle, measured with --cpu-prof) although the first turn of an app with key or no auth needs none of them.
+ *   Each lazy bundle holds its own copy of what it shares with main.js (@azure/core-rest-pipeline...): code that
+ *   checks errors from them uses their name, not `instanceof` (tableConversationStore.ts isUnavailable).
  * - The rank tables (2.3 MB for o200k_base, 1.1 MB for cl100k_base) stay separate files, required on first use from
  *   `./ranks/`: inside the bundle, V8 would scan all 3.4 MB at every cold start for nothing (measured: 16-22 ms
  *   more before the host listens, nothing gained on the first turn).
@@ -45,6 +50,24 @@ export const TELEMETRY_BUNDLE_FILES = {
 
 const RANKS_MODULE = /^js-tiktoken\/ranks\/[\w-]+$/;
 
+/** Beside the bundle: one bundle per lazily loaded package, `lazy/<file>`. */
+export const LAZY_DIR = 'lazy';
+
+/**
+ * Packages loaded on first use, each bundled into `lazy/<file>`, and how the sources reach them: `import`
+ * (`await import('x')`: the bundle is the package's ES module build, as main.js had it) or `require` (a `require('x')`
+ * inside a function: its CommonJS build, what tsx and the tsc output load too).
+ */
+export const LAZY_MODULES: Readonly<Record<string, { file: string; reach: 'import' | 'require' }>> = {
+  '@azure/identity': { file: 'identity.js', reach: 'import' },
+  '@azure/storage-queue': { file: 'storage-queue.js', reach: 'require' },
+  '@octokit/auth-app': { file: 'octokit-auth-app.js', reach: 'import' },
+  '@octokit/core': { file: 'octokit-core.js', reach: 'import' },
+  'ajv/dist/2020': { file: 'ajv.js', reach: 'require' },
+  jose: { file: 'jose.js', reach: 'import' },
+  standardwebhooks: { file: 'standardwebhooks.js', reach: 'require' },
+};
+
 export interface BundleOptions {
   /** The repository root: it holds src/ and tsconfig.json. Default: found from this file. */
   root?: string;
@@ -55,6 +78,8 @@ export interface BundleOptions {
 }
 
 export interface BundleResult {
+  /** The lazily loaded packages' bundles, `<outDir>/lazy/<file>`, by package. */
+  lazy: Record<string, string>;
   outDir: string;
   /** The bundle itself, `<outDir>/main.js`. */
   mainFile: string;
@@ -139,6 +164,35 @@ function externalRanks(found: Map<string, string>): Plugin {
   };
 }
 
+/**
+ * Leaves `import('x')` / `require('x')` of a LAZY_MODULES package as `require('./lazy/<file>')`; any other way of
+ * reaching one (a static import would evaluate it at load) fails the build, naming the importer.
+ */
+function externalLazyModules(): Plugin {
+  const names = Object.keys(LAZY_MODULES).map((name) => name.replace(/[/\\^$*+?.()|[\]{}]/g, '\\$&'));
+  return {
+    name: 'external-lazy-modules',
+    setup(pluginBuild) {
+      pluginBuild.onResolve({ filter: new RegExp(`^(${names.join('|')})$`) }, (args) => {
+        const lazy = LAZY_MODULES[args.path]!;
+        const kind = lazy.reach === 'import' ? 'dynamic-import' : 'require-call';
+        if (args.kind !== kind) {
+          const how =
+            lazy.reach === 'import' ? `await import('${args.path}')` : `a require('${args.path}') in a function`;
+          return {
+            errors: [
+              {
+                text: `${args.importer} must reach ${args.path} lazily, through ${how} (scripts/bundle.ts LAZY_MODULES).`,
+              },
+            ],
+          };
+        }
+        return { path: `./${LAZY_DIR}/${lazy.file}`, external: true };
+      });
+    },
+  };
+}
+
 /** Leaves src/adapters/telemetry/index.ts's `import('./<sdk module>')` as `require('./telemetry-*.js')`. */
 function externalTelemetrySdks(root: string): Plugin {
   const index = path.join(root, TELEMETRY_DIR, 'index.ts');
@@ -178,7 +232,7 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     format: 'cjs',
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
-    plugins: [externalRanks(ranks), commonJsBuilds(), externalTelemetrySdks(root)],
+    plugins: [externalRanks(ranks), externalLazyModules(), commonJsBuilds(), externalTelemetrySdks(root)],
     // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
     // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
     keepNames: true,
@@ -215,6 +269,32 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     telemetryWarnings.push(...telemetry.warnings);
   }
 
+  const lazy: Record<string, string> = {};
+  const lazyBuilds = await Promise.all(
+    Object.entries(LAZY_MODULES).map(([name, { file, reach }]) => {
+      lazy[name] = path.join(outDir, LAZY_DIR, file);
+      return build({
+        stdin: {
+          contents: reach === 'import' ? `export * from '${name}';` : `module.exports = require('${name}');`,
+          resolveDir: root,
+          sourcefile: `lazy-${file}`,
+          loader: 'js',
+        },
+        outfile: lazy[name],
+        absWorkingDir: root,
+        bundle: true,
+        platform: 'node',
+        target: 'node20',
+        format: 'cjs',
+        plugins: [commonJsBuilds()],
+        keepNames: true,
+        sourcemap: 'linked',
+        sourcesContent: false,
+        logLevel: options.log === false ? 'silent' : 'warning',
+      });
+    }),
+  );
+
   mkdirSync(path.join(outDir, RANKS_DIR), { recursive: true });
   const copiedRanks: Record<string, string> = {};
   for (const [moduleName, file] of [...ranks].sort(([a], [b]) => a.localeCompare(b))) {
@@ -236,7 +316,8 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     entryModules,
     externals,
     ranks: copiedRanks,
-    warnings: [...result.warnings, ...telemetryWarnings],
+    lazy,
+    warnings: [...result.warnings, ...telemetryWarnings, ...lazyBuilds.flatMap((lazyBuild) => lazyBuild.warnings)],
     metafile: result.metafile,
   };
 }

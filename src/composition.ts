@@ -301,7 +301,7 @@ async function buildTurnJobs(
   if (!overrides.queue && !connectionString && !serviceUri) return undefined;
   const queue =
     overrides.queue ??
-    new StorageTurnQueue(
+    new StorageTurnQueue(() =>
       createQueueServiceClient(
         connectionString ? { connectionString } : { serviceUri, credential: credentials.queue() },
       ),

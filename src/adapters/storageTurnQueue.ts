@@ -4,8 +4,12 @@
  * `extensions.queues.messageEncoding`), and only refer to the job stored in Table Storage, so they stay far below the
  * 64 KiB message limit. The connection is the host's own `AzureWebJobsStorage`: a connection string locally
  * (Azurite), or on Azure `AzureWebJobsStorage__queueServiceUri` with the managed identity.
+ *
+ * `@azure/storage-queue` is required when the first message is sent, not when the app loads or its services are
+ * made: on Azure `AzureWebJobsStorage` is always set, yet most turns never queue anything (the bundle keeps the
+ * package in a file of its own, lazy/, see scripts/bundle.ts).
  */
-import { QueueClient, QueueServiceClient, type StoragePipelineOptions } from '@azure/storage-queue';
+import type { QueueClient, QueueServiceClient, StoragePipelineOptions } from '@azure/storage-queue';
 import type { TokenCredential } from '@azure/identity';
 import type { TurnJobMessage, TurnJobQueue } from '../core/ports';
 import { guardStorage as guard } from './tableConversationStore';
@@ -24,6 +28,8 @@ export interface QueueConnection {
 }
 
 export function createQueueServiceClient(connection: QueueConnection): QueueServiceClient {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+  const { QueueServiceClient } = require('@azure/storage-queue') as typeof import('@azure/storage-queue');
   const options: StoragePipelineOptions = {
     retryOptions: { maxTries: 4, tryTimeoutInMs: 10_000, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 },
   };
@@ -43,19 +49,19 @@ export function encodeMessage(message: unknown): string {
 }
 
 export class StorageTurnQueue implements TurnJobQueue {
-  private readonly queue: QueueClient;
-  private readonly poisonQueue: QueueClient;
+  private clients: { queue: QueueClient; poison: QueueClient } | undefined;
   private ready: Promise<void> | undefined;
 
-  constructor(service: QueueServiceClient, queueName = TURN_QUEUE) {
-    this.queue = service.getQueueClient(queueName);
-    this.poisonQueue = service.getQueueClient(`${queueName}${POISON_SUFFIX}`);
-  }
+  /** `service` is called once, on the first send: it makes the client (see createQueueServiceClient). */
+  constructor(
+    private readonly service: () => QueueServiceClient,
+    private readonly queueName = TURN_QUEUE,
+  ) {}
 
   async send(message: TurnJobMessage, options: { delaySeconds?: number } = {}): Promise<void> {
     await guard(async () => {
-      await this.ensureQueues();
-      await this.queue.sendMessage(encodeMessage(message), {
+      const { queue } = await this.ensureQueues();
+      await queue.sendMessage(encodeMessage(message), {
         ...(options.delaySeconds ? { visibilityTimeout: Math.ceil(options.delaySeconds) } : {}),
       });
     });
@@ -63,20 +69,29 @@ export class StorageTurnQueue implements TurnJobQueue {
 
   async poison(message: TurnJobMessage, reason: string): Promise<void> {
     await guard(async () => {
-      await this.ensureQueues();
-      await this.poisonQueue.sendMessage(encodeMessage({ ...message, reason: reason.slice(0, 1000) }));
+      const { poison } = await this.ensureQueues();
+      await poison.sendMessage(encodeMessage({ ...message, reason: reason.slice(0, 1000) }));
     });
   }
 
   /** Created once per process (the host does not create a trigger's queue; a missing one is not an error there). */
-  private ensureQueues(): Promise<void> {
-    this.ready ??= Promise.all([this.queue.createIfNotExists(), this.poisonQueue.createIfNotExists()]).then(
+  private async ensureQueues(): Promise<{ queue: QueueClient; poison: QueueClient }> {
+    if (!this.clients) {
+      const service = this.service();
+      this.clients = {
+        queue: service.getQueueClient(this.queueName),
+        poison: service.getQueueClient(`${this.queueName}${POISON_SUFFIX}`),
+      };
+    }
+    const clients = this.clients;
+    this.ready ??= Promise.all([clients.queue.createIfNotExists(), clients.poison.createIfNotExists()]).then(
       () => undefined,
       (error: unknown) => {
         this.ready = undefined;
         throw error;
       },
     );
-    return this.ready;
+    await this.ready;
+    return clients;
   }
 }

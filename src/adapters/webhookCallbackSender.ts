@@ -5,7 +5,7 @@
  * the same id and the receiver can drop duplicates; `webhook-timestamp` is the attempt's time, as the spec wants.
  * Any answer but 2xx, a connection failure or a timeout is retryable (the core backs off through the queue).
  */
-import { Webhook } from 'standardwebhooks';
+import type { Webhook } from 'standardwebhooks';
 import type { DeliveryOutcome, ReplyEvent, ReplySender } from '../core/ports';
 import { problemFromRecord } from '../http/problem';
 import { completedTurnBody } from '../http/turns/turnBodies';
@@ -43,7 +43,10 @@ export class WebhookCallbackSender implements ReplySender {
   private readonly signer: Webhook;
 
   constructor(private readonly options: WebhookCallbackOptions) {
-    this.signer = new Webhook(options.secret);
+    // Required here, not at load: only an app with WEBHOOK_CALLBACK_URL set makes a sender (scripts/bundle.ts lazy/).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+    const { Webhook: Signer } = require('standardwebhooks') as typeof import('standardwebhooks');
+    this.signer = new Signer(options.secret);
   }
 
   async deliver(event: ReplyEvent): Promise<DeliveryOutcome> {

@@ -15,7 +15,7 @@
  * fresh Ajv instance (a fresh instance with meta-schemas 96 ms even for a small schema), which 64 tools per create
  * would multiply; the meta-schema check takes about 10 ms and the walk below well under 1 ms.
  */
-import Ajv2020 from 'ajv/dist/2020';
+import type Ajv2020 from 'ajv/dist/2020';
 import { STORABLE_TEXT_RULE } from '../core/text';
 import { MAX_JSON_DEPTH, nestsDeeperThan, unstorableStringAt } from './jsonValues';
 
@@ -30,8 +30,21 @@ export interface SchemaProblem {
   message: string;
 }
 
-// Holds only the meta-schemas: validateSchema reads a client's schema as data and registers nothing of it.
-const metaSchemaChecker = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
+let metaSchemaChecker: Ajv2020 | undefined;
+
+/**
+ * Holds only the meta-schemas: validateSchema reads a client's schema as data and registers nothing of it. Ajv is
+ * required and the instance made on the first client tool, not at load: a cold start that never sees one does not
+ * pay for them (the bundle keeps Ajv in a file of its own, lazy/, see scripts/bundle.ts).
+ */
+function metaSchemas(): Ajv2020 {
+  if (!metaSchemaChecker) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+    const { default: Ajv } = require('ajv/dist/2020') as typeof import('ajv/dist/2020');
+    metaSchemaChecker = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+  }
+  return metaSchemaChecker;
+}
 
 /** Why the tool `{ name, description, parameters }` cannot be offered to the model, or undefined when it can. */
 export function clientToolProblem(tool: { parameters: Record<string, unknown> }): SchemaProblem | undefined {
@@ -56,8 +69,9 @@ export function clientToolProblem(tool: { parameters: Record<string, unknown> })
       message: `$schema must be "${JSON_SCHEMA_DIALECT}" or left out: parameters are JSON Schema 2020-12`,
     };
   }
-  if (!metaSchemaChecker.validateSchema(parameters)) {
-    const reasons = [...new Set((metaSchemaChecker.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`))];
+  const checker = metaSchemas();
+  if (!checker.validateSchema(parameters)) {
+    const reasons = [...new Set((checker.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`))];
     return { path: ['parameters'], message: `parameters is not a valid JSON Schema: ${reasons.join('; ')}` };
   }
   return structureProblem(parameters);

@@ -38,7 +38,8 @@ export function participantName(user: string | undefined): string | undefined {
   return NAME_PATTERN.test(name) ? name : undefined;
 }
 
-const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+/** Made on the first long title, not at load (creating a segmenter loads ICU's break rules: ~10 ms of a cold start). */
+let graphemes: Intl.Segmenter | undefined;
 
 /**
  * A conversation title from free text: its first line, at most MAX_TITLE_CHARS UTF-16 code units, cut between
@@ -48,7 +49,7 @@ export function titleFrom(text: string): string {
   const line = text.trim().split(/\r?\n/, 1)[0]?.trim() ?? '';
   if (line.length <= MAX_TITLE_CHARS) return line;
   let title = '';
-  for (const { segment } of GRAPHEMES.segment(line)) {
+  for (const { segment } of (graphemes ??= new Intl.Segmenter(undefined, { granularity: 'grapheme' })).segment(line)) {
     if (title.length + segment.length > MAX_TITLE_CHARS - 1) break;
     title += segment;
   }

@@ -2,8 +2,9 @@
  * The esbuild bundle (scripts/bundle.ts) serving real turns: built here into a temporary folder and loaded by the
  * local host alone, the way the worker loads package.json `main`. Everything it loads lazily is exercised from inside
  * the bundle: jose (AUTH_MODE=jwt against a loopback key set), @azure/identity (the model's token from a loopback
- * managed-identity endpoint, no API key) and the o200k_base rank table, read from the copy beside the bundle on the
- * first turn and not before.
+ * managed-identity endpoint, no API key), @azure/storage-queue (a queued turn) and Ajv (a client tool's schema),
+ * each from its own file in lazy/, and the o200k_base rank table, read from the copy beside the bundle on the first
+ * turn and not before.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -29,16 +30,25 @@ let api: string;
 /** The bundle's own rank files in require.cache once the host listens, before any request. */
 let ranksLoadedAtStart: string[];
 
+/** The bundle's lazy/ files in require.cache once the host listens, before any request. */
+let lazyLoadedAtStart: string[];
+
+const lazyLoaded = () =>
+  Object.keys(require.cache)
+    .filter((file) => file.startsWith(path.join(outDir, 'lazy')))
+    .map((file) => path.basename(file))
+    .sort();
 const bundledRanks = () => Object.keys(require.cache).filter((file) => file.startsWith(path.join(outDir, 'ranks')));
 
 before(async () => {
   bundle = await bundleApp({ outDir, log: false });
-  azurite = await startAzurite();
+  azurite = await startAzurite({ queue: true });
   identity = await startIdentityStandIn();
   model = await startModelStandIn({ expectedBearerToken: identity.token });
   jwks = await startJwksServer();
   Object.assign(process.env, {
     TABLES_CONNECTION_STRING: azurite.connectionString,
+    AzureWebJobsStorage: azurite.connectionString,
     TABLES_PREFIX: `bundle${Date.now().toString(36)}`,
     AZURE_OPENAI_ENDPOINT: model.url,
     AZURE_OPENAI_DEPLOYMENT: 'chat',
@@ -57,6 +67,7 @@ before(async () => {
   host = await startLocalHost({ functionModules: [bundle.mainFile], port: 0, log: () => {} });
   api = `${host.url}/api`;
   ranksLoadedAtStart = bundledRanks();
+  lazyLoadedAtStart = lazyLoaded();
 });
 
 after(async () => {
@@ -100,5 +111,52 @@ describe('the bundle under the local host', () => {
   it('reads the rank table from beside the bundle on the first turn, not at load', () => {
     assert.deepEqual(ranksLoadedAtStart, []);
     assert.deepEqual(bundledRanks(), [path.join(outDir, 'ranks', 'o200k_base.cjs')]);
+  });
+
+  it('loads nothing from lazy/ at start, then each package when a request first needs it', async () => {
+    assert.deepEqual(lazyLoadedAtStart, []);
+    const authorization = { authorization: `Bearer ${await jwks.sign({}, { subject: 'bundle-queue' })}` };
+    const created = await call(
+      'POST',
+      `${api}/conversations`,
+      {
+        clientTools: [
+          {
+            name: 'pick_colour',
+            description: 'Asks the user to pick a colour.',
+            parameters: { type: 'object', properties: { colour: { type: 'string' } }, required: ['colour'] },
+          },
+        ],
+      },
+      authorization,
+    );
+    assert.equal(created.status, 201, created.text);
+    const refused = await call(
+      'POST',
+      `${api}/conversations`,
+      { clientTools: [{ name: 'bad', description: 'x', parameters: { type: 'object', properties: 3 } }] },
+      authorization,
+    );
+    assert.equal(refused.status, 400, 'the meta-schema check (Ajv, from lazy/ajv.js) refuses a bad schema');
+
+    // Queued turns run server tools only: a conversation without client tools.
+    const plain = await call('POST', `${api}/conversations`, {}, authorization);
+    assert.equal(plain.status, 201, plain.text);
+    const posted = await call(
+      'POST',
+      `${api}/conversations/${plain.body.id}/messages`,
+      { content: 'Queued from the bundle' },
+      { ...authorization, prefer: 'respond-async' },
+    );
+    assert.equal(posted.status, 202, posted.text);
+    const statusUrl = `${host.url}${posted.headers.get('location')}`;
+    const deadline = Date.now() + 60_000;
+    let status = await call('GET', statusUrl, undefined, authorization);
+    while (status.body?.status !== 'completed' && status.body?.status !== 'failed' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      status = await call('GET', statusUrl, undefined, authorization);
+    }
+    assert.equal(status.body.status, 'completed', status.text);
+    assert.deepEqual(lazyLoaded(), ['ajv.js', 'identity.js', 'jose.js', 'storage-queue.js']);
   });
 });

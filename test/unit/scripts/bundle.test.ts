@@ -16,6 +16,8 @@ import {
   appEntryModules,
   bundleApp,
   FUNCTIONS_CORE_MODULE,
+  LAZY_DIR,
+  LAZY_MODULES,
   type BundleResult,
 } from '../../../scripts/bundle';
 import { collectRegistrations, type FunctionRegistration } from '../../../local/host/functionsCore';
@@ -94,13 +96,27 @@ describe('bundleApp', () => {
       .flatMap((output) => output.imports)
       .filter((entry) => entry.external && !builtins.has(entry.path));
     assert.deepEqual([...new Set(externals.map((entry) => `${entry.kind} ${entry.path}`))].sort(), [
+      'dynamic-import ./lazy/identity.js',
+      'dynamic-import ./lazy/jose.js',
+      'dynamic-import ./lazy/octokit-auth-app.js',
+      'dynamic-import ./lazy/octokit-core.js',
       'dynamic-import ./telemetry-azure-monitor.js',
       'dynamic-import ./telemetry-otlp.js',
+      'require-call ./lazy/ajv.js',
+      'require-call ./lazy/standardwebhooks.js',
+      'require-call ./lazy/storage-queue.js',
       'require-call ./ranks/cl100k_base.cjs',
       'require-call ./ranks/o200k_base.cjs',
       `require-call ${FUNCTIONS_CORE_MODULE}`,
     ]);
     assert.deepEqual(bundle.externals, [
+      './lazy/ajv.js',
+      './lazy/identity.js',
+      './lazy/jose.js',
+      './lazy/octokit-auth-app.js',
+      './lazy/octokit-core.js',
+      './lazy/standardwebhooks.js',
+      './lazy/storage-queue.js',
       './ranks/cl100k_base.cjs',
       './ranks/o200k_base.cjs',
       './telemetry-azure-monitor.js',
@@ -128,14 +144,31 @@ describe('bundleApp', () => {
     assert.doesNotMatch(otlp!, /node_modules\/@azure\/monitor-opentelemetry\//);
   });
 
-  it('reaches @azure/identity, jose and the OpenTelemetry API only through import(), so loading the app does not evaluate them', () => {
-    const inputs = bundle.metafile.inputs;
+  it('leaves the lazily loaded packages out of main.js, each in a bundle of its own in lazy/', () => {
+    const inMain = Object.keys(bundle.metafile.inputs);
     const lazyPackages = [
       'node_modules/@azure/identity/',
       'node_modules/@azure/msal-node/',
+      'node_modules/@azure/storage-queue/',
+      'node_modules/@azure/storage-common/',
+      'node_modules/@octokit/',
+      'node_modules/ajv/',
       'node_modules/jose/',
-      'node_modules/@opentelemetry/api/',
+      'node_modules/standardwebhooks/',
     ];
+    for (const prefix of lazyPackages) {
+      assert.ok(!inMain.some((file) => file.startsWith(prefix)), `${prefix} is not in main.js`);
+    }
+    assert.deepEqual(Object.keys(bundle.lazy).sort(), Object.keys(LAZY_MODULES).sort());
+    for (const [name, file] of Object.entries(bundle.lazy)) {
+      assert.equal(file, path.join(outDir, LAZY_DIR, LAZY_MODULES[name]!.file));
+      assert.match(readFileSync(file, 'utf8'), new RegExp(`node_modules/${name.split('/').slice(0, 2).join('/')}/`));
+    }
+  });
+
+  it('reaches the OpenTelemetry API only through import(), so loading the app does not evaluate it', () => {
+    const inputs = bundle.metafile.inputs;
+    const lazyPackages = ['node_modules/@opentelemetry/api/'];
     for (const prefix of lazyPackages) {
       assert.ok(
         Object.keys(inputs).some((file) => file.startsWith(prefix)),
@@ -171,17 +204,41 @@ describe('bundleApp', () => {
     for (const file of bundle.telemetryFiles) {
       assert.ok(!loaded.includes(file), `${path.basename(file)} is not loaded with telemetry off`);
     }
+    for (const file of Object.values(bundle.lazy)) assert.ok(!loaded.includes(file), `${file} is not loaded at start`);
     assert.deepEqual(
       loaded.filter((file) => RANK_FILE.test(file)),
       [],
     );
   });
+
+  /* eslint-disable @typescript-eslint/no-require-imports -- loads the lazy bundles as main.js does */
+  // After the test above: this one loads the lazy bundles into this process.
+  it('loads each lazy bundle with the exports of the package the sources load', async () => {
+    for (const [name, file] of Object.entries(bundle.lazy)) {
+      const loaded = require(file) as Record<string, unknown>;
+      const own = (LAZY_MODULES[name]!.reach === 'import' ? await import(name) : require(name)) as Record<
+        string,
+        unknown
+      >;
+      // The same exported names as the package itself (the ES module build and the CommonJS one export the same).
+      for (const key of Object.keys(own).filter((key) => key !== 'default' && key !== '__esModule')) {
+        assert.ok(key in loaded, `${name}: ${key} is exported by ${path.basename(file)}`);
+      }
+    }
+    const ajv = require(bundle.lazy['ajv/dist/2020']!) as typeof import('ajv/dist/2020');
+    assert.equal(new ajv.default({ strict: false }).validateSchema({ type: 'object' }), true);
+    const webhooks = require(bundle.lazy['standardwebhooks']!) as typeof import('standardwebhooks');
+    assert.match(new webhooks.Webhook('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw').sign('id', new Date(0), '{}'), /^v1,/);
+  });
+  /* eslint-enable @typescript-eslint/no-require-imports */
 });
 
 // ---- .funcignore ----------------------------------------------------------------------------------------------
 
 /** The files a build and a local run leave in the tree beside the tracked ones. */
 const UNTRACKED_FILES = [
+  'dist/app/lazy/identity.js',
+  'dist/app/lazy/identity.js.map',
   'dist/app/main.js',
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
@@ -211,6 +268,8 @@ const UNTRACKED_FILES = [
 ];
 
 const PACKAGE = [
+  'dist/app/lazy/identity.js',
+  'dist/app/lazy/identity.js.map',
   'dist/app/main.js',
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
