@@ -16,7 +16,8 @@
  *   checks errors from them uses their name, not `instanceof` (tableConversationStore.ts isUnavailable).
  * - The rank tables (2.3 MB for o200k_base, 1.1 MB for cl100k_base) stay separate files, required on first use from
  *   `./ranks/`: inside the bundle, V8 would scan all 3.4 MB at every cold start for nothing (measured: 16-22 ms
- *   more before the host listens, nothing gained on the first turn).
+ *   more before the host listens, nothing gained on the first turn). Beside each, `<encoding>.index.bin`: the token
+ *   index the tokenizer would build from it on the first turn, made here once (src/adapters/prebuiltRankIndex.ts).
  *
  * - The telemetry SDKs are bundles of their own beside `main.js`, each required only when its setting is present:
  *   `telemetry-azure-monitor.js` (the Azure Monitor distro, src/adapters/telemetry/azureMonitorSdk.ts) and
@@ -25,10 +26,22 @@
  *
  * Run by `npm run build` after tsc (`node dist/scripts/bundle.js`); tests call `bundleApp` with their own outDir.
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { builtinModules } from 'node:module';
 import * as path from 'node:path';
 import { build, type Message, type Metafile, type Plugin } from 'esbuild';
+import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
+import { indexFileName, serializeRankIndex, sha256 } from '../src/adapters/prebuiltRankIndex';
+import { indexRanksFast } from '../src/adapters/tiktokenRanks';
 
 /** The worker's built-in module, provided at run time. */
 export const FUNCTIONS_CORE_MODULE = '@azure/functions-core';
@@ -91,6 +104,8 @@ export interface BundleResult {
   externals: string[];
   /** The rank files copied to `<outDir>/ranks/`, by the module name the app requires. */
   ranks: Record<string, string>;
+  /** The saved token index of each (`<outDir>/ranks/<encoding>.index.bin`), by the same module name. */
+  rankIndexes: Record<string, string>;
   warnings: Message[];
   metafile: Metafile;
 }
@@ -297,10 +312,12 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
 
   mkdirSync(path.join(outDir, RANKS_DIR), { recursive: true });
   const copiedRanks: Record<string, string> = {};
+  const rankIndexes: Record<string, string> = {};
   for (const [moduleName, file] of [...ranks].sort(([a], [b]) => a.localeCompare(b))) {
     const target = path.join(outDir, RANKS_DIR, path.basename(file));
     copyFileSync(file, target);
     copiedRanks[moduleName] = target;
+    rankIndexes[moduleName] = writeRankIndex(target);
   }
 
   const builtins = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
@@ -316,10 +333,37 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     entryModules,
     externals,
     ranks: copiedRanks,
+    rankIndexes,
     lazy,
     warnings: [...result.warnings, ...telemetryWarnings, ...lazyBuilds.flatMap((lazyBuild) => lazyBuild.warnings)],
     metafile: result.metafile,
   };
+}
+
+/**
+ * Saves the token index of the ranks file `ranksFile` (`<dir>/<encoding>.cjs`) beside it, made by the tokenizer's own
+ * code from that very file; returns the index file. Fails the build if the index cannot be made from the ranks.
+ */
+export function writeRankIndex(ranksFile: string): string {
+  const encoding = path.basename(ranksFile, '.cjs');
+  /* eslint-disable @typescript-eslint/no-require-imports -- the library's CommonJS build and the ranks file itself */
+  const ranks = require(ranksFile) as TiktokenBPE;
+  delete require.cache[require.resolve(ranksFile)]; // a build in a test process leaves the bundle's files unloaded
+  const { Tiktoken: TiktokenClass } = require('js-tiktoken/lite') as { Tiktoken: typeof Tiktoken };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const index = indexRanksFast(TiktokenClass, ranks);
+  if (!index) throw new Error(`The token index of ${ranksFile} could not be made from its ranks.`);
+  const target = path.join(path.dirname(ranksFile), indexFileName(encoding));
+  writeFileSync(
+    target,
+    serializeRankIndex(index, {
+      encoding,
+      ranksSha256: sha256(readFileSync(ranksFile)),
+      patStr: ranks.pat_str,
+      specialTokens: ranks.special_tokens,
+    }),
+  );
+  return target;
 }
 
 function megabytes(file: string): string {
@@ -334,7 +378,9 @@ async function main(): Promise<void> {
     `Bundled ${bundle.entryModules.length} app modules into ${relative(bundle.mainFile)} (${megabytes(bundle.mainFile)}) ` +
       `in ${(performance.now() - started).toFixed(0)} ms; requires at run time: ${bundle.externals.join(', ')}.`,
   );
-  for (const file of Object.values(bundle.ranks)) console.log(`  ${relative(file)} (${megabytes(file)})`);
+  for (const file of [...Object.values(bundle.ranks), ...Object.values(bundle.rankIndexes)]) {
+    console.log(`  ${relative(file)} (${megabytes(file)})`);
+  }
 }
 
 if (require.main === module) {

@@ -4,7 +4,9 @@
  * made by tiktokenRanks.ts without building the library's encoder). One instance per encoding per process; the ranks
  * (several MB) are required and indexed on first use, not at import, so a cold start pays only for the encoding the
  * configured model needs, and only when the first message is counted. The library's own encoder is built only if the
- * index cannot be made (then it also encodes).
+ * index cannot be made (then it also encodes). In the bundle the index is read ready-made from beside it
+ * (prebuiltRankIndex.ts), checked against the ranks file there; the ranks module is then evaluated only if the
+ * library's encoder is ever needed.
  *
  * User text is always encoded as ordinary text (as the library's `encode(text, [], [])`): a special-token string such as
  * `<|endoftext|>` neither throws nor becomes a special id; it is counted as the characters it is.
@@ -13,6 +15,7 @@
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import type { EncodingName, Tokenizer } from '../core/ports';
 import { type BytePairEncoder, type BytePairStats, createBytePairEncoder } from './bytePairEncoder';
+import { loadPrebuiltRankIndex, PREBUILT_RANKS_DIR } from './prebuiltRankIndex';
 import { loadRanks as indexRanks, type LoadedRanks } from './tiktokenRanks';
 import type { TokenIndex } from './tokenIndex';
 
@@ -49,6 +52,16 @@ export interface TiktokenTokenizer extends Tokenizer {
   readonly loaded: boolean;
   /** Pieces merged by the bucket queue and by the short-piece scan; undefined when the library's own merge is in use. */
   readonly mergeStats: Readonly<BytePairStats> | undefined;
+  /**
+   * Where the index came from, once loaded: saved at build time beside the bundle (`prebuilt`), built from the ranks
+   * (`ranks`), from the library's encoder (`library`), or none could be made (`none`: the library encodes).
+   */
+  readonly indexSource: 'prebuilt' | 'ranks' | 'library' | 'none' | undefined;
+}
+
+export interface TiktokenTokenizerOptions {
+  /** Where a saved index is looked for (prebuiltRankIndex.ts); default: ranks/ beside the bundle. */
+  prebuiltDir?: string;
 }
 
 /*
@@ -72,10 +85,14 @@ function loadTiktoken(): typeof Tiktoken {
 
 class LazyTiktokenTokenizer implements TiktokenTokenizer {
   readonly stats: TokenizerStats = { encodeCalls: 0, tokensEncoded: 0 };
+  indexSource: TiktokenTokenizer['indexSource'];
   private engine: Engine | undefined;
   private special: readonly string[] = [];
 
-  constructor(readonly encoding: EncodingName) {}
+  constructor(
+    readonly encoding: EncodingName,
+    private readonly prebuiltDir = PREBUILT_RANKS_DIR,
+  ) {}
 
   get loaded(): boolean {
     return this.engine !== undefined;
@@ -88,13 +105,30 @@ class LazyTiktokenTokenizer implements TiktokenTokenizer {
   /** The encoder, built on first use. cl100k_base also knows the ChatML delimiters, for encodeChatML. */
   load(): Engine {
     if (!this.engine) {
-      const ranks = loadRanks(this.encoding);
-      this.special = Object.freeze(Object.keys(ranks.special_tokens));
       const extended = this.encoding === 'cl100k_base' ? { ...CHATML_SPECIAL_TOKENS } : undefined;
-      const loaded = indexRanks(loadTiktoken(), ranks, extended);
+      const prebuilt = loadPrebuiltRankIndex(this.encoding, this.prebuiltDir);
+      let loaded: LoadedRanks;
+      let patStr: string;
+      let baseSpecialTokens: Record<string, number>;
+      if (prebuilt) {
+        let library: Tiktoken | undefined;
+        const encoding = this.encoding;
+        loaded = {
+          index: prebuilt.index,
+          fast: true,
+          library: () => (library ??= new (loadTiktoken())(loadRanks(encoding), extended)),
+        };
+        ({ patStr, specialTokens: baseSpecialTokens } = prebuilt);
+      } else {
+        const ranks = loadRanks(this.encoding);
+        loaded = indexRanks(loadTiktoken(), ranks, extended);
+        ({ pat_str: patStr, special_tokens: baseSpecialTokens } = ranks);
+      }
+      this.indexSource = prebuilt ? 'prebuilt' : !loaded.index ? 'none' : loaded.fast ? 'ranks' : 'library';
+      this.special = Object.freeze(Object.keys(baseSpecialTokens));
       // The library's specialTokens, in its order: `{ ...ranks.special_tokens, ...extendedSpecialTokens }`.
-      const specialTokens = { ...ranks.special_tokens, ...extended };
-      const merge = loaded.index && createBytePairEncoder(loaded.index, ranks.pat_str, specialTokens);
+      const specialTokens = { ...baseSpecialTokens, ...extended };
+      const merge = loaded.index && createBytePairEncoder(loaded.index, patStr, specialTokens);
       const specialTexts = new Map(Object.entries(specialTokens).map(([text, id]) => [id, text]));
       this.engine = { ranks: loaded, merge, specialTexts };
     }
@@ -174,6 +208,14 @@ function tokenizerFor(encoding: EncodingName): LazyTiktokenTokenizer {
     tokenizers.set(encoding, tokenizer);
   }
   return tokenizer;
+}
+
+/** A tokenizer of its own (tests: another place to look for a saved index); the app uses getTokenizer. */
+export function createTiktokenTokenizer(
+  encoding: EncodingName,
+  options: TiktokenTokenizerOptions = {},
+): TiktokenTokenizer {
+  return new LazyTiktokenTokenizer(encoding, options.prebuiltDir);
 }
 
 /** The process-wide tokenizer for `encoding`; its ranks load on first use. */

@@ -16,6 +16,15 @@ export interface TokenList {
   readonly ranks: Uint32Array;
 }
 
+/** A saved index (prebuiltRankIndex.ts): everything a TokenIndex holds. */
+export interface TokenIndexTables extends TokenList {
+  readonly rankCount: number;
+  readonly longestToken: number;
+  readonly starts: Uint32Array;
+  readonly positions: Int32Array;
+  readonly slots: Int32Array;
+}
+
 export const NOT_A_TOKEN = -1;
 
 /** Longest byte string a short key holds. */
@@ -31,6 +40,16 @@ export function shortKey(bytes: Uint8Array, from: number, length: number): numbe
 function isContinuation(byte: number): boolean {
   return byte >= 0x80 && byte < 0xc0;
 }
+
+/** The open-addressing table's size for `count` tokens: the smallest power of two at least twice the count. */
+function tableSize(count: number): number {
+  let size = 1;
+  while (size < count * 2) size *= 2;
+  return size;
+}
+
+/** fromTables looks up one token in this many (and the last one). */
+const SAMPLE_EVERY = 997;
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
@@ -61,12 +80,60 @@ export class TokenIndex {
     return index.fill() ? index : undefined;
   }
 
-  private constructor(list: TokenList) {
+  /**
+   * The index saved by `tables()`, without a pass over the tokens: undefined unless the arrays have the sizes these
+   * counts make and a sample of tokens (one in SAMPLE_EVERY, and the last) is found by its bytes at its rank and its
+   * rank at its bytes (a table hashed otherwise than this code hashes would not find them). The arrays themselves are
+   * trusted: prebuiltRankIndex.ts checks the saved file's digest first.
+   */
+  static fromTables(tables: TokenIndexTables): TokenIndex | undefined {
+    const { count, rankCount, bytes, starts, byteEnds, ranks, positions, slots } = tables;
+    const sized =
+      [starts, byteEnds, ranks].every((array) => array.length === count) &&
+      positions.length === rankCount &&
+      slots.length === tableSize(count) &&
+      (count === 0 || byteEnds[count - 1] === bytes.length);
+    if (!sized) return undefined;
+    const index = new TokenIndex(tables, tables);
+    const found = (token: number) => {
+      const start = starts[token]!;
+      const rank = ranks[token]!;
+      return (
+        rank < rankCount && positions[rank] === token && index.rankOf(bytes, start, byteEnds[token]! - start) === rank
+      );
+    };
+    for (let token = 0; token < count; token += SAMPLE_EVERY) if (!found(token)) return undefined;
+    if (count > 0 && !found(count - 1)) return undefined;
+    return index;
+  }
+
+  /** What fromTables takes back: this index's own arrays (do not write). */
+  tables(): TokenIndexTables {
+    return {
+      count: this.count,
+      rankCount: this.rankCount,
+      longestToken: this.longestToken,
+      bytes: this.bytes,
+      starts: this.starts,
+      byteEnds: this.ends,
+      ranks: this.ranks,
+      positions: this.positions,
+      slots: this.slots,
+    };
+  }
+
+  private constructor(list: TokenList, saved?: TokenIndexTables) {
     this.count = list.count;
     this.bytes = list.bytes;
     this.ranks = list.ranks;
-    this.starts = new Uint32Array(list.count);
     this.ends = list.byteEnds;
+    if (saved) {
+      ({ starts: this.starts, positions: this.positions, slots: this.slots } = saved);
+      ({ rankCount: this.rankCount, longestToken: this.longestToken } = saved);
+      this.mask = this.slots.length - 1;
+      return;
+    }
+    this.starts = new Uint32Array(list.count);
     let rankCount = 0;
     let longest = 0;
     for (let token = 0, start = 0; token < list.count; start = list.byteEnds[token++]!) {
@@ -78,10 +145,8 @@ export class TokenIndex {
     this.rankCount = rankCount;
     this.longestToken = longest;
     this.positions = new Int32Array(rankCount).fill(-1);
-    let size = 1;
-    while (size < list.count * 2) size *= 2;
-    this.slots = new Int32Array(size);
-    this.mask = size - 1;
+    this.slots = new Int32Array(tableSize(list.count));
+    this.mask = this.slots.length - 1;
   }
 
   private fill(): boolean {

@@ -20,6 +20,7 @@ import {
   LAZY_MODULES,
   type BundleResult,
 } from '../../../scripts/bundle';
+import { loadPrebuiltRankIndex } from '../../../src/adapters/prebuiltRankIndex';
 import { collectRegistrations, type FunctionRegistration } from '../../../local/host/functionsCore';
 import { functionModules, REPO_ROOT } from '../../support/app';
 
@@ -68,6 +69,14 @@ describe('bundleApp', () => {
     const map = JSON.parse(readFileSync(`${bundle.mainFile}.map`, 'utf8')) as { sources: string[] };
     assert.ok(map.sources.some((source) => source.endsWith('src/functions/sendMessage.ts')));
     assert.deepEqual(Object.keys(bundle.ranks), ['js-tiktoken/ranks/cl100k_base', 'js-tiktoken/ranks/o200k_base']);
+    assert.deepEqual(Object.keys(bundle.rankIndexes), Object.keys(bundle.ranks));
+    for (const encoding of ['cl100k_base', 'o200k_base']) {
+      assert.equal(
+        bundle.rankIndexes[`js-tiktoken/ranks/${encoding}`],
+        path.join(outDir, 'ranks', `${encoding}.index.bin`),
+      );
+      assert.ok(loadPrebuiltRankIndex(encoding, path.join(outDir, 'ranks')), `${encoding}: the saved index is read`);
+    }
     for (const [moduleName, file] of Object.entries(bundle.ranks)) {
       const original = require.resolve(moduleName);
       assert.equal(readFileSync(file, 'utf8'), readFileSync(original, 'utf8'), `${file} is a copy of ${original}`);
@@ -242,6 +251,7 @@ const UNTRACKED_FILES = [
   'dist/app/main.js',
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
+  'dist/app/ranks/cl100k_base.index.bin',
   'dist/app/ranks/o200k_base.cjs',
   'dist/app/telemetry-azure-monitor.js',
   'dist/app/telemetry-azure-monitor.js.map',
@@ -273,6 +283,7 @@ const PACKAGE = [
   'dist/app/main.js',
   'dist/app/main.js.map',
   'dist/app/ranks/cl100k_base.cjs',
+  'dist/app/ranks/cl100k_base.index.bin',
   'dist/app/ranks/o200k_base.cjs',
   'dist/app/telemetry-azure-monitor.js',
   'dist/app/telemetry-azure-monitor.js.map',
