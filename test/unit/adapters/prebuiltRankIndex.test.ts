@@ -125,7 +125,7 @@ describe('the saved rank index', () => {
 
       // One byte of the ranks file changed: its digest no longer matches.
       const ranks = readFileSync(RANKS_FILE('o200k_base'));
-      ranks[ranks.length - 3] ^= 1;
+      ranks[ranks.length - 3] = ranks[ranks.length - 3]! ^ 1;
       writeFileSync(path.join(stale, ranksFileName('o200k_base')), ranks);
       copyFileSync(path.join(dir, indexFileName('o200k_base')), path.join(stale, indexFileName('o200k_base')));
       assert.equal(loadPrebuiltRankIndex('o200k_base', stale), undefined);
@@ -157,7 +157,7 @@ describe('the saved rank index', () => {
     assert.equal(readRankIndex(file.subarray(0, 10), source.ranksSha256), undefined, 'cut in the header');
     assert.equal(readRankIndex(Buffer.alloc(0), source.ranksSha256), undefined, 'empty');
     const damaged = Buffer.from(file);
-    damaged[damaged.length - 100] ^= 0x40;
+    damaged[damaged.length - 100] = damaged[damaged.length - 100]! ^ 0x40;
     assert.equal(readRankIndex(damaged, source.ranksSha256), undefined, 'a byte of the arrays changed');
     const notAnIndex = Buffer.from(file);
     notAnIndex[0] = 0x7b;
