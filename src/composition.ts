@@ -185,6 +185,7 @@ export async function buildServices(config: Readonly<Config>, overrides: Service
     (await createTableConversationStore({
       tablePrefix: config.storage.tablePrefix,
       historyCacheBytes: config.storage.historyCacheBytes,
+      log,
       ...(config.storage.connectionString
         ? { connectionString: config.storage.connectionString }
         : { endpoint: config.storage.endpoint, credential: getCredential() }),

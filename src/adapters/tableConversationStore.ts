@@ -21,6 +21,7 @@ import {
 } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { Logger } from '../core/dependencies';
 import { ConversationBusyError, InvalidRequestError, RateLimitedError, StorageUnavailableError } from '../core/errors';
 import {
   ClaimLost,
@@ -57,6 +58,7 @@ import {
   userPropertyCount,
 } from './entitySize';
 import { partName, readLongText, splitText, writeLongText } from './splitText';
+import { runInBackground } from './backgroundWork';
 import { HistoryCache } from './historyCache';
 import { createTableClient } from './tableClient';
 import {
@@ -102,6 +104,8 @@ export interface TableConversationStoreOptions {
   retry?: { maxRetries?: number; retryDelayInMs?: number; maxRetryDelayInMs?: number };
   /** Memory for the messages of recent conversations (see ./historyCache.ts); 0 turns the cache off. */
   historyCacheBytes?: number;
+  /** Where an activity move that failed after its turn was answered is reported. Default: console. */
+  log?: Pick<Logger, 'warn'>;
 }
 
 export const CONVERSATIONS_TABLE = 'conversations';
@@ -152,6 +156,7 @@ export async function createTableConversationStore(
       retry: { ...DEFAULT_RETRY, ...options.retry },
     }),
     new HistoryCache(options.historyCacheBytes ?? 0),
+    options.log,
   );
   await store.ensureTable();
   return store;
@@ -162,6 +167,7 @@ export class TableConversationStore implements ConversationStore {
     private readonly table: TableClient,
     /** Messages of conversations this instance served lately: a turn then reads only the header and what is new. */
     readonly historyCache: HistoryCache = new HistoryCache(0),
+    private readonly log: Pick<Logger, 'warn'> = console,
   ) {}
 
   /** Creates the table if it is missing (an existing table is fine). */
@@ -373,6 +379,8 @@ export class TableConversationStore implements ConversationStore {
   list(owner: Caller, options: { limit: number; cursor?: string }): Promise<Page<ConversationSummary>> {
     return this.guard(async () => {
       const partitionKey = callerIndexPartition(owner);
+      // This instance's own turns are in the order they were answered in, whatever storage has done by now.
+      await this.movesSettled(partitionKey);
       await this.indexActivity(owner);
       let filter = odata`PartitionKey eq ${partitionKey} and RowKey ge ${ACTIVITY_ROWS_START} and RowKey lt ${ACTIVITY_ROWS_END}`;
       const secret = await this.cursorSecret();
@@ -530,7 +538,7 @@ export class TableConversationStore implements ConversationStore {
       }
       // Stored: the ETag guard proves these follow the history the turn read.
       this.historyCache.append(partitionKey, commit.messages);
-      await this.afterActivity(owner, commit.conversationId, { pointer, updatedAt: commit.updatedAt });
+      this.moveAfterAnswer(owner, commit.conversationId, { pointer, updatedAt: commit.updatedAt });
     });
   }
 
@@ -586,7 +594,7 @@ export class TableConversationStore implements ConversationStore {
           throw await this.whyRefused(partitionKey, pause.idempotency);
         }
       }
-      await this.afterActivity(owner, pause.conversationId, { pointer, updatedAt: pause.updatedAt });
+      this.moveAfterAnswer(owner, pause.conversationId, { pointer, updatedAt: pause.updatedAt });
     });
   }
 
@@ -843,6 +851,51 @@ export class TableConversationStore implements ConversationStore {
       }
     }
     throw new ConversationBusyError('The conversation list kept changing while it was being updated. Try again.');
+  }
+
+  /** Activity moves still running after their turns were answered, by the caller's index partition. */
+  private readonly movesInFlight = new Map<string, Set<Promise<void>>>();
+
+  /**
+   * Starts the activity move of a stored (or paused) turn without waiting for it: the turn is stored, and the answer
+   * does not wait for the list order (one more round trip on every turn's path). A list on this instance waits for
+   * the caller's moves (movesSettled); another instance's list may meet the entry behind its header for as long as
+   * the move takes, and then shows the page as read and moves the entry itself. The host's appTerminate hook waits
+   * for moves still running (./backgroundWork.ts).
+   */
+  private moveAfterAnswer(
+    owner: Caller,
+    conversationId: string,
+    stored: { pointer: StoredEntity | undefined; updatedAt: string },
+  ): void {
+    const key = callerIndexPartition(owner);
+    const move = this.afterActivity(owner, conversationId, stored).catch((error: unknown) => {
+      // Nothing is lost: the entry stays behind its header until a list moves it.
+      this.log.warn(
+        `The list order of conversation ${conversationId} was not updated after its turn: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    });
+    let moves = this.movesInFlight.get(key);
+    if (!moves) this.movesInFlight.set(key, (moves = new Set()));
+    moves.add(move);
+    const inFlight = moves;
+    void move.finally(() => {
+      inFlight.delete(move);
+      if (inFlight.size === 0 && this.movesInFlight.get(key) === inFlight) this.movesInFlight.delete(key);
+    });
+    runInBackground(move);
+  }
+
+  /** Resolves once the activity moves this instance started for the caller's turns have ended. */
+  private async movesSettled(callerPartition: string): Promise<void> {
+    const moves = this.movesInFlight.get(callerPartition);
+    if (moves) await Promise.all(moves);
+  }
+
+  /** Resolves once every activity move started so far has ended. */
+  async settle(): Promise<void> {
+    while (this.movesInFlight.size > 0)
+      await Promise.all([...this.movesInFlight.values()].flatMap((moves) => [...moves]));
   }
 
   /**

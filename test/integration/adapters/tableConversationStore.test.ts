@@ -315,6 +315,8 @@ describe('list', () => {
       messages: [message(1), message(2)],
       updatedAt: first,
     });
+    await slow.settle();
+    await store.settle();
     assert.ok(readsAfterCommit >= 3, 'the fast turn ran in the middle of the slow move');
     const rows = await rowsOf(callerIndexPartition(owner));
     assert.deepEqual(
@@ -353,6 +355,7 @@ describe('list', () => {
       messages: [message(from + 1), message(from + 2)],
       updatedAt,
     });
+    await instance.settle(); // the move runs after the answer
   }
 
   async function activityRows(owner: Caller): Promise<string[]> {
@@ -423,6 +426,100 @@ describe('list', () => {
     await turnThrough(here.instance, owner, created.id, last);
     assert.equal(here.indexWrites(), 3, 'the first move, the one refused on the stale pointer, and the retry');
     assert.deepEqual(await activityRows(owner), [activityRow(last, created.id)]);
+  });
+
+  test('a turn is answered before its activity entry moves; a list here waits for the move, one elsewhere shows the page as read', async () => {
+    const owner: Caller = { id: 'after-answer', kind: 'user' };
+    const older = await store.create(owner, newConversation());
+    const newer = await store.create(owner, newConversation());
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let moveStarted: () => void = () => {};
+    const started = new Promise<void>((resolve) => (moveStarted = resolve));
+    let movesHeld = 0;
+    const here = storeWith({ historyCacheBytes: 1 << 20 });
+    const client = (here as unknown as { table: TableClient }).table;
+    const submit = client.submitTransaction.bind(client);
+    client.submitTransaction = async (actions) => {
+      if (actions[0]?.[1].partitionKey?.startsWith('u|')) {
+        movesHeld += 1;
+        moveStarted();
+        await held;
+      }
+      return submit(actions);
+    };
+    const loaded = await here.loadForTurn(owner, older.id);
+    const updatedAt = nextTime();
+    const committed = here
+      .commitTurn(owner, {
+        conversationId: older.id,
+        expectedVersion: loaded!.conversation.version,
+        messages: [message(1), message(2)],
+        updatedAt,
+      })
+      .then(() => 'answered');
+    await started;
+    const outcome = await Promise.race([committed, new Promise((resolve) => setImmediate(() => resolve('waiting')))]);
+    if (outcome !== 'answered') release(); // let the old behaviour finish before failing
+    assert.equal(outcome, 'answered', 'the turn was answered while its move waited');
+
+    let listedHere: string[] | undefined;
+    const listing = here.list(owner, { limit: 10 }).then((page) => (listedHere = page.items.map((item) => item.id)));
+    const elsewhere = storeWith({});
+    const whileMoving = await elsewhere.list(owner, { limit: 10 });
+    // Another instance reads the entries as they stand: the page keeps that order (the move is not done yet).
+    assert.deepEqual(
+      whileMoving.items.map((item) => item.id),
+      [newer.id, older.id],
+    );
+    assert.equal(whileMoving.items[1]?.updatedAt, updatedAt, 'with the header it read');
+    assert.equal(listedHere, undefined, "this instance's list waits for its own turn's move");
+
+    release();
+    await listing;
+    assert.deepEqual(listedHere, [older.id, newer.id]);
+    await here.settle();
+    assert.deepEqual(
+      (await elsewhere.list(owner, { limit: 10 })).items.map((item) => item.id),
+      [older.id, newer.id],
+    );
+  });
+
+  test('a move that fails after the answer is reported, not thrown; the list puts the conversation back in place', async () => {
+    const owner: Caller = { id: 'move-fails', kind: 'user' };
+    const older = await store.create(owner, newConversation());
+    const newer = await store.create(owner, newConversation());
+    const warnings: string[] = [];
+    const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
+      allowInsecureConnection: true,
+    });
+    const submit = client.submitTransaction.bind(client);
+    client.submitTransaction = async (actions) => {
+      if (actions[0]?.[1].partitionKey?.startsWith('u|')) {
+        throw Object.assign(new Error('The batch request was refused.'), { statusCode: 400 });
+      }
+      return submit(actions);
+    };
+    const failing = new TableConversationStore(client, new HistoryCache(1 << 20), {
+      warn: (line) => warnings.push(line),
+    });
+    const loaded = await failing.loadForTurn(owner, older.id);
+    const updatedAt = nextTime();
+    await failing.commitTurn(owner, {
+      conversationId: older.id,
+      expectedVersion: loaded!.conversation.version,
+      messages: [message(1), message(2)],
+      updatedAt,
+    });
+    await failing.settle();
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0]!, new RegExp(`list order of conversation ${older.id} was not updated.*refused`));
+    assert.equal((await store.get(owner, older.id))?.messageCount, 2, 'the turn is stored');
+    await store.list(owner, { limit: 10 }); // meets the entry behind its header and moves it
+    assert.deepEqual(
+      (await store.list(owner, { limit: 10 })).items.map((item) => item.id),
+      [older.id, newer.id],
+    );
   });
 
   test('turns racing from three instances leave one activity entry per conversation, at its header', async () => {
