@@ -436,13 +436,11 @@ describe('list', () => {
     const held = new Promise<void>((resolve) => (release = resolve));
     let moveStarted: () => void = () => {};
     const started = new Promise<void>((resolve) => (moveStarted = resolve));
-    let movesHeld = 0;
     const here = storeWith({ historyCacheBytes: 1 << 20 });
     const client = (here as unknown as { table: TableClient }).table;
     const submit = client.submitTransaction.bind(client);
     client.submitTransaction = async (actions) => {
       if (actions[0]?.[1].partitionKey?.startsWith('u|')) {
-        movesHeld += 1;
         moveStarted();
         await held;
       }
