@@ -124,12 +124,22 @@ export class ConversationTables {
     if (typeof createdAt === 'string') {
       const indexPartition = callerIndexPartition(this.caller);
       const indexRow = callerIndexRow(createdAt, conversationId);
-      const index = await this.table.getEntity<Properties>(indexPartition, indexRow).catch(() => undefined);
-      if (index) {
-        await this.table.submitTransaction([
-          ['delete', { partitionKey: indexPartition, rowKey: indexRow }],
-          ['delete', { partitionKey: indexPartition, rowKey: String(index['activity']) }],
-        ]);
+      // The app moves the activity entry after it answers a turn, so a move can still be running: delete the index entry and
+      // the activity entry it names, and read it again when a move got there first (404).
+      for (let attempt = 0; attempt < 8; attempt++) {
+        const index = await this.table.getEntity<Properties>(indexPartition, indexRow).catch(() => undefined);
+        if (!index) break;
+        try {
+          await this.table.submitTransaction([
+            ['delete', { partitionKey: indexPartition, rowKey: indexRow }],
+            ['delete', { partitionKey: indexPartition, rowKey: String(index['activity']) }],
+          ]);
+          break;
+        } catch (error) {
+          const status = (error as { statusCode?: number }).statusCode;
+          if (status !== 404) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
       }
     }
     for (let start = 0; start < rows.length; start += MAX_BATCH) {

@@ -439,6 +439,7 @@ export class TableConversationStore implements ConversationStore {
       const partitionKey = conversationPartition(owner, conversationId);
       // Messages and idempotency records first, then the header, then the index entry: a crash at any point leaves
       // a state the next delete finishes (while the header exists the conversation is found and can be deleted).
+      await this.movesSettled(callerIndexPartition(owner)); // this instance's own moves do not race the delete
       this.historyCache.delete(partitionKey);
       this.pointers.delete(partitionKey);
       for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
