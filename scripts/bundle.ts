@@ -38,7 +38,7 @@ import {
 } from 'node:fs';
 import { builtinModules } from 'node:module';
 import * as path from 'node:path';
-import { build, type Message, type Metafile, type Plugin } from 'esbuild';
+import { build, type BuildOptions, type Message, type Metafile, type Plugin } from 'esbuild';
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import { indexFileName, serializeRankIndex, sha256 } from '../src/adapters/prebuiltRankIndex';
 import { indexRanksFast } from '../src/adapters/tiktokenRanks';
@@ -230,6 +230,23 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
   const entryModules = appEntryModules(root);
   const ranks = new Map<string, string>();
 
+  // What every bundle here is built with.
+  const shared = {
+    // Paths in the metafile (inputs, outputs) are relative to the root.
+    absWorkingDir: root,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
+    // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
+    keepNames: true,
+    // Stack traces map back to src/*.ts with `node --enable-source-maps`; the sources themselves stay out.
+    sourcemap: 'linked',
+    sourcesContent: false,
+    logLevel: options.log === false ? 'silent' : 'warning',
+  } satisfies BuildOptions;
+
   rmSync(outDir, { recursive: true, force: true });
   const result = await build({
     stdin: {
@@ -239,23 +256,11 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
       loader: 'ts',
     },
     outfile: mainFile,
-    // Paths in the metafile (inputs, outputs) are relative to the root.
-    absWorkingDir: root,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
+    ...shared,
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
     plugins: [externalRanks(ranks), externalLazyModules(), commonJsBuilds(), externalTelemetrySdks(root)],
-    // Names stay as written: errors take theirs from the class (`new.target.name`), and bundling would otherwise
-    // rename classes that collide across packages (openai's NotFoundError became NotFoundError2).
-    keepNames: true,
-    // Stack traces map back to src/*.ts with `node --enable-source-maps`; the sources themselves stay out.
-    sourcemap: 'linked',
-    sourcesContent: false,
     metafile: true,
-    logLevel: options.log === false ? 'silent' : 'warning',
   });
 
   const telemetryFiles: string[] = [];
@@ -269,16 +274,8 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
       // in a CommonJS bundle that is this file's URL.
       banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
       define: { 'import.meta.url': '__bundleUrl' },
-      absWorkingDir: root,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'cjs',
+      ...shared,
       tsconfig: path.join(root, 'tsconfig.json'),
-      keepNames: true,
-      sourcemap: 'linked',
-      sourcesContent: false,
-      logLevel: options.log === false ? 'silent' : 'warning',
     });
     telemetryFiles.push(outfile);
     telemetryWarnings.push(...telemetry.warnings);
@@ -296,16 +293,8 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
           loader: 'js',
         },
         outfile: lazy[name],
-        absWorkingDir: root,
-        bundle: true,
-        platform: 'node',
-        target: 'node20',
-        format: 'cjs',
+        ...shared,
         plugins: [commonJsBuilds()],
-        keepNames: true,
-        sourcemap: 'linked',
-        sourcesContent: false,
-        logLevel: options.log === false ? 'silent' : 'warning',
       });
     }),
   );
