@@ -876,27 +876,19 @@ export class TableConversationStore implements ConversationStore {
         `The list order of conversation ${conversationId} was not updated after its turn: ${error instanceof Error ? error.message : String(error)}`,
       );
     });
-    let moves = this.movesInFlight.get(key);
-    if (!moves) this.movesInFlight.set(key, (moves = new Set()));
-    moves.add(move);
-    const inFlight = moves;
+    const moves = this.movesInFlight.get(key) ?? new Set();
+    this.movesInFlight.set(key, moves.add(move));
     void move.finally(() => {
-      inFlight.delete(move);
-      if (inFlight.size === 0 && this.movesInFlight.get(key) === inFlight) this.movesInFlight.delete(key);
+      moves.delete(move);
+      if (moves.size === 0 && this.movesInFlight.get(key) === moves) this.movesInFlight.delete(key);
     });
-    runInBackground(move);
+    runInBackground(move); // what the host's appTerminate hook waits for
   }
 
   /** Resolves once the activity moves this instance started for the caller's turns have ended. */
   private async movesSettled(callerPartition: string): Promise<void> {
     const moves = this.movesInFlight.get(callerPartition);
     if (moves) await Promise.all(moves);
-  }
-
-  /** Resolves once every activity move started so far has ended. */
-  async settle(): Promise<void> {
-    while (this.movesInFlight.size > 0)
-      await Promise.all([...this.movesInFlight.values()].flatMap((moves) => [...moves]));
   }
 
   /**

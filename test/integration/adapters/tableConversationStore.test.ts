@@ -7,6 +7,7 @@ import {
   CONVERSATIONS_TABLE,
   TableConversationStore,
 } from '../../../src/adapters/tableConversationStore';
+import { settleBackgroundWork } from '../../../src/adapters/backgroundWork';
 import { entitySizeBytes, MAX_ENTITY_BYTES } from '../../../src/adapters/entitySize';
 import { HistoryCache } from '../../../src/adapters/historyCache';
 import {
@@ -315,8 +316,7 @@ describe('list', () => {
       messages: [message(1), message(2)],
       updatedAt: first,
     });
-    await slow.settle();
-    await store.settle();
+    await settleBackgroundWork();
     assert.ok(readsAfterCommit >= 3, 'the fast turn ran in the middle of the slow move');
     const rows = await rowsOf(callerIndexPartition(owner));
     assert.deepEqual(
@@ -355,7 +355,7 @@ describe('list', () => {
       messages: [message(from + 1), message(from + 2)],
       updatedAt,
     });
-    await instance.settle(); // the move runs after the answer
+    await settleBackgroundWork(); // the move runs after the answer
   }
 
   async function activityRows(owner: Caller): Promise<string[]> {
@@ -476,7 +476,7 @@ describe('list', () => {
     release();
     await listing;
     assert.deepEqual(listedHere, [older.id, newer.id]);
-    await here.settle();
+    await settleBackgroundWork();
     assert.deepEqual(
       (await elsewhere.list(owner, { limit: 10 })).items.map((item) => item.id),
       [older.id, newer.id],
@@ -509,7 +509,7 @@ describe('list', () => {
       messages: [message(1), message(2)],
       updatedAt,
     });
-    await failing.settle();
+    await settleBackgroundWork();
     assert.equal(warnings.length, 1, warnings.join('\n'));
     assert.match(warnings[0]!, new RegExp(`list order of conversation ${older.id} was not updated.*refused`));
     assert.equal((await store.get(owner, older.id))?.messageCount, 2, 'the turn is stored');
