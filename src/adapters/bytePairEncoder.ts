@@ -411,9 +411,9 @@ class QueueBytePairEncoder implements BytePairEncoder {
             if ((pair & PART_MASK) !== currentField) continue;
             order[ready++] = position;
             const absorbed = position + (parts[position << 1]! >>> PART_BITS);
-            touched ^=
-              parts[(position - (pair >>> PART_BITS)) << 1]! ^
-              parts[(absorbed + (parts[absorbed << 1]! >>> PART_BITS)) << 1]!;
+            const beforePart = parts[(position - (pair >>> PART_BITS)) << 1]!;
+            const afterPart = parts[(absorbed + (parts[absorbed << 1]! >>> PART_BITS)) << 1]!;
+            touched ^= pairs.touch(beforePart & PART_MASK, current) ^ pairs.touch(current, afterPart & PART_MASK);
           }
         }
         let rank: number;
@@ -947,14 +947,23 @@ class KeyHeap {
 }
 
 /**
- * The rank of the token two adjacent tokens make, by their ids: an open-addressing table in one Int32Array (left,
- * right, rank per slot: one cache line per lookup), filled on demand from the library's string-keyed map (misses are
- * remembered too). Starts small, so the pairs of ordinary text stay in cache; bounded: emptied when full.
+ * The rank of the token two adjacent tokens make, by their ids: an open-addressing table in one Int32Array, filled on
+ * demand from the library's string-keyed map (misses are remembered too). A slot is two numbers, eight bytes (tokens
+ * and ranks are below 2^21, MAX_RANK): `left | right << 21` (right's low 11 bits), then right's high 10 bits and the
+ * rank + 1 above them (0: not a token). Eight bytes, not twelve or sixteen, because a long piece of random letters
+ * looks up ~100,000 pairs, most of them new and most of them not tokens: the table then outgrows the caches, and a
+ * lookup's cost is the cache miss. Starts small, so the pairs of ordinary text stay in cache; bounded: emptied when
+ * full.
  */
+/** A pair slot's first number holds the right token's low bits; its second the high ones, the rank + 1 above them. */
+const RIGHT_LOW_BITS = 32 - PART_BITS;
+const RANK_SHIFT = PART_BITS - RIGHT_LOW_BITS;
+const HIGH_MASK = 2 ** RANK_SHIFT - 1;
+
 class PairRanks {
   private static readonly INITIAL_SLOTS = 1 << 12;
-  private static readonly MAX_SLOTS = 1 << 20; // 16 MB
-  /** [4s]: left token (-1: empty slot), [4s+1]: right token, [4s+2]: rank or NO_RANK. */
+  private static readonly MAX_SLOTS = 1 << 21; // 16 MB
+  /** [2s]: left | right << 21 (-1: empty slot; no token is 2^21 - 1), [2s+1]: right >>> 11 | (rank + 1) << 10. */
   private slots: Int32Array;
   private mask: number;
   private used = 0;
@@ -964,20 +973,28 @@ class PairRanks {
   }
 
   private static emptySlots(count: number): Int32Array {
-    const slots = new Int32Array(count * 4);
-    for (let slot = 0; slot < count; slot++) slots[slot * 4] = -1;
-    return slots;
+    return new Int32Array(count * 2).fill(-1);
+  }
+
+  /** Loads the slot where the pair's lookup starts (so that a rank() soon after finds it in cache); returns it. */
+  touch(left: number, right: number): number {
+    return this.slots[(pairHash(left, right) & this.mask) << 1]!;
   }
 
   /** The rank of token `left`'s bytes followed by token `right`'s, or NO_RANK if that is not a token. */
   rank(left: number, right: number): number {
     const slots = this.slots;
     const mask = this.mask;
+    const low = left | (right << PART_BITS);
+    const high = right >>> RIGHT_LOW_BITS;
     let slot = pairHash(left, right) & mask;
     for (;;) {
-      const at = slot << 2;
+      const at = slot << 1;
       const stored = slots[at]!;
-      if (stored === left && slots[at + 1] === right) return slots[at + 2]!;
+      if (stored === low) {
+        const second = slots[at + 1]!;
+        if ((second & HIGH_MASK) === high) return (second >>> RANK_SHIFT) - 1;
+      }
       if (stored === -1) break;
       slot = (slot + 1) & mask;
     }
@@ -991,11 +1008,14 @@ class PairRanks {
       this.grow();
       slot = this.freeSlot(left, right);
     }
-    const at = slot << 2;
-    this.slots[at] = left;
-    this.slots[at + 1] = right;
-    this.slots[at + 2] = rank;
+    this.store(slot, left, right, rank);
     this.used++;
+  }
+
+  private store(slot: number, left: number, right: number, rank: number): void {
+    const at = slot << 1;
+    this.slots[at] = left | (right << PART_BITS);
+    this.slots[at + 1] = (right >>> RIGHT_LOW_BITS) | ((rank + 1) << RANK_SHIFT);
   }
 
   /** Doubles the table, or empties it at its largest size (an adversary cannot make it grow without bound). */
@@ -1007,20 +1027,19 @@ class PairRanks {
     this.mask = count - 1;
     this.used = 0;
     if (count === oldCount) return;
-    for (let at = 0; at < old.length; at += 4) {
-      const left = old[at]!;
-      if (left === -1) continue;
-      const free = this.freeSlot(left, old[at + 1]!) << 2;
-      this.slots[free] = left;
-      this.slots[free + 1] = old[at + 1]!;
-      this.slots[free + 2] = old[at + 2]!;
+    for (let at = 0; at < old.length; at += 2) {
+      const first = old[at]!;
+      if (first === -1) continue;
+      const left = first & PART_MASK;
+      const right = (first >>> PART_BITS) | ((old[at + 1]! & HIGH_MASK) << RIGHT_LOW_BITS);
+      this.store(this.freeSlot(left, right), left, right, (old[at + 1]! >>> RANK_SHIFT) - 1);
       this.used++;
     }
   }
 
   private freeSlot(left: number, right: number): number {
     let slot = pairHash(left, right) & this.mask;
-    while (this.slots[slot << 2] !== -1) slot = (slot + 1) & this.mask;
+    while (this.slots[slot << 1] !== -1) slot = (slot + 1) & this.mask;
     return slot;
   }
 }
