@@ -672,8 +672,9 @@ function countParts(parts: Int32Array, length: number): number {
  * are kept up to KEPT_SCRATCH_BYTES of piece (~44 bytes of arrays per byte of piece: ~13 MB after a 100,000-character
  * CJK message, the default message limit); a longer piece gets arrays of its own, dropped after it. Allocating them
  * per long piece cost more than merging it: fresh pages, and full collections of a heap that holds the rank maps.
+ * Exported for the queue's unit test only.
  */
-class Scratch {
+export class Scratch {
   /** UTF-8 of the piece (3 bytes per UTF-16 code unit at most). */
   bytes = new Uint8Array(1024);
   /** The scan's tokens and pair ranks. */
@@ -719,9 +720,10 @@ class Scratch {
  * the scratch's `entries` (`[previous block, capacity, used, positions...]`, each block at least as large as the
  * bucket before it), so taking a bucket reads runs of positions rather than chasing one pointer per position. The
  * piece's own pairs are counted first and each rank gets one block of exactly its size. The heads and sizes are
- * indexed by rank (two numbers per token of the encoding) and are empty again after every merge.
+ * indexed by rank (two numbers per token of the encoding) and are empty again after every merge. Exported for its
+ * unit test only.
  */
-class RankBuckets {
+export class RankBuckets {
   /** [2r]: rank r's last block (-1: none), [2r+1]: how many positions its bucket holds. */
   private readonly heads: Int32Array;
   private readonly ranks = new IntHeap(1024);

@@ -11,7 +11,13 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
-import { createBytePairEncoder, SCAN_MAX_BYTES, utf8Encode } from '../../../src/adapters/bytePairEncoder';
+import {
+  createBytePairEncoder,
+  RankBuckets,
+  SCAN_MAX_BYTES,
+  Scratch,
+  utf8Encode,
+} from '../../../src/adapters/bytePairEncoder';
 import { CHATML_SPECIAL_TOKENS, encodeChatML, getTokenizer } from '../../../src/adapters/tiktokenTokenizer';
 import { rankMapsOf } from '../../../src/adapters/tiktokenRanks';
 import { TokenIndex } from '../../../src/adapters/tokenIndex';
@@ -287,6 +293,108 @@ test('small random vocabularies: same ids as the library, queue and scan alike',
     ),
     { numRuns: 600, seed: 3 },
   );
+});
+
+/**
+ * Long pieces (all beyond SCAN_MAX_BYTES, so the bucket queue merges them) over two or three letters and a vocabulary
+ * of short strings of them at random ranks: equal pairs overlap everywhere ("aaa"), so the leftmost-first rule decides
+ * the ids; a merge often makes a pair ranked below the one being merged (the low heap); and a rank's bucket is pushed
+ * to from the passes of several lower ranks, each left to right, so its positions arrive out of order (the bucket is
+ * sorted when taken, by insertion up to 16 positions, by a typed-array sort above).
+ */
+const TWO_LETTER_VOCABULARY = charOf(['ab', 'abc']).chain((alphabet) =>
+  fc
+    .uniqueArray(
+      fc.array(charOf(alphabet), { minLength: 2, maxLength: 6 }).map((letters) => letters.join('')),
+      {
+        minLength: 1,
+        maxLength: 40,
+      },
+    )
+    .chain((tokens) =>
+      fc
+        .shuffledSubarray(
+          Array.from({ length: tokens.length }, (_, index) => 256 + index),
+          { minLength: tokens.length, maxLength: tokens.length },
+        )
+        .map((ranks) => ({ alphabet, tokens: tokens.map((token, index) => ({ token, rank: ranks[index]! })) })),
+    ),
+);
+
+test('small random vocabularies over two or three letters: long pieces merged by the queue, same ids', () => {
+  fc.assert(
+    fc.property(
+      TWO_LETTER_VOCABULARY,
+      fc.integer({ min: SCAN_MAX_BYTES + 1, max: 400 }),
+      fc.infiniteStream(fc.nat()),
+      ({ alphabet, tokens }, size, picks) => {
+        const library = new TiktokenClass(buildSmallVocabulary(tokens));
+        const ours = createBytePairEncoder(indexOf(library), ' ?[^ ]+| +', {});
+        assert.ok(ours);
+        const iterator = picks[Symbol.iterator]();
+        let text = '';
+        while (text.length < size) text += alphabet[iterator.next().value % alphabet.length];
+        assert.deepEqual(ours.encode(text), library.encode(text, [], []), `${JSON.stringify(tokens)} on ${text}`);
+      },
+    ),
+    { numRuns: 400, seed: 5 },
+  );
+});
+
+test('the bucket queue gives ranks lowest first and the positions of each in order, however they were pushed', () => {
+  // Merges push a rank's positions in runs (one run per lower rank's pass, and a merge pushes its right pair before
+  // its left one), so a bucket can hold them out of order; real text seldom does it, so the queue is tested alone.
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 9 }), fc.nat({ max: 5000 })), { maxLength: 60 }),
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 9 }), fc.nat({ max: 5000 })), { maxLength: 300 }),
+      (listed, pushed) => {
+        const scratch = new Scratch();
+        scratch.forMerge(6000);
+        const sortedListed = [...listed].sort((a, b) => a[1] - b[1]);
+        sortedListed.forEach(([rank, position], index) => {
+          scratch.listedRanks[index] = rank;
+          scratch.listedStarts[index] = position;
+        });
+        const queue = new RankBuckets(10);
+        queue.fill(scratch, sortedListed.length);
+        for (const [rank, position] of pushed) queue.push(rank, position);
+        const expected = new Map<number, number[]>();
+        for (const [rank, position] of [...listed, ...pushed])
+          expected.set(rank, [...(expected.get(rank) ?? []), position]);
+        const ranks: number[] = [];
+        for (let rank = queue.nextRank(); rank !== -1; rank = queue.nextRank()) {
+          ranks.push(rank);
+          const count = queue.take(rank, scratch.order);
+          const positions = Array.from(scratch.order.subarray(0, count));
+          assert.deepEqual(
+            positions,
+            expected.get(rank)!.sort((a, b) => a - b),
+            `rank ${rank}`,
+          );
+        }
+        assert.deepEqual(
+          ranks,
+          [...expected.keys()].sort((a, b) => a - b),
+        );
+      },
+    ),
+    { numRuns: 300, seed: 7 },
+  );
+  // The two ways a bucket is sorted: by insertion (up to 16 positions) and by the typed-array sort (more).
+  for (const size of [5, 40]) {
+    const scratch = new Scratch();
+    scratch.forMerge(100);
+    const queue = new RankBuckets(3);
+    queue.fill(scratch, 0);
+    for (let position = size - 1; position >= 0; position--) queue.push(2, position);
+    assert.equal(queue.nextRank(), 2);
+    const count = queue.take(2, scratch.order);
+    assert.deepEqual(
+      Array.from(scratch.order.subarray(0, count)),
+      Array.from({ length: size }, (_, index) => index),
+    );
+  }
 });
 
 /** The index of a library encoder's tokens (from its `textMap`), as the adapter makes it when it must. */
