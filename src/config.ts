@@ -3,7 +3,7 @@
  * message naming it. `SETTINGS` documents every setting the app reads; the README table, the sample
  * local settings and the offline infra check all derive from it.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { maxStorableReplyTokens } from './adapters/entitySize';
 import { TRIM_POLICIES, type TrimPolicy } from './core/trimming';
 import { SERVER_TOOL_NAMES, type ServerToolName } from './tools/catalog';

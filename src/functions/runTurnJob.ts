@@ -1,5 +1,5 @@
 import { app, type InvocationContext } from '@azure/functions';
-import { z } from 'zod';
+import * as z from 'zod';
 import { getServices } from '../composition';
 import { TURN_QUEUE } from '../adapters/storageTurnQueue';
 import type { TurnJobMessage } from '../core/ports';

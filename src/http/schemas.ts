@@ -1,5 +1,5 @@
 /** Request bodies, as zod schemas built from the configured limits. Unknown fields are refused. */
-import { z } from 'zod';
+import * as z from 'zod';
 import { isStorableText, STORABLE_TEXT_RULE } from '../core/text';
 import { clientToolProblem } from './clientToolSchema';
 import { MAX_JSON_DEPTH, nestsDeeperThan, unstorableStringAt } from './jsonValues';

@@ -4,7 +4,7 @@
  * enforced ones; responses are generated from src/openapi/responseSchemas.ts, which the compiler checks against the
  * handlers' types. Each operation lists the problem codes it can answer with, per status.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Config } from '../config';
 import { SETTINGS } from '../config';
 import { MAX_PROLOGUE_JSON_CHARS } from '../core/conversations';

@@ -3,7 +3,7 @@
  * checked against the TypeScript type the handlers really return (same keys, compatible values): change a response
  * type without changing its schema here and `tsc` fails.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ConversationView, ConversationWithMessages, MessageView } from '../core/conversations';
 import { PROBLEM_CODES } from '../core/errors';
 import type { ConversationSummary, FinishReason, ToolCall, ToolDefinition, Usage } from '../core/ports';

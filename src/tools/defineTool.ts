@@ -4,7 +4,7 @@
  * handler only ever gets arguments of its declared type. What does not validate reaches the model as a tool message
  * saying what was wrong (the core's loop turns InvalidToolArgumentsError into one).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { toStorableText } from '../core/text';
 import { InvalidToolArgumentsError, type ServerTool, type ToolContext } from '../core/tools';
 

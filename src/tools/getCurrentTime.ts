@@ -2,7 +2,7 @@
  * `get_current_time`: the local date and time in an IANA time zone (e.g. `Europe/Paris`), with its UTC offset and
  * whether daylight saving applies is left to the offset. Reads only the clock.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Clock } from '../core/ports';
 import { defineTool } from './defineTool';
 

@@ -16,7 +16,7 @@
  * service throw with a generic message: what went wrong in detail (identity endpoint, addresses, TLS) is logged, never
  * shown to the model or the user.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Logger } from '../core/dependencies';
 import { defineTool } from './defineTool';
 

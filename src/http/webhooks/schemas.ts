@@ -1,5 +1,5 @@
 /** Bodies of the webhook routes, as zod schemas built from the configured limits. */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { BodyLimits } from '../schemas';
 import { maxUtf16, NAME_PATTERN, NAME_RULE, requiredString, storableString, textField } from '../schemas';
 import { isStorableText, STORABLE_TEXT_RULE } from '../../core/text';

@@ -175,6 +175,19 @@ describe('bundleApp', () => {
     }
   });
 
+  it("leaves zod's locales out of main.js but the English one its messages come from", () => {
+    // `import { z } from 'zod'` would keep all of zod (eslint.config.mjs asks for `import * as z`).
+    const main = Object.values(bundle.metafile.outputs).find((output) => output.entryPoint);
+    assert.ok(main, 'the metafile names the entry');
+    const locales = Object.entries(main.inputs)
+      .filter(([file, { bytesInOutput }]) => /node_modules\/zod\/.*\/locales\//.test(file) && bytesInOutput > 0)
+      .map(([file]) => file);
+    assert.deepEqual(
+      locales.map((file) => path.basename(file)),
+      ['en.js'],
+    );
+  });
+
   it('reaches the OpenTelemetry API only through import(), so loading the app does not evaluate it', () => {
     const inputs = bundle.metafile.inputs;
     const lazyPackages = ['node_modules/@opentelemetry/api/'];
