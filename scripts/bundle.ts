@@ -14,6 +14,8 @@
  *   MB bundle, measured with --cpu-prof) although the first turn of an app with key or no auth needs none of them.
  *   Each lazy bundle holds its own copy of what it shares with main.js (@azure/core-rest-pipeline...): code that
  *   checks errors from them uses their name, not `instanceof` (tableConversationStore.ts isUnavailable).
+ * - The source modules in LAZY_SOURCES (src/openapi/document.ts, needed by GET /api/openapi.json alone) are bundles
+ *   of their own in `lazy/` too, reached only through `await import('<path>.js')`.
  * - The rank tables (2.3 MB for o200k_base, 1.1 MB for cl100k_base) stay separate files, required on first use from
  *   `./ranks/`: inside the bundle, V8 would scan all 3.4 MB at every cold start for nothing (measured: 16-22 ms
  *   more before the host listens, nothing gained on the first turn). Beside each, `<encoding>.index.bin`: the token
@@ -81,6 +83,17 @@ export const LAZY_MODULES: Readonly<Record<string, { file: string; reach: 'impor
   standardwebhooks: { file: 'standardwebhooks.js', reach: 'require' },
 };
 
+/**
+ * Source modules loaded on first use, each bundled into `lazy/<file>` with what it imports (its own copy of the
+ * modules it shares with main.js: only pure code and constants, no state the app keeps): reached only through
+ * `await import('<relative path>.js')`, as a LAZY_MODULES package is. src/openapi/document.ts (the OpenAPI generator,
+ * its response schemas and zod's JSON Schema output) is needed only by GET /api/openapi.json; in main.js, V8 compiled
+ * it and zod built its schemas at every cold start.
+ */
+export const LAZY_SOURCES: Readonly<Record<string, { file: string }>> = {
+  'src/openapi/document.ts': { file: 'openapi.js' },
+};
+
 export interface BundleOptions {
   /** The repository root: it holds src/ and tsconfig.json. Default: found from this file. */
   root?: string;
@@ -93,6 +106,8 @@ export interface BundleOptions {
 export interface BundleResult {
   /** The lazily loaded packages' bundles, `<outDir>/lazy/<file>`, by package. */
   lazy: Record<string, string>;
+  /** The lazily loaded source modules' bundles, `<outDir>/lazy/<file>`, by source (LAZY_SOURCES). */
+  lazySources: Record<string, string>;
   outDir: string;
   /** The bundle itself, `<outDir>/main.js`. */
   mainFile: string;
@@ -159,7 +174,7 @@ function commonJsBuilds(): Plugin {
  * Leaves `require('js-tiktoken/ranks/<encoding>')` as `require('./ranks/<file>.cjs')` and remembers which file that
  * is, so it can be copied beside the bundle. esbuild resolves the module itself (the package's `require` export).
  */
-function externalRanks(found: Map<string, string>): Plugin {
+function externalRanks(found: Map<string, string>, ranksDir = `./${RANKS_DIR}`): Plugin {
   return {
     name: 'external-ranks',
     setup(pluginBuild) {
@@ -173,7 +188,7 @@ function externalRanks(found: Map<string, string>): Plugin {
         });
         if (resolved.errors.length > 0) return { errors: resolved.errors };
         found.set(args.path, resolved.path);
-        return { path: `./${RANKS_DIR}/${path.basename(resolved.path)}`, external: true };
+        return { path: `${ranksDir}/${path.basename(resolved.path)}`, external: true };
       });
     },
   };
@@ -183,7 +198,7 @@ function externalRanks(found: Map<string, string>): Plugin {
  * Leaves `import('x')` / `require('x')` of a LAZY_MODULES package as `require('./lazy/<file>')`; any other way of
  * reaching one (a static import would evaluate it at load) fails the build, naming the importer.
  */
-function externalLazyModules(): Plugin {
+function externalLazyModules(lazyDir = `./${LAZY_DIR}`): Plugin {
   const names = Object.keys(LAZY_MODULES).map((name) => name.replace(/[/\\^$*+?.()|[\]{}]/g, '\\$&'));
   return {
     name: 'external-lazy-modules',
@@ -202,8 +217,47 @@ function externalLazyModules(): Plugin {
             ],
           };
         }
-        return { path: `./${LAZY_DIR}/${lazy.file}`, external: true };
+        return { path: `${lazyDir}/${lazy.file}`, external: true };
       });
+    },
+  };
+}
+
+/**
+ * Leaves `import('<path>.js')` of a LAZY_SOURCES module as `require('./lazy/<file>')`; a static import of one (or a
+ * `require`) fails the build, naming the importer.
+ */
+function externalLazySources(root: string): Plugin {
+  const sources = new Map(
+    Object.entries(LAZY_SOURCES).map(([source, { file }]) => [path.resolve(root, source), file] as const),
+  );
+  const basenames = [...sources.keys()].map((source) =>
+    path.basename(source, '.ts').replace(/[/\\^$*+?.()|[\]{}]/g, '\\$&'),
+  );
+  return {
+    name: 'external-lazy-sources',
+    setup(pluginBuild) {
+      pluginBuild.onResolve(
+        { filter: new RegExp(`^\\.{1,2}/(.*/)?(${basenames.join('|')})(\\.js|\\.ts)?$`) },
+        (args) => {
+          const resolved = path.resolve(args.resolveDir, args.path).replace(/\.js$/, '');
+          const target = path.extname(resolved) === '.ts' ? resolved : `${resolved}.ts`;
+          const file = sources.get(target);
+          if (file === undefined) return undefined;
+          if (args.kind !== 'dynamic-import') {
+            const relative = (file: string) => path.relative(root, file).split(path.sep).join('/');
+            const specifier = args.path.replace(/(\.[jt]s)?$/, '.js');
+            return {
+              errors: [
+                {
+                  text: `${relative(args.importer)} must reach ${relative(target)} lazily, through await import('${specifier}') (scripts/bundle.ts LAZY_SOURCES).`,
+                },
+              ],
+            };
+          }
+          return { path: `./${LAZY_DIR}/${file}`, external: true };
+        },
+      );
     },
   };
 }
@@ -259,7 +313,13 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     ...shared,
     tsconfig: path.join(root, 'tsconfig.json'),
     external: [FUNCTIONS_CORE_MODULE],
-    plugins: [externalRanks(ranks), externalLazyModules(), commonJsBuilds(), externalTelemetrySdks(root)],
+    plugins: [
+      externalRanks(ranks),
+      externalLazyModules(),
+      externalLazySources(root),
+      commonJsBuilds(),
+      externalTelemetrySdks(root),
+    ],
     metafile: true,
   });
 
@@ -299,6 +359,22 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     }),
   );
 
+  const lazySources: Record<string, string> = {};
+  const lazySourceWarnings: Message[] = [];
+  for (const [source, { file }] of Object.entries(LAZY_SOURCES)) {
+    lazySources[source] = path.join(outDir, LAZY_DIR, file);
+    const lazySource = await build({
+      entryPoints: [path.join(root, source)],
+      outfile: lazySources[source],
+      ...shared,
+      tsconfig: path.join(root, 'tsconfig.json'),
+      // What it imports is bundled in, but a rank table or a lazy package stays the file main.js requires too,
+      // named from lazy/.
+      plugins: [externalRanks(ranks, `../${RANKS_DIR}`), externalLazyModules('.'), commonJsBuilds()],
+    });
+    lazySourceWarnings.push(...lazySource.warnings);
+  }
+
   mkdirSync(path.join(outDir, RANKS_DIR), { recursive: true });
   const copiedRanks: Record<string, string> = {};
   const rankIndexes: Record<string, string> = {};
@@ -324,7 +400,13 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     ranks: copiedRanks,
     rankIndexes,
     lazy,
-    warnings: [...result.warnings, ...telemetryWarnings, ...lazyBuilds.flatMap((lazyBuild) => lazyBuild.warnings)],
+    lazySources,
+    warnings: [
+      ...result.warnings,
+      ...telemetryWarnings,
+      ...lazyBuilds.flatMap((lazyBuild) => lazyBuild.warnings),
+      ...lazySourceWarnings,
+    ],
     metafile: result.metafile,
   };
 }

@@ -3,7 +3,8 @@
  * local host alone, the way the worker loads package.json `main`. Everything it loads lazily is exercised from inside
  * the bundle: jose (AUTH_MODE=jwt against a loopback key set), @azure/identity (the model's token from a loopback
  * managed-identity endpoint, no API key), @azure/storage-queue (a queued turn) and Ajv (a client tool's schema),
- * each from its own file in lazy/, and the o200k_base token index, read on the first turn from the file saved beside
+ * each from its own file in lazy/, the OpenAPI generator (lazy/openapi.js) on the first GET /api/openapi.json, and
+ * the o200k_base token index, read on the first turn from the file saved beside
  * the bundle (the rank table itself is then never evaluated).
  */
 import assert from 'node:assert/strict';
@@ -14,6 +15,8 @@ import { after, before, describe, it } from 'node:test';
 import { bundleApp, type BundleResult } from '../../../scripts/bundle';
 import { startLocalHost, type LocalHost } from '../../../local/localHost';
 import { call } from '../../support/app';
+import { loadConfig } from '../../../src/config';
+import { buildOpenApiDocument, openApiOptionsFromConfig } from '../../../src/openapi/document';
 import { startAzurite, type RunningAzurite } from '../../../local/azurite';
 import { startIdentityStandIn, type IdentityStandIn } from '../../support/identityStandIn';
 import { startJwksServer, type JwksServer } from '../../support/jwks';
@@ -159,5 +162,14 @@ describe('the bundle under the local host', () => {
     }
     assert.equal(status.body.status, 'completed', status.text);
     assert.deepEqual(lazyLoaded(), ['ajv.js', 'identity.js', 'jose.js', 'storage-queue.js']);
+  });
+
+  it('serves the OpenAPI document of its settings from lazy/openapi.js, loaded on the first request', async () => {
+    assert.ok(!lazyLoaded().includes('openapi.js'), 'not loaded before GET /api/openapi.json');
+    const served = await call('GET', `${api}/openapi.json`);
+    assert.equal(served.status, 200, served.text);
+    assert.deepEqual(served.body, buildOpenApiDocument(openApiOptionsFromConfig(loadConfig(process.env))));
+    assert.ok(lazyLoaded().includes('openapi.js'));
+    assert.deepEqual((await call('GET', `${api}/openapi.json`)).body, served.body, 'built once, served again');
   });
 });

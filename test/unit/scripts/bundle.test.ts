@@ -18,8 +18,10 @@ import {
   FUNCTIONS_CORE_MODULE,
   LAZY_DIR,
   LAZY_MODULES,
+  LAZY_SOURCES,
   type BundleResult,
 } from '../../../scripts/bundle';
+import { buildOpenApiDocument, defaultOpenApiOptions } from '../../../src/openapi/document';
 import { loadPrebuiltRankIndex } from '../../../src/adapters/prebuiltRankIndex';
 import { collectRegistrations, type FunctionRegistration } from '../../../local/host/functionsCore';
 import { functionModules, REPO_ROOT } from '../../support/app';
@@ -109,6 +111,7 @@ describe('bundleApp', () => {
       'dynamic-import ./lazy/jose.js',
       'dynamic-import ./lazy/octokit-auth-app.js',
       'dynamic-import ./lazy/octokit-core.js',
+      'dynamic-import ./lazy/openapi.js',
       'dynamic-import ./telemetry-azure-monitor.js',
       'dynamic-import ./telemetry-otlp.js',
       'require-call ./lazy/ajv.js',
@@ -124,6 +127,7 @@ describe('bundleApp', () => {
       './lazy/jose.js',
       './lazy/octokit-auth-app.js',
       './lazy/octokit-core.js',
+      './lazy/openapi.js',
       './lazy/standardwebhooks.js',
       './lazy/storage-queue.js',
       './ranks/cl100k_base.cjs',
@@ -188,6 +192,53 @@ describe('bundleApp', () => {
     );
   });
 
+  it('leaves the OpenAPI generator out of main.js, in lazy/openapi.js', () => {
+    const main = Object.values(bundle.metafile.outputs).find((output) => output.entryPoint);
+    assert.ok(main, 'the metafile names the entry');
+    const openapi = Object.entries(main.inputs)
+      .filter(([file, { bytesInOutput }]) => file.startsWith('src/openapi/') && bytesInOutput > 0)
+      .map(([file]) => file);
+    assert.deepEqual(openapi, []);
+    assert.deepEqual(bundle.lazySources, { 'src/openapi/document.ts': path.join(outDir, LAZY_DIR, 'openapi.js') });
+    assert.deepEqual(Object.keys(LAZY_SOURCES), Object.keys(bundle.lazySources));
+    assert.match(readFileSync(bundle.mainFile, 'utf8'), /await import\("\.\/lazy\/openapi\.js"\)/);
+    // What a lazy source requires of the bundle's own files (lazy/ajv.js for http/clientToolSchema.ts) is named
+    // from lazy/, where it is.
+    for (const file of Object.values(bundle.lazySources)) {
+      const relative = [...readFileSync(file, 'utf8').matchAll(/\b(?:require|import)\("(\.{1,2}\/[^"]+)"\)/g)].map(
+        ([, specifier]) => specifier!,
+      );
+      assert.ok(relative.length > 0, `${file} requires files of the bundle`);
+      for (const specifier of relative) {
+        assert.ok(existsSync(path.resolve(path.dirname(file), specifier)), `${specifier} from ${file} exists`);
+      }
+    }
+  });
+
+  it('fails the build when a module imports a lazy source statically, naming the importer', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'app-bundle-static-'));
+    try {
+      // A copy of the repository's layout where one function imports the OpenAPI generator at load.
+      for (const file of ['tsconfig.json', 'package.json']) {
+        writeFileSync(path.join(root, file), readFileSync(path.join(REPO_ROOT, file)));
+      }
+      mkdirSync(path.join(root, 'src', 'functions'), { recursive: true });
+      mkdirSync(path.join(root, 'src', 'openapi'), { recursive: true });
+      writeFileSync(path.join(root, 'src', 'index.ts'), 'export {};\n');
+      writeFileSync(path.join(root, 'src', 'openapi', 'document.ts'), 'export const document = {};\n');
+      writeFileSync(
+        path.join(root, 'src', 'functions', 'openapi.ts'),
+        "import { document } from '../openapi/document';\nexport const served = document;\n",
+      );
+      await assert.rejects(
+        bundleApp({ root, outDir: path.join(root, 'dist', 'app'), log: false }),
+        /src\/functions\/openapi\.ts must reach src\/openapi\/document\.ts lazily, through await import\('\.\.\/openapi\/document\.js'\)/,
+      );
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('reaches the OpenTelemetry API only through import(), so loading the app does not evaluate it', () => {
     const inputs = bundle.metafile.inputs;
     const lazyPackages = ['node_modules/@opentelemetry/api/'];
@@ -247,6 +298,14 @@ describe('bundleApp', () => {
         assert.ok(key in loaded, `${name}: ${key} is exported by ${path.basename(file)}`);
       }
     }
+    // The generator in lazy/openapi.js writes the document the sources write.
+    const openapi = require(
+      bundle.lazySources['src/openapi/document.ts']!,
+    ) as typeof import('../../../src/openapi/document');
+    assert.deepEqual(
+      openapi.buildOpenApiDocument(openapi.defaultOpenApiOptions()),
+      buildOpenApiDocument(defaultOpenApiOptions()),
+    );
     const ajv = require(bundle.lazy['ajv/dist/2020']!) as typeof import('ajv/dist/2020');
     assert.equal(new ajv.default({ strict: false }).validateSchema({ type: 'object' }), true);
     const webhooks = require(bundle.lazy['standardwebhooks']!) as typeof import('standardwebhooks');
