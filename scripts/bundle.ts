@@ -1,8 +1,14 @@
 /**
  * Bundles the function app with esbuild into dist/app/: `main.js` (what package.json `main` names, so the Functions
- * worker, `func start`, the local host and Azure all load this one file), its source map, and `ranks/`, the
- * js-tiktoken rank tables, copied beside it. The bundle needs no node_modules at run time: the deployment package
- * is host.json, package.json and dist/app/ (see .funcignore and docs/deploy.md).
+ * worker, `func start`, the local host and Azure all load this one file), which loads `app.js`, the app's bundle
+ * (with its source map), and `ranks/`, the js-tiktoken rank tables, copied beside it. The bundle needs no
+ * node_modules at run time: the deployment package is host.json, package.json and dist/app/ (see .funcignore and
+ * docs/deploy.md).
+ *
+ * - `main.js` is src/appLoader.ts: it compiles `app.js` with `app.js.cache`, the V8 code cache this build saves by
+ *   loading app.js once in a process of its own (this Node, placeholder settings), when that cache names this app.js
+ *   and this V8; otherwise (or with source maps on) app.js loads from its source as any module does. So `import()`
+ *   in the app is bundled as `require` (node:vm runs `import()` only behind a flag on Node 20).
  *
  * - The entry imports src/index.ts, then every src/functions/*.ts in name order: the order the worker loaded the
  *   tsc output in when `main` was `dist/src/{index.js,functions/*.js}`.
@@ -38,11 +44,13 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { builtinModules } from 'node:module';
 import * as path from 'node:path';
 import { build, type BuildOptions, type Message, type Metafile, type Plugin } from 'esbuild';
 import type { Tiktoken, TiktokenBPE } from 'js-tiktoken/lite' with { 'resolution-mode': 'import' };
 import { indexFileName, serializeRankIndex, sha256 } from '../src/adapters/prebuiltRankIndex';
+import { APP_FILE, CODE_CACHE_FILE } from '../src/appLoader';
 import { indexRanksFast } from '../src/adapters/tiktokenRanks';
 
 /** The worker's built-in module, provided at run time. */
@@ -109,8 +117,12 @@ export interface BundleResult {
   /** The lazily loaded source modules' bundles, `<outDir>/lazy/<file>`, by source (LAZY_SOURCES). */
   lazySources: Record<string, string>;
   outDir: string;
-  /** The bundle itself, `<outDir>/main.js`. */
+  /** What package.json `main` names, `<outDir>/main.js`: the loader of the app (src/appLoader.ts). */
   mainFile: string;
+  /** The bundle of the app itself, `<outDir>/app.js`, which main.js loads. */
+  appFile: string;
+  /** Its V8 code cache, `<outDir>/app.js.cache`, made by loading it once in a process of its own. */
+  codeCacheFile: string;
   /** The telemetry SDKs' bundles, `<outDir>/telemetry-*.js`. */
   telemetryFiles: string[];
   /** The source modules the entry imports, in load order (relative to the root). */
@@ -281,6 +293,7 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
   const root = options.root ?? findRoot(__dirname);
   const outDir = path.resolve(root, options.outDir ?? APP_BUNDLE_DIR);
   const mainFile = path.join(outDir, APP_BUNDLE_FILE);
+  const appFile = path.join(outDir, APP_FILE);
   const entryModules = appEntryModules(root);
   const ranks = new Map<string, string>();
 
@@ -309,9 +322,12 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
       sourcefile: 'app-entry.ts',
       loader: 'ts',
     },
-    outfile: mainFile,
+    outfile: appFile,
     ...shared,
     tsconfig: path.join(root, 'tsconfig.json'),
+    // `import()` becomes a `require` (every file it reaches is CommonJS): main.js compiles app.js with node:vm, where
+    // Node 20 supports `import()` only behind an experimental flag.
+    supported: { 'dynamic-import': false },
     external: [FUNCTIONS_CORE_MODULE],
     plugins: [
       externalRanks(ranks),
@@ -321,6 +337,19 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
       externalTelemetrySdks(root),
     ],
     metafile: true,
+  });
+
+  // main.js: src/appLoader.ts, which loads app.js with its code cache.
+  const loader = await build({
+    stdin: {
+      contents: "require('./src/appLoader').loadApp(module, __dirname);",
+      resolveDir: root,
+      sourcefile: 'app-loader.js',
+      loader: 'js',
+    },
+    outfile: mainFile,
+    ...shared,
+    tsconfig: path.join(root, 'tsconfig.json'),
   });
 
   const telemetryFiles: string[] = [];
@@ -385,6 +414,8 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     rankIndexes[moduleName] = writeRankIndex(target);
   }
 
+  const codeCacheFile = writeAppCodeCache(outDir);
+
   const builtins = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
   const imports = Object.values(result.metafile.outputs).flatMap((entry) => entry.imports);
   const externals = [
@@ -394,6 +425,8 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
   return {
     outDir,
     mainFile,
+    appFile,
+    codeCacheFile,
     telemetryFiles,
     entryModules,
     externals,
@@ -403,12 +436,60 @@ export async function bundleApp(options: BundleOptions = {}): Promise<BundleResu
     lazySources,
     warnings: [
       ...result.warnings,
+      ...loader.warnings,
       ...telemetryWarnings,
       ...lazyBuilds.flatMap((lazyBuild) => lazyBuild.warnings),
       ...lazySourceWarnings,
     ],
     metafile: result.metafile,
   };
+}
+
+/** Settings that pass the app's checks at load; nothing is contacted while it loads. */
+const PLACEHOLDER_SETTINGS = {
+  TABLES_CONNECTION_STRING: 'UseDevelopmentStorage=true',
+  AZURE_OPENAI_ENDPOINT: 'http://127.0.0.1:9',
+  AZURE_OPENAI_API_KEY: 'placeholder',
+  AZURE_OPENAI_DEPLOYMENT: 'chat',
+  AZURE_OPENAI_MODEL: 'gpt-4o',
+  AUTH_MODE: 'none',
+};
+
+const WRITE_CODE_CACHE = `
+const [directory, functionsCore, appLoader] = process.argv.slice(1);
+const standIn = require(functionsCore).installFunctionsCoreStandIn();
+standIn.systemLog = () => {};
+standIn.loadingModule = require('node:path').join(directory, ${JSON.stringify(APP_FILE)});
+require(appLoader).writeCodeCache(directory, module);
+process.exit(0);
+`;
+
+/**
+ * Loads `<outDir>/app.js` once in a Node process of its own (this Node, with placeholder settings and the local
+ * host's functions-core stand-in, so it registers its functions as under the worker) and saves the code V8 compiled
+ * meanwhile as `app.js.cache` (src/appLoader.ts writeCodeCache). Fails the build if the app does not load.
+ */
+export function writeAppCodeCache(outDir: string): string {
+  // From scripts/ under tsx, the sources; from dist/scripts/, their tsc output.
+  const extension = path.extname(__filename);
+  const base = path.resolve(__dirname, '..');
+  const loaded = spawnSync(
+    process.execPath,
+    [
+      ...(extension === '.ts' ? ['--import', 'tsx'] : []),
+      '-e',
+      WRITE_CODE_CACHE,
+      outDir,
+      path.join(base, 'local', 'host', `functionsCore${extension}`),
+      path.join(base, 'src', `appLoader${extension}`),
+    ],
+    { cwd: base, env: { PATH: process.env.PATH ?? '', ...PLACEHOLDER_SETTINGS }, encoding: 'utf8' },
+  );
+  const cacheFile = path.join(outDir, CODE_CACHE_FILE);
+  if (loaded.status !== 0 || !existsSync(cacheFile)) {
+    throw new Error(`Loading ${APP_FILE} to make its code cache failed (${loaded.status}):\n${loaded.stderr}`);
+  }
+  return cacheFile;
 }
 
 /**
@@ -446,7 +527,8 @@ async function main(): Promise<void> {
   const bundle = await bundleApp();
   const relative = (file: string) => path.relative(process.cwd(), file);
   console.log(
-    `Bundled ${bundle.entryModules.length} app modules into ${relative(bundle.mainFile)} (${megabytes(bundle.mainFile)}) ` +
+    `Bundled ${bundle.entryModules.length} app modules into ${relative(bundle.appFile)} (${megabytes(bundle.appFile)}, ` +
+      `code cache ${megabytes(bundle.codeCacheFile)}), loaded by ${relative(bundle.mainFile)}, ` +
       `in ${(performance.now() - started).toFixed(0)} ms; requires at run time: ${bundle.externals.join(', ')}.`,
   );
   for (const file of [...Object.values(bundle.ranks), ...Object.values(bundle.rankIndexes)]) {

@@ -1,6 +1,6 @@
 /**
  * The esbuild bundle (scripts/bundle.ts) serving real turns: built here into a temporary folder and loaded by the
- * local host alone, the way the worker loads package.json `main`. Everything it loads lazily is exercised from inside
+ * local host alone, the way the worker loads package.json `main` (main.js compiling app.js with its code cache). Everything it loads lazily is exercised from inside
  * the bundle: jose (AUTH_MODE=jwt against a loopback key set), @azure/identity (the model's token from a loopback
  * managed-identity endpoint, no API key), @azure/storage-queue (a queued turn) and Ajv (a client tool's schema),
  * each from its own file in lazy/, the OpenAPI generator (lazy/openapi.js) on the first GET /api/openapi.json, and
@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { bundleApp, type BundleResult } from '../../../scripts/bundle';
+import { compileApp } from '../../../src/appLoader';
 import { startLocalHost, type LocalHost } from '../../../local/localHost';
 import { call } from '../../support/app';
 import { loadConfig } from '../../../src/config';
@@ -67,7 +68,14 @@ before(async () => {
     LIMIT_TOKENS_PER_DAY: '0',
   });
   delete process.env.AZURE_OPENAI_API_KEY;
-  host = await startLocalHost({ functionModules: [bundle.mainFile], port: 0, log: () => {} });
+  // As on Azure, where source maps are off: main.js then compiles app.js itself, with the code cache (tsx turned
+  // source maps on, and with them on main.js leaves app.js to Node's own loader).
+  process.setSourceMapsEnabled(false);
+  try {
+    host = await startLocalHost({ functionModules: [bundle.mainFile], port: 0, log: () => {} });
+  } finally {
+    process.setSourceMapsEnabled(true);
+  }
   api = `${host.url}/api`;
   ranksLoadedAtStart = bundledRanks();
   lazyLoadedAtStart = lazyLoaded();
@@ -83,8 +91,10 @@ after(async () => {
 });
 
 describe('the bundle under the local host', () => {
-  it('serves every route from main.js alone', () => {
+  it('serves every route from main.js alone, the app in app.js compiled with its code cache', () => {
     assert.ok(host.routes.length >= 9, `${host.routes.length} routes`);
+    assert.ok(require.cache[bundle.appFile], 'main.js loaded app.js');
+    assert.equal(compileApp(path.dirname(bundle.appFile)).codeCache, 'used');
     assert.ok(host.routes.some((route) => route.path === '/api/conversations/{id}/messages'));
   });
 

@@ -23,6 +23,7 @@ import {
 } from '../../../scripts/bundle';
 import { buildOpenApiDocument, defaultOpenApiOptions } from '../../../src/openapi/document';
 import { loadPrebuiltRankIndex } from '../../../src/adapters/prebuiltRankIndex';
+import { APP_FILE, CODE_CACHE_FILE, compileApp } from '../../../src/appLoader';
 import { collectRegistrations, type FunctionRegistration } from '../../../local/host/functionsCore';
 import { functionModules, REPO_ROOT } from '../../support/app';
 
@@ -63,12 +64,14 @@ describe('bundleApp', () => {
 
   after(() => rmSync(outDir, { recursive: true, force: true }));
 
-  it('writes main.js, its source map and the rank tables, with no esbuild warning', () => {
+  it('writes main.js, the app in app.js with its source map and code cache, and the rank tables, with no esbuild warning', () => {
     assert.deepEqual(bundle.warnings, []);
     assert.equal(bundle.mainFile, path.join(outDir, APP_BUNDLE_FILE));
     assert.ok(existsSync(bundle.mainFile));
-    assert.match(readFileSync(bundle.mainFile, 'utf8'), /\/\/# sourceMappingURL=main\.js\.map\s*$/);
-    const map = JSON.parse(readFileSync(`${bundle.mainFile}.map`, 'utf8')) as { sources: string[] };
+    assert.equal(bundle.appFile, path.join(outDir, APP_FILE));
+    assert.equal(bundle.codeCacheFile, path.join(outDir, CODE_CACHE_FILE));
+    assert.match(readFileSync(bundle.appFile, 'utf8'), /\/\/# sourceMappingURL=app\.js\.map\s*$/);
+    const map = JSON.parse(readFileSync(`${bundle.appFile}.map`, 'utf8')) as { sources: string[] };
     assert.ok(map.sources.some((source) => source.endsWith('src/functions/sendMessage.ts')));
     assert.deepEqual(Object.keys(bundle.ranks), ['js-tiktoken/ranks/cl100k_base', 'js-tiktoken/ranks/o200k_base']);
     assert.deepEqual(Object.keys(bundle.rankIndexes), Object.keys(bundle.ranks));
@@ -83,6 +86,15 @@ describe('bundleApp', () => {
       const original = require.resolve(moduleName);
       assert.equal(readFileSync(file, 'utf8'), readFileSync(original, 'utf8'), `${file} is a copy of ${original}`);
     }
+  });
+
+  it('makes main.js the loader of app.js, and a code cache of app.js that V8 accepts', () => {
+    const main = readFileSync(bundle.mainFile, 'utf8');
+    assert.match(main, /\/\/ src\/appLoader\.ts\n/);
+    assert.ok(main.length < 20_000, `main.js is the loader alone (${main.length} characters)`);
+    const compiled = compileApp(outDir);
+    assert.equal(compiled.codeCache, 'used');
+    assert.equal(compiled.script.cachedDataRejected, false);
   });
 
   it('is what package.json main names when npm run build writes it', () => {
@@ -106,19 +118,20 @@ describe('bundleApp', () => {
     const externals = Object.values(bundle.metafile.outputs)
       .flatMap((output) => output.imports)
       .filter((entry) => entry.external && !builtins.has(entry.path));
+    // Every one a `require`: app.js is compiled with node:vm, so the build turns `import()` into `require` too.
     assert.deepEqual([...new Set(externals.map((entry) => `${entry.kind} ${entry.path}`))].sort(), [
-      'dynamic-import ./lazy/identity.js',
-      'dynamic-import ./lazy/jose.js',
-      'dynamic-import ./lazy/octokit-auth-app.js',
-      'dynamic-import ./lazy/octokit-core.js',
-      'dynamic-import ./lazy/openapi.js',
-      'dynamic-import ./telemetry-azure-monitor.js',
-      'dynamic-import ./telemetry-otlp.js',
       'require-call ./lazy/ajv.js',
+      'require-call ./lazy/identity.js',
+      'require-call ./lazy/jose.js',
+      'require-call ./lazy/octokit-auth-app.js',
+      'require-call ./lazy/octokit-core.js',
+      'require-call ./lazy/openapi.js',
       'require-call ./lazy/standardwebhooks.js',
       'require-call ./lazy/storage-queue.js',
       'require-call ./ranks/cl100k_base.cjs',
       'require-call ./ranks/o200k_base.cjs',
+      'require-call ./telemetry-azure-monitor.js',
+      'require-call ./telemetry-otlp.js',
       `require-call ${FUNCTIONS_CORE_MODULE}`,
     ]);
     assert.deepEqual(bundle.externals, [
@@ -201,7 +214,7 @@ describe('bundleApp', () => {
     assert.deepEqual(openapi, []);
     assert.deepEqual(bundle.lazySources, { 'src/openapi/document.ts': path.join(outDir, LAZY_DIR, 'openapi.js') });
     assert.deepEqual(Object.keys(LAZY_SOURCES), Object.keys(bundle.lazySources));
-    assert.match(readFileSync(bundle.mainFile, 'utf8'), /await import\("\.\/lazy\/openapi\.js"\)/);
+    assert.match(readFileSync(bundle.appFile, 'utf8'), /require\("\.\/lazy\/openapi\.js"\)/);
     // What a lazy source requires of the bundle's own files (lazy/ajv.js for http/clientToolSchema.ts) is named
     // from lazy/, where it is.
     for (const file of Object.values(bundle.lazySources)) {
@@ -318,6 +331,9 @@ describe('bundleApp', () => {
 
 /** The files a build and a local run leave in the tree beside the tracked ones. */
 const UNTRACKED_FILES = [
+  'dist/app/app.js',
+  'dist/app/app.js.cache',
+  'dist/app/app.js.map',
   'dist/app/lazy/identity.js',
   'dist/app/lazy/identity.js.map',
   'dist/app/main.js',
@@ -350,6 +366,9 @@ const UNTRACKED_FILES = [
 ];
 
 const PACKAGE = [
+  'dist/app/app.js',
+  'dist/app/app.js.cache',
+  'dist/app/app.js.map',
   'dist/app/lazy/identity.js',
   'dist/app/lazy/identity.js.map',
   'dist/app/main.js',
