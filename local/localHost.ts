@@ -9,7 +9,7 @@
  * What it is not: no function keys are checked (as with `func start`), no triggers but HTTP and storage queues.
  * CORS follows local.settings.json `Host.CORS`, as under `func start` (host/cors.ts).
  * Run it on the built app with `node dist/local/localHost.js`: it loads the files package.json `main` names, the
- * esbuild bundle dist/app/main.js (see docs/local-host.md).
+ * dist/app/main.js, which loads the esbuild bundle dist/app/app.js (see docs/local-host.md).
  *
  * This file starts and stops the host; its parts live in host/, one concern each:
  * - host/functionsCore.ts  the `@azure/functions-core` stand-in that collects registrations and hooks
