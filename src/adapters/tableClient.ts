@@ -4,6 +4,8 @@
  */
 import { TableClient, type TableServiceClientOptions } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
+import { createDefaultHttpClient } from '@azure/core-rest-pipeline';
+import { withDirectTransactions } from './tableTransaction';
 
 export interface TableConnection {
   /** e.g. `UseDevelopmentStorage=true` or an Azurite/account connection string. */
@@ -25,7 +27,10 @@ export function createTableClient(
   connection: TableConnection,
   settings: TableClientSettings,
 ): TableClient {
+  // One HTTP client (one connection pool) for the SDK's requests and the transactions sent beside it.
+  const httpClient = createDefaultHttpClient();
   const clientOptions: TableServiceClientOptions = {
+    httpClient,
     retryOptions: settings.retry,
     // Bounds every attempt: without it a storage account that accepts connections but never answers hangs the
     // request. Not the SDK's `request.timeout`, whose timer outlives a refused connection and holds the process open.
@@ -34,18 +39,22 @@ export function createTableClient(
   if (connection.connectionString) {
     const probe = TableClient.fromConnectionString(connection.connectionString, tableName, clientOptions);
     // Plain http only to this machine (Azurite); anything remote must use https.
-    return isLoopbackHttp(probe.url)
+    const insecure = isLoopbackHttp(probe.url);
+    const client = insecure
       ? TableClient.fromConnectionString(connection.connectionString, tableName, {
           ...clientOptions,
           allowInsecureConnection: true,
         })
       : probe;
+    return withDirectTransactions(client, httpClient, insecure);
   }
   if (connection.endpoint && connection.credential) {
-    return new TableClient(connection.endpoint, tableName, connection.credential, {
+    const insecure = isLoopbackHttp(connection.endpoint);
+    const client = new TableClient(connection.endpoint, tableName, connection.credential, {
       ...clientOptions,
-      allowInsecureConnection: isLoopbackHttp(connection.endpoint),
+      allowInsecureConnection: insecure,
     });
+    return withDirectTransactions(client, httpClient, insecure);
   }
   throw new Error('Table Storage needs a connectionString, or an endpoint and a credential.');
 }

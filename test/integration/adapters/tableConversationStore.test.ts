@@ -10,6 +10,7 @@ import {
 import { settleBackgroundWork } from '../../../src/adapters/backgroundWork';
 import { entitySizeBytes, MAX_ENTITY_BYTES } from '../../../src/adapters/entitySize';
 import { HistoryCache } from '../../../src/adapters/historyCache';
+import { createTableClient } from '../../../src/adapters/tableClient';
 import {
   activityRow,
   callerIndexPartition,
@@ -119,9 +120,12 @@ function storeWith(
   } = {},
 ): TableConversationStore {
   const { historyCacheBytes = 0, ...clientOverrides } = overrides;
-  const client = TableClient.fromConnectionString(azurite.connectionString, PREFIX + CONVERSATIONS_TABLE, {
-    allowInsecureConnection: true,
-  });
+  // The app's own client (transactions sent directly, src/adapters/tableTransaction.ts), as production builds it.
+  const client = createTableClient(
+    PREFIX + CONVERSATIONS_TABLE,
+    { connectionString: azurite.connectionString },
+    { tryTimeoutMs: 10_000, retry: { maxRetries: 3, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 } },
+  );
   return new TableConversationStore(Object.assign(client, clientOverrides), new HistoryCache(historyCacheBytes));
 }
 
