@@ -55,6 +55,7 @@ export function compileRouteTemplate(template: string): RouteMatcher {
     }
   });
 
+  const compiled = segments.map(compileSegment);
   return {
     template,
     precedence: segments.map(segmentPrecedence),
@@ -81,7 +82,7 @@ export function compileRouteTemplate(template: string): RouteMatcher {
           if (only.defaultValue !== undefined) params[only.name] = only.defaultValue;
           continue;
         }
-        if (!matchSegment(segment, decodeSegment(raw), params)) return undefined;
+        if (!matchSegment(compiled[index]!, decodeSegment(raw), params)) return undefined;
       }
       return pathSegments.length <= segments.length ? params : undefined;
     },
@@ -96,17 +97,30 @@ function decodeSegment(raw: string): string {
   }
 }
 
-function matchSegment(segment: Segment, value: string, params: Record<string, string>): boolean {
-  // Parameters are greedy, so a complex segment like `{name}.{ext}` splits at the last dot, as ASP.NET does.
-  const pattern = segment
+interface CompiledSegment {
+  parts: Segment;
+  /** Parameters are greedy, so a complex segment like `{name}.{ext}` splits at the last dot, as ASP.NET does. */
+  pattern: RegExp;
+  parameters: ParameterPart[];
+}
+
+/** Built once per route, not per request: the route table is matched on every request the host serves. */
+function compileSegment(segment: Segment): CompiledSegment {
+  const source = segment
     .map((part) => (part.kind === 'literal' ? escapeRegExp(part.text) : part.optional ? '(.*)' : '(.+)'))
     .join('');
-  const found = new RegExp(`^${pattern}$`, 'is').exec(value);
+  return {
+    parts: segment,
+    pattern: new RegExp(`^${source}$`, 'is'),
+    parameters: segment.filter((part): part is ParameterPart => part.kind === 'parameter'),
+  };
+}
+
+function matchSegment(segment: CompiledSegment, value: string, params: Record<string, string>): boolean {
+  const found = segment.pattern.exec(value);
   if (!found) return false;
-  const parameters = segment.filter((part): part is ParameterPart => part.kind === 'parameter');
-  const values = parameters.map((_part, index) => found[index + 1] ?? '');
-  for (const [index, part] of parameters.entries()) {
-    const captured = values[index] ?? '';
+  for (const [index, part] of segment.parameters.entries()) {
+    const captured = found[index + 1] ?? '';
     if (captured === '') {
       if (part.defaultValue !== undefined) params[part.name] = part.defaultValue;
       continue;
