@@ -701,10 +701,14 @@ export class TurnRunner {
       cachedPromptTokens: state.usage.cachedPromptTokens + usage.cachedPromptTokens,
     };
     state.calls.push({ estimated: plan.promptTokens, reported: usage.promptTokens });
-    this.deps.log.info(
-      `Conversation ${state.conversation.id} call ${state.calls.length}: prompt tokens estimated ${plan.promptTokens}, ` +
-        `service reported ${usage.promptTokens} (difference ${usage.promptTokens - plan.promptTokens})`,
-    );
+    // Counting is exact for the model families the app knows, so a difference is worth a line (a model whose chat
+    // format differs, a deployment behind another model); an equal count on every call is not.
+    if (usage.promptTokens !== plan.promptTokens) {
+      this.deps.log.warn(
+        `Conversation ${state.conversation.id} call ${state.calls.length}: prompt tokens estimated ` +
+          `${plan.promptTokens}, service reported ${usage.promptTokens} (difference ${usage.promptTokens - plan.promptTokens})`,
+      );
+    }
   }
 
   private context(state: TurnState): TurnContext {

@@ -46,6 +46,36 @@ function storedMessages(store: MemoryStore, id: string): StoredMessage[] {
 }
 
 describe('TurnRunner.send', () => {
+  it('logs a call only when the service counted the prompt differently from the estimate', async () => {
+    const lines: string[] = [];
+    const record = (line: string) => lines.push(line);
+    const { turns, model, conversationId, tokenizer } = await setup({
+      log: { info: record, warn: record, error: record },
+    });
+    const prompt = countPromptTokens(
+      [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hello' },
+      ],
+      tokenizer,
+    );
+    model.answers.push({
+      usage: { promptTokens: prompt, completionTokens: 2, totalTokens: prompt + 2, cachedPromptTokens: 0 },
+    });
+    await turns.send({ caller: alice, conversationId, content: 'Hello' });
+    assert.deepEqual(lines, []);
+
+    model.answers.push({ usage: { promptTokens: 999, completionTokens: 2, totalTokens: 1001, cachedPromptTokens: 0 } });
+    const second = await turns.send({ caller: alice, conversationId, content: 'Again' });
+    assert.equal(lines.length, 1);
+    assert.match(
+      lines[0] ?? '',
+      new RegExp(
+        `Conversation ${conversationId} call 1: prompt tokens estimated ${second.context.promptTokens}, service reported 999`,
+      ),
+    );
+  });
+
   it('sends the prologue and the new message, stores both messages and answers the reply', async () => {
     const { turns, model, store, conversationId } = await setup();
     model.answers.push({
