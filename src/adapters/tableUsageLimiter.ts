@@ -19,6 +19,7 @@ import {
 } from '../core/limits';
 import type { Config } from '../config';
 import { unlimited, type Caller, type TokenReservation, type UsageLimiter } from '../core/ports';
+import { runInBackground } from './backgroundWork';
 import { isUnavailable } from './tableConversationStore';
 import { createTableClient } from './tableClient';
 import { callerKey } from './tableKeys';
@@ -49,6 +50,22 @@ export interface TableUsageLimiterOptions {
   maxAttempts?: number;
   /** Upper bound of the first backoff in ms, doubled per attempt; default 20. */
   backoffMs?: number;
+  /**
+   * How long a settlement may wait to be written with the caller's next admission on this instance; default 1,000
+   * ms (see settle).
+   */
+  settleDelayMs?: number;
+  log?: { warn(message: string): void };
+}
+
+/** Settlements of one caller's day not written yet: each replaces a reservation with what the call spent. */
+interface Unsettled {
+  caller: Caller;
+  day: string;
+  adjustments: { reserved: number; spent: number }[];
+  timer: NodeJS.Timeout;
+  /** Resolves once they are written, merged into another write or given up on. */
+  written: () => void;
 }
 
 export class TableUsageLimiter implements UsageLimiter {
@@ -61,6 +78,9 @@ export class TableUsageLimiter implements UsageLimiter {
    * refusal computed from a remembered row is checked on a fresh read; an admission is confirmed by its write.
    */
   private readonly known = new Map<string, { row: UsageCounters; etag: string }>();
+  private readonly unsettled = new Map<string, Unsettled>();
+  private readonly settleDelayMs: number;
+  private readonly log: { warn(message: string): void };
 
   constructor(
     private readonly table: UsageTable,
@@ -68,6 +88,8 @@ export class TableUsageLimiter implements UsageLimiter {
   ) {
     this.maxAttempts = options.maxAttempts ?? 6;
     this.backoffMs = options.backoffMs ?? 20;
+    this.settleDelayMs = options.settleDelayMs ?? 1_000;
+    this.log = options.log ?? console;
   }
 
   async admit(caller: Caller, now: Date, request: AdmissionRequest = {}): Promise<TokenReservation> {
@@ -91,14 +113,70 @@ export class TableUsageLimiter implements UsageLimiter {
     return { day, tokens: reserved };
   }
 
+  /**
+   * Settles after the answer, not before it: the reservation already counts the call's worst case, so until the
+   * settlement is written the day's total can only be too high (a caller at the edge of the quota may be refused a
+   * second early), never too low. The settlement waits up to settleDelayMs for the caller's next request on this
+   * instance, whose admission writes it in the same conditional write (a conversation's turns come one after the
+   * other, so most settlements cost no round trip of their own); otherwise it is written on its own. The host's
+   * appTerminate hook waits for those still waiting (./backgroundWork.ts); a failed write is logged, and the
+   * reservation stays counted.
+   */
   async settle(caller: Caller, reservation: TokenReservation, spentTokens: number, _now: Date): Promise<void> {
     if (this.options.limits.tokensPerDay === 0 || reservation.tokens === spentTokens) return;
-    const outcome = await this.update(caller, reservation.day, (stored) =>
-      settleTokens(stored, reservation.day, reservation.tokens, spentTokens),
-    );
-    // The turn already answered; the caller of settle() logs this and the reservation stays counted (never less).
-    if (outcome === 'contended')
-      throw new Error('Could not settle a token reservation: the usage record kept changing.');
+    const key = rowKeyOf(caller, reservation.day);
+    const waiting = this.unsettled.get(key);
+    if (waiting) {
+      waiting.adjustments.push({ reserved: reservation.tokens, spent: spentTokens });
+      return;
+    }
+    this.deferSettlements(key, caller, reservation.day, [{ reserved: reservation.tokens, spent: spentTokens }]);
+  }
+
+  private deferSettlements(key: string, caller: Caller, day: string, adjustments: Unsettled['adjustments']): void {
+    let written = (): void => {};
+    const done = new Promise<void>((resolve) => (written = resolve));
+    const entry: Unsettled = {
+      caller,
+      day,
+      adjustments,
+      timer: setTimeout(() => void this.writeSettlements(key), this.settleDelayMs),
+      written,
+    };
+    this.unsettled.set(key, entry);
+    runInBackground(done);
+  }
+
+  /** Takes the settlements waiting for a caller's day, to write them with another update (or on their own). */
+  private takeSettlements(key: string): Unsettled | undefined {
+    const entry = this.unsettled.get(key);
+    if (!entry) return undefined;
+    this.unsettled.delete(key);
+    clearTimeout(entry.timer);
+    return entry;
+  }
+
+  private async writeSettlements(key: string): Promise<void> {
+    const entry = this.takeSettlements(key);
+    if (!entry) return;
+    try {
+      const outcome = await this.update(entry.caller, entry.day, (stored) =>
+        settleAll(stored, entry.day, entry.adjustments),
+      );
+      if (outcome === 'contended') throw new Error('the usage record kept changing');
+    } catch (error) {
+      // The turns already answered; the reservations stay counted (never less than was spent).
+      this.log.warn(
+        `Could not settle token usage of ${entry.adjustments.length} call(s): ${error instanceof Error ? error.message : String(error)}`,
+      );
+    } finally {
+      entry.written();
+    }
+  }
+
+  /** Writes every settlement still waiting now (tests; the appTerminate hook waits for their timers instead). */
+  async flushSettlements(): Promise<void> {
+    await Promise.all([...this.unsettled.keys()].map((key) => this.writeSettlements(key)));
   }
 
   async record(caller: Caller, tokens: number, now: Date): Promise<void> {
@@ -119,7 +197,42 @@ export class TableUsageLimiter implements UsageLimiter {
   ): Promise<'done' | 'contended'> {
     const partitionKey = callerKey(caller);
     const rowKey = day;
-    const knownKey = `${partitionKey}/${rowKey}`;
+    const knownKey = rowKeyOf(caller, day);
+    // Settlements waiting for this row go in the same write (see settle); if this update writes nothing, they wait on.
+    const merged = this.takeSettlements(knownKey);
+    if (merged) {
+      const own = compute;
+      compute = (stored) => {
+        const settled = settleAll(stored, day, merged.adjustments) ?? stored;
+        return own(settled) ?? (settled === stored ? undefined : settled);
+      };
+    }
+    const outcome = await this.write(caller, partitionKey, rowKey, knownKey, compute).catch((error: unknown) => {
+      if (merged) this.requeue(knownKey, merged);
+      throw error;
+    });
+    if (merged) {
+      if (outcome === 'done') merged.written();
+      else this.requeue(knownKey, merged);
+    }
+    return outcome;
+  }
+
+  /** Puts settlements back after the write that carried them did not happen, ahead of any that came meanwhile. */
+  private requeue(key: string, entry: Unsettled): void {
+    const later = this.takeSettlements(key);
+    this.deferSettlements(key, entry.caller, entry.day, [...entry.adjustments, ...(later?.adjustments ?? [])]);
+    later?.written();
+    entry.written();
+  }
+
+  private async write(
+    caller: Caller,
+    partitionKey: string,
+    rowKey: string,
+    knownKey: string,
+    compute: (stored: UsageCounters | undefined) => UsageCounters | undefined,
+  ): Promise<'done' | 'contended'> {
     const toRow = (counters: UsageCounters): UsageRow => ({
       ...counters,
       partitionKey,
@@ -172,6 +285,28 @@ export class TableUsageLimiter implements UsageLimiter {
       );
     }
   }
+}
+
+function rowKeyOf(caller: Caller, day: string): string {
+  return `${callerKey(caller)}/${day}`;
+}
+
+/** The day's counters with every settlement applied in turn; undefined when they change nothing. */
+function settleAll(
+  stored: UsageCounters | undefined,
+  day: string,
+  adjustments: readonly { reserved: number; spent: number }[],
+): UsageCounters | undefined {
+  let current = stored;
+  let changed = false;
+  for (const { reserved, spent } of adjustments) {
+    const next = settleTokens(current, day, reserved, spent);
+    if (next) {
+      current = next;
+      changed = true;
+    }
+  }
+  return changed ? current : undefined;
 }
 
 /** Full jitter: spreads the retries of writers that collided so they do not collide again. */

@@ -395,7 +395,10 @@ export interface UsageLimiter {
     now: Date,
     options?: { reserveTokens?: number; countRequest?: boolean },
   ): Promise<TokenReservation>;
-  /** Replaces a reservation with the tokens the call spent (0 when it failed). */
+  /**
+   * Replaces a reservation with the tokens the call spent (0 when it failed). An adapter may write it after this
+   * resolves (the reservation stays counted until then: the total can be too high meanwhile, never too low).
+   */
   settle(caller: Caller, reservation: TokenReservation, spentTokens: number, now: Date): Promise<void>;
   /** Adds tokens spent without a reservation (prompt + completion) to the caller's daily total. */
   record(caller: Caller, tokens: number, now: Date): Promise<void>;

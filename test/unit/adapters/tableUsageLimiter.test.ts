@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RateLimitedError, StorageUnavailableError } from '../../../src/core/errors';
 import type { Caller } from '../../../src/core/ports';
+import { settleBackgroundWork } from '../../../src/adapters/backgroundWork';
 import { TableUsageLimiter, type UsageRow, type UsageTable } from '../../../src/adapters/tableUsageLimiter';
 
 /** An in-memory table with the service's ETag rules: insert fails on an existing row, replace on a stale ETag. */
@@ -195,5 +196,84 @@ describe('TableUsageLimiter', () => {
     };
     const limiter = new TableUsageLimiter(table, { limits: { requestsPerMinute: 5, tokensPerDay: 0 } });
     await assert.rejects(limiter.admit(ann, now), StorageUnavailableError);
+  });
+
+  it("writes a settlement with the caller's next admission, in the same write", async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, {
+      limits: { requestsPerMinute: 10, tokensPerDay: 1000 },
+      settleDelayMs: 60_000,
+    });
+    const reservation = await limiter.admit(ann, now, { reserveTokens: 300 });
+    assert.equal(table.only().dayTokens, 300);
+    await limiter.settle(ann, reservation, 120, now);
+    assert.equal(table.writes, 1, 'the settlement waits for the next write');
+    assert.equal(table.only().dayTokens, 300, 'meanwhile the reservation stays counted: never too low');
+    await limiter.admit(ann, now, { reserveTokens: 50 });
+    assert.equal(table.writes, 2, 'one write carried the settlement and the admission');
+    assert.deepEqual([table.only().windowRequests, table.only().dayTokens], [2, 120 + 50]);
+    await settleBackgroundWork(); // nothing left waiting: resolves at once
+    assert.equal(table.writes, 2);
+  });
+
+  it('writes a settlement on its own when no request follows, and the appTerminate wait covers it', async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, {
+      limits: { requestsPerMinute: 10, tokensPerDay: 1000 },
+      settleDelayMs: 5,
+    });
+    const first = await limiter.admit(ann, now, { reserveTokens: 300 });
+    const second = await limiter.admit(ann, now, { reserveTokens: 200 });
+    await limiter.settle(ann, first, 100, now);
+    await limiter.settle(ann, second, 0, now);
+    await settleBackgroundWork();
+    assert.equal(table.only().dayTokens, 100);
+    assert.equal(table.writes, 3, 'both settlements in one write');
+  });
+
+  it('keeps a settlement waiting when the admission that would carry it is refused', async () => {
+    const table = new MemoryUsageTable();
+    const limiter = new TableUsageLimiter(table, {
+      limits: { requestsPerMinute: 1, tokensPerDay: 1000 },
+      settleDelayMs: 60_000,
+    });
+    const reservation = await limiter.admit(ann, now, { reserveTokens: 400 });
+    await limiter.settle(ann, reservation, 10, now);
+    await refusal(limiter.admit(ann, now)); // over the minute's requests: nothing is written
+    assert.equal(table.only().dayTokens, 400);
+    await limiter.flushSettlements();
+    assert.equal(table.only().dayTokens, 10);
+    assert.equal(table.only().windowRequests, 1);
+  });
+
+  it('settles on the stored row when another instance wrote meanwhile, counting both', async () => {
+    const table = new MemoryUsageTable();
+    const options = { limits: { requestsPerMinute: 10, tokensPerDay: 1000 }, settleDelayMs: 60_000, backoffMs: 1 };
+    const here = new TableUsageLimiter(table, options);
+    const there = new TableUsageLimiter(table, options);
+    const reservation = await here.admit(ann, now, { reserveTokens: 300 });
+    await here.settle(ann, reservation, 100, now);
+    await there.admit(ann, now, { reserveTokens: 50 }); // here's remembered ETag is now stale
+    await here.admit(ann, now, { reserveTokens: 20 });
+    assert.deepEqual([table.only().windowRequests, table.only().dayTokens], [3, 100 + 50 + 20]);
+  });
+
+  it('logs a settlement storage would not take, and the reservation stays counted', async () => {
+    const table = new MemoryUsageTable();
+    const warnings: string[] = [];
+    const limiter = new TableUsageLimiter(table, {
+      limits: { requestsPerMinute: 0, tokensPerDay: 1000 },
+      settleDelayMs: 60_000,
+      log: { warn: (line) => warnings.push(line) },
+    });
+    const reservation = await limiter.admit(ann, now, { reserveTokens: 300 });
+    await limiter.settle(ann, reservation, 100, now);
+    table.replace = async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { name: 'AbortError' });
+    };
+    await limiter.flushSettlements();
+    assert.equal(table.only().dayTokens, 300);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? '', /Could not settle token usage of 1 call/);
   });
 });
