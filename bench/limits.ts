@@ -2,9 +2,10 @@
  * Extra figure: the per-turn overhead with the default per-caller limits on (60 requests a minute, 1,000,000
  * tokens a day). The limiter adds Table round trips: a conditional write to admit the request beside the
  * conversation load, a reservation of the call's worst case (for a conversation this instance ran before it is made
- * with the admission, else after planning, before the model call), and the settlement beside the commit. The app
- * reads its settings once per process, so both variants run as app processes of their own, one after the other, each
- * measured against the storage floor taken during its own run; their difference is what the limiter costs. Turns are
+ * with the admission, else after planning, before the model call), and the settlement after the answer (carried by
+ * the caller's next admission when it comes within a second, src/adapters/tableUsageLimiter.ts). The app
+ * reads its settings once per process, so both variants run as app processes of their own, at the same time, their
+ * turns taking turns (see turnsSideBySide), beside the storage floor; their difference is what the limiter costs. Turns are
  * measured on a conversation the process served (the common case: `limiter_added_ms`) and on one it never saw
  * (`limiter_added_first_ms`). The default limit is 60 requests a minute, which the benchmark's own turns would pass,
  * so repetitions wait for the next UTC minute when this one's requests would not fit.
@@ -49,67 +50,93 @@ class MinutePacer {
   }
 }
 
-async function turnsAgainstFloor(bench: BenchSetup, env: Record<string, string>, options: LimitsOptions) {
+interface ProcessTimes {
+  served: number[];
+  first: number[];
+}
+
+/**
+ * Both app processes (limits off and on) run at once, and every repetition times the same steps on each, in an order
+ * that turns, so both meet the same machine: two runs one after the other differed by more than the figure (the
+ * median of a served turn moved by several milliseconds between the two halves of one run on a shared machine).
+ */
+async function turnsSideBySide(bench: BenchSetup, options: LimitsOptions) {
   const { history } = options;
-  const child = await startChildApp({ compiled: bench.compiled, env: { ...bench.appEnv, ...env } });
-  const served: number[] = [];
-  const first: number[] = [];
+  const children = {
+    off: await startChildApp({ compiled: bench.compiled, env: { ...bench.appEnv, ...NO_LIMITS } }),
+    on: await startChildApp({ compiled: bench.compiled, env: { ...bench.appEnv, ...DEFAULT_LIMITS } }),
+  };
+  const times: Record<'off' | 'on', ProcessTimes> = { off: { served: [], first: [] }, on: { served: [], first: [] } };
   const floors: number[] = [];
   const pacer = new MinutePacer();
   try {
-    await waitListening(child);
+    await Promise.all([waitListening(children.off), waitListening(children.on)]);
     for (let index = 0; index < options.warmup + options.repetitions; index++) {
-      const forServed = bench.newId('lim');
-      const forFirst = bench.newId('lim-first');
+      const measured = index >= options.warmup;
+      const ids = {
+        off: { served: bench.newId('lim-off'), first: bench.newId('lim-off-first') },
+        on: { served: bench.newId('lim-on'), first: bench.newId('lim-on-first') },
+      };
       const forFloor = bench.newId('lim-floor');
-      await bench.tables.write(forServed, bench.template(history - 2));
-      await bench.tables.write(forFirst, bench.template(history));
+      for (const kind of ['off', 'on'] as const) {
+        await bench.tables.write(ids[kind].served, bench.template(history - 2));
+        await bench.tables.write(ids[kind].first, bench.template(history));
+      }
       await bench.tables.write(forFloor, bench.template(history));
-      await pacer.reserve(REQUESTS_PER_REPETITION);
-      await postTurn(child.api, forServed, bench.turn.user.content); // now the process served it
-      const timeTurn = async (conversationId: string) => {
+      await pacer.reserve(REQUESTS_PER_REPETITION); // what the limits-on process receives
+      for (const kind of ['off', 'on'] as const) {
+        await postTurn(children[kind].api, ids[kind].served, bench.turn.user.content); // now it served it
+      }
+      const timeTurn = async (kind: 'off' | 'on', turn: 'served' | 'first') => {
         const start = performance.now();
-        await postTurn(child.api, conversationId, bench.turn.user.content);
-        return performance.now() - start;
+        await postTurn(children[kind].api, ids[kind][turn], bench.turn.user.content);
+        if (measured) times[kind][turn].push(performance.now() - start);
       };
       const steps = [
-        async () => (index >= options.warmup ? served : []).push(await timeTurn(forServed)),
-        async () => (index >= options.warmup ? first : []).push(await timeTurn(forFirst)),
-        async () =>
-          (index >= options.warmup ? floors : []).push(
-            await timeMs(() => bench.tables.floorTurn(forFloor, bench.turn, bench.encoding)),
-          ),
+        () => timeTurn('on', 'served'),
+        () => timeTurn('off', 'served'),
+        () => timeTurn('on', 'first'),
+        () => timeTurn('off', 'first'),
+        async () => {
+          const elapsed = await timeMs(() => bench.tables.floorTurn(forFloor, bench.turn, bench.encoding));
+          if (measured) floors.push(elapsed);
+        },
       ];
       // Each takes every place in the order by turns.
       for (let step = 0; step < steps.length; step++) await steps[(index + step) % steps.length]!();
-      for (const id of [forServed, forFirst, forFloor]) await bench.tables.remove(id);
+      for (const id of [ids.off.served, ids.off.first, ids.on.served, ids.on.first, forFloor]) {
+        await bench.tables.remove(id);
+      }
     }
   } finally {
-    await child.stop();
+    await Promise.all([children.off.stop(), children.on.stop()]);
     bench.app.model.clear();
   }
-  return { servedMs: median(served), firstMs: median(first), floorMs: median(floors) };
+  const summary = (kind: 'off' | 'on') => ({
+    servedMs: median(times[kind].served),
+    firstMs: median(times[kind].first),
+  });
+  return { off: summary('off'), on: summary('on'), floorMs: median(floors) };
 }
 
 export async function measureLimits(bench: BenchSetup, options: LimitsOptions): Promise<Figure[]> {
-  const off = await turnsAgainstFloor(bench, NO_LIMITS, options);
-  const on = await turnsAgainstFloor(bench, DEFAULT_LIMITS, options);
+  const { off, on, floorMs } = await turnsSideBySide(bench, options);
   const size = options.history;
   bench.log(
-    `  app process, history ${size}: limits off ${off.servedMs.toFixed(2)} ms served, ${off.firstMs.toFixed(2)} ms ` +
-      `first (floor ${off.floorMs.toFixed(2)}); limits on ${on.servedMs.toFixed(2)} ms served, ` +
-      `${on.firstMs.toFixed(2)} ms first (floor ${on.floorMs.toFixed(2)})`,
+    `  app processes side by side, history ${size}: limits off ${off.servedMs.toFixed(2)} ms served, ` +
+      `${off.firstMs.toFixed(2)} ms first; limits on ${on.servedMs.toFixed(2)} ms served, ` +
+      `${on.firstMs.toFixed(2)} ms first (floor ${floorMs.toFixed(2)})`,
   );
   return [
     {
       name: `overhead_ratio_limits_on_${size}`,
-      value: on.servedMs / on.floorMs,
+      value: on.servedMs / floorMs,
       unit: 'x',
       note: `default limits on, app in its own process, history ${size}, served conversation`,
     },
     {
       name: `overhead_ratio_limits_off_process_${size}`,
-      value: off.servedMs / off.floorMs,
+      value: off.servedMs / floorMs,
       unit: 'x',
       note: 'the same app process setup with limits off',
     },
