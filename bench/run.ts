@@ -82,7 +82,7 @@ export const FULL_OPTIONS: BenchOptions = {
   warmup: 5,
   overheadRepetitions: (size) => (size >= 1000 ? 15 : 41),
   trimming: { ourRepetitions: 300, referenceRepetitions: 3 },
-  cpu: { turnsPerRound: 60, rounds: 5 },
+  cpu: { turnsPerRound: 60, rounds: 9 },
   streamingRepetitions: 41,
   // Three requests a repetition under the default 60 a minute: the step waits for the next minute when needed.
   limits: { warmup: 10, repetitions: 31 },
