@@ -36,8 +36,11 @@ type Segment = SegmentPart[];
 
 export interface RouteMatcher {
   template: string;
-  /** Route parameters (decoded) when the path matches, else undefined. The path excludes the route prefix. */
-  match(pathname: string): Record<string, string> | undefined;
+  /**
+   * Route parameters (decoded) when the path matches, else undefined. The path excludes the route prefix;
+   * `segments` are its segments when the caller already split it (once per request, not once per route).
+   */
+  match(pathname: string, segments?: readonly string[]): Record<string, string> | undefined;
   /** Lower sorts first: literal segments beat parameters, constrained beat plain, catch-alls come last. */
   precedence: number[];
 }
@@ -59,8 +62,8 @@ export function compileRouteTemplate(template: string): RouteMatcher {
   return {
     template,
     precedence: segments.map(segmentPrecedence),
-    match(pathname) {
-      const pathSegments = splitPath(pathname);
+    match(pathname, presplit) {
+      const pathSegments = presplit ?? splitPath(pathname);
       const params: Record<string, string> = {};
       for (const [index, segment] of segments.entries()) {
         const only = segment.length === 1 ? segment[0] : undefined;
@@ -364,8 +367,9 @@ function comparePrecedence(a: number[], b: number[]): number {
 
 export function lookupRoute(entries: RouteEntry[], pathname: string, method: string): RouteLookup {
   const allow: string[] = [];
+  const segments = splitPath(pathname);
   for (const entry of entries) {
-    const params = entry.matcher.match(pathname);
+    const params = entry.matcher.match(pathname, segments);
     if (!params) continue;
     if (entry.route.methods.includes(method)) return { kind: 'found', entry, params };
     for (const allowed of entry.route.methods) if (!allow.includes(allowed)) allow.push(allowed);
