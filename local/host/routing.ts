@@ -38,9 +38,9 @@ export interface RouteMatcher {
   template: string;
   /**
    * Route parameters (decoded) when the path matches, else undefined. The path excludes the route prefix;
-   * `segments` are its segments when the caller already split it (once per request, not once per route).
+   * `presplit` is its segments when the caller already split it (once per request, not once per route).
    */
-  match(pathname: string, segments?: readonly string[]): Record<string, string> | undefined;
+  match(pathname: string, presplit?: readonly string[]): Record<string, string> | undefined;
   /** Lower sorts first: literal segments beat parameters, constrained beat plain, catch-alls come last. */
   precedence: number[];
 }
@@ -101,7 +101,6 @@ function decodeSegment(raw: string): string {
 }
 
 interface CompiledSegment {
-  parts: Segment;
   /** Parameters are greedy, so a complex segment like `{name}.{ext}` splits at the last dot, as ASP.NET does. */
   pattern: RegExp;
   parameters: ParameterPart[];
@@ -113,7 +112,6 @@ function compileSegment(segment: Segment): CompiledSegment {
     .map((part) => (part.kind === 'literal' ? escapeRegExp(part.text) : part.optional ? '(.*)' : '(.+)'))
     .join('');
   return {
-    parts: segment,
     pattern: new RegExp(`^${source}$`, 'is'),
     parameters: segment.filter((part): part is ParameterPart => part.kind === 'parameter'),
   };
