@@ -6,7 +6,7 @@ import { stopTelemetry } from './adapters/telemetry';
 app.setup({ enableHttpStream: true });
 
 // The worker runs appTerminate hooks when the host shuts it down (scale-in, restart, deployment): work left after
-// answers (list-order moves) finishes, then the telemetry SDK exports what it still buffers.
+// answers (list-order moves, token settlements) finishes, then the telemetry SDK exports what it still buffers.
 app.hook.appTerminate(async () => {
   await settleBackgroundWork();
   await stopTelemetry();

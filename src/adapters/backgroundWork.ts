@@ -1,6 +1,6 @@
 /**
  * Work an adapter finishes after the request that started it has been answered (an activity entry's move after a
- * turn). Every piece is tracked here so the host's `appTerminate` hook (src/setup.ts) can wait for it before the
+ * turn, a token settlement waiting for the caller's next admission). Every piece is tracked here so the host's `appTerminate` hook (src/setup.ts) can wait for it before the
  * process ends; each piece handles its own errors (a rejection here would be a bug, and is only reported).
  */
 const running = new Set<Promise<unknown>>();
