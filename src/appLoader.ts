@@ -63,6 +63,8 @@ function readCodeCache(cacheFile: string, source: string): Buffer | Exclude<Code
 
 export interface CompiledApp {
   file: string;
+  /** The source compiled, as read once. */
+  source: string;
   script: Script;
   codeCache: CodeCacheOutcome;
 }
@@ -77,7 +79,7 @@ export function compileApp(directory: string): CompiledApp {
     ...(typeof cache === 'string' ? {} : { cachedData: cache }),
   });
   const codeCache = typeof cache === 'string' ? cache : script.cachedDataRejected === true ? 'rejected' : 'used';
-  return { file, script, codeCache };
+  return { file, source, script, codeCache };
 }
 
 /** Runs a compiled app.js as the module `require('./app.js')` would make it; returns that module. */
@@ -123,7 +125,7 @@ export function writeCodeCache(directory: string, parent: NodeJS.Module): string
   const header: CacheHeader = {
     format: CACHE_FORMAT,
     v8: process.versions.v8,
-    appSha256: sha256(readFileSync(compiled.file, 'utf8')),
+    appSha256: sha256(compiled.source),
   };
   const cacheFile = path.join(directory, CODE_CACHE_FILE);
   writeFileSync(
